@@ -1,0 +1,34 @@
+"""pyrovae: variational autoencoders written the Pyro way."""
+
+from .config import Config, DataConfig, ModelConfig, TrainConfig, load_config
+from .errors import CheckpointError, ConfigError, DataError, PyrovaeError, RunDirError, TrainingDiverged
+from .guides import GuideFamily, register_guide
+from .likelihoods import Likelihood, register_likelihood
+from .model import VAE
+from .nets import register_decoder, register_encoder
+from .priors import Prior, register_prior
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "VAE",
+    "Config",
+    "DataConfig",
+    "ModelConfig",
+    "TrainConfig",
+    "load_config",
+    "Prior",
+    "Likelihood",
+    "GuideFamily",
+    "register_prior",
+    "register_likelihood",
+    "register_encoder",
+    "register_decoder",
+    "register_guide",
+    "PyrovaeError",
+    "ConfigError",
+    "DataError",
+    "CheckpointError",
+    "RunDirError",
+    "TrainingDiverged",
+]

@@ -1,0 +1,312 @@
+"""The run configuration: three flat dataclasses (``data``, ``model``,
+``train``) with a strict YAML/dict round trip and ``key=value`` overrides.
+
+Unknown keys fail loudly with the valid choices, so a typo never goes
+unnoticed. Component specs (``model.encoder``, ``train.optimizer``, ...)
+are mappings ``{name: ..., <option>: <value>}`` whose options are checked
+against the component's signature when it is built.
+"""
+
+import dataclasses
+import difflib
+import math
+import os
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Union
+
+import yaml
+
+from .errors import ConfigError
+
+__all__ = ["DataConfig", "ModelConfig", "TrainConfig", "Config", "load_config"]
+
+Spec = Dict[str, Any]
+
+
+def _spec(name: str, **options) -> Spec:
+    """A component-spec field; a bare name is accepted for it too."""
+    return field(default_factory=lambda: {"name": name, **options}, metadata={"spec": True})
+
+
+@dataclass
+class DataConfig:
+    """Where the data comes from and how it is prepared.
+
+    :ivar name: data source: ``mnist``, ``fashion_mnist``, ``npy``, ``image_folder``, ``synthetic``.
+    :ivar root: directory with a local copy (torchvision layout or ``mnist.pkl.gz``), and
+        where downloads go (default ``~/.cache/pyrovae``).
+    :ivar path: file or folder for ``npy`` (``.npy``/``.npz``) and ``image_folder``.
+    :ivar download: try torchvision's download when no local copy is found.
+    :ivar binarize: ``dynamic`` (resampled every epoch), ``static`` (once, fixed seed) or ``none``.
+    :ivar binarize_seed: seed of static binarization, and of the validation and test binarization.
+    :ivar quantize: map grey values in [0, 1] to integer levels 0..255 (categorical likelihood).
+    :ivar val_size: training points held out for validation (0: train on all).
+    :ivar subset: use only the first ``subset`` training points (quick runs).
+    :ivar options: extra options of the data source (for example ``synthetic``'s ``num_points``).
+    """
+
+    name: str = "mnist"
+    root: Optional[str] = None
+    path: Optional[str] = None
+    download: bool = True
+    binarize: str = "dynamic"
+    binarize_seed: int = 0
+    quantize: bool = False
+    val_size: int = 10000
+    subset: Optional[int] = None
+    options: Dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self):
+        _check_choice("data.binarize", self.binarize, ("dynamic", "static", "none"))
+        _check_min("data.val_size", self.val_size, 0)
+        if self.subset is not None:
+            _check_min("data.subset", self.subset, 1)
+        if self.quantize and self.binarize != "none":
+            raise ConfigError("data.quantize needs data.binarize: none (levels come from grey values)")
+
+
+@dataclass
+class ModelConfig:
+    """The VAE's components; each is a spec ``{name: ..., <option>: ...}``.
+
+    The default is the one-stochastic-layer model of Burda et al. (2015):
+    784-200-200-50 with tanh, a Bernoulli likelihood and a Gaussian guide.
+    """
+
+    latent_dim: int = 50
+    encoder: Spec = _spec("mlp", hidden=[200, 200], activation="tanh")
+    decoder: Spec = _spec("mlp", hidden=[200, 200], activation="tanh")
+    prior: Spec = _spec("standard_normal")
+    likelihood: Spec = _spec("bernoulli")
+    guide: Spec = _spec("normal")
+
+    def __post_init__(self):
+        _check_min("model.latent_dim", self.latent_dim, 1)
+        for key in ("encoder", "decoder", "prior", "likelihood", "guide"):
+            setattr(self, key, _as_spec(f"model.{key}", getattr(self, key)))
+
+
+@dataclass
+class TrainConfig:
+    """How the model is fitted.
+
+    :ivar epochs: passes over the training set.
+    :ivar batch_size: data points per step.
+    :ivar objective: ``{name: elbo|meanfield|iwae, num_particles: K, vectorize_particles: bool}``.
+    :ivar optimizer: ``{name: adam|clipped_adam|rmsprop|sgd, lr: ..., ...}``.
+    :ivar lr_schedule: ``{name: constant|exponential|step|cosine, ...}``, stepped every epoch.
+    :ivar grad_clip: clip the global gradient norm to this value (null: off).
+    :ivar beta: weight of the KL term (0 with the delta guide: a plain autoencoder).
+    :ivar warmup_epochs: linear KL warm-up of beta from 0 over this many epochs.
+    :ivar patience: early stopping after this many epochs without a better validation loss.
+    :ivar device: ``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:N``.
+    :ivar seed: seeds parameters, data order, binarization and sampling.
+    :ivar progress: show a progress bar.
+    :ivar eval_batch_size: batch size of the validation pass.
+    :ivar validate_model: run Pyro's argument validation during training (slower).
+    :ivar compile: wrap the training loss in ``torch.compile``.
+    :ivar skip_nonfinite: skip (with a warning) a batch whose loss is NaN/inf instead of stopping.
+    :ivar sample_every: write reconstruction and sample PNGs every N epochs (0: only at the end).
+    """
+
+    epochs: int = 10
+    batch_size: int = 100
+    objective: Spec = _spec("elbo", num_particles=1)
+    optimizer: Spec = _spec("adam", lr=1e-3)
+    lr_schedule: Spec = _spec("constant")
+    grad_clip: Optional[float] = None
+    beta: float = 1.0
+    warmup_epochs: float = 0.0
+    patience: Optional[int] = None
+    device: str = "auto"
+    seed: int = 0
+    progress: bool = True
+    eval_batch_size: int = 1000
+    validate_model: bool = False
+    compile: bool = False
+    skip_nonfinite: bool = False
+    sample_every: int = 0
+
+    def __post_init__(self):
+        _check_min("train.epochs", self.epochs, 0)
+        _check_min("train.batch_size", self.batch_size, 1)
+        _check_min("train.eval_batch_size", self.eval_batch_size, 1)
+        _check_min("train.sample_every", self.sample_every, 0)
+        if not (math.isfinite(self.beta) and self.beta >= 0):
+            raise ConfigError(f"train.beta must be a finite number >= 0, got {self.beta}")
+        if not (math.isfinite(self.warmup_epochs) and self.warmup_epochs >= 0):
+            raise ConfigError(f"train.warmup_epochs must be >= 0, got {self.warmup_epochs}")
+        if self.grad_clip is not None and not (self.grad_clip > 0 and math.isfinite(self.grad_clip)):
+            raise ConfigError(f"train.grad_clip must be positive, got {self.grad_clip}")
+        if self.patience is not None:
+            _check_min("train.patience", self.patience, 1)
+        if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
+            raise ConfigError(f"train.device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+        for key in ("objective", "optimizer", "lr_schedule"):
+            setattr(self, key, _as_spec(f"train.{key}", getattr(self, key)))
+        lr = self.optimizer.get("lr", 1.0)
+        if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
+            raise ConfigError(f"train.optimizer.lr must be a positive finite number, got {lr!r}")
+
+
+SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
+
+
+@dataclass
+class Config:
+    """The whole run configuration."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    # -- conversions ----------------------------------------------------
+    @classmethod
+    def from_dict(cls, d: Optional[Dict[str, Any]]) -> "Config":
+        """Build from a nested dict; missing keys take defaults, unknown keys fail."""
+        d = {} if d is None else d
+        if not isinstance(d, dict):
+            raise ConfigError(f"a config must be a mapping with sections {list(SECTIONS)}, got {type(d).__name__}")
+        _check_keys("config", d, SECTIONS)
+        return cls(**{name: _section_from_dict(name, d.get(name) or {}) for name in SECTIONS})
+
+    def to_dict(self) -> Dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_yaml(cls, path: Union[str, os.PathLike]) -> "Config":
+        return cls.from_dict(_read_yaml(path))
+
+    def to_yaml(self, path: Optional[Union[str, os.PathLike]] = None) -> str:
+        """The config as YAML text; also written to ``path`` if given."""
+        text = yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=None)
+        if path is not None:
+            with open(path, "w") as f:
+                f.write(text)
+        return text
+
+    def override(self, assignments: List[str]) -> "Config":
+        """A new config with ``section.key[.subkey]=value`` assignments applied.
+
+        Values are parsed as YAML: ``3``, ``1e-3``, ``true``, ``null``,
+        ``[200, 200]`` and ``{name: vamp, num_components: 50}`` all work.
+        """
+        d = self.to_dict()
+        for item in assignments:
+            key, sep, text = item.partition("=")
+            if not sep or not key:
+                raise ConfigError(f"override {item!r} must look like section.key=value")
+            try:
+                value = yaml.safe_load(text)
+            except yaml.YAMLError as e:
+                raise ConfigError(f"override {item!r}: value does not parse as YAML: {e}") from None
+            _set_path(d, key.strip().split("."), value, item)
+        return Config.from_dict(d)
+
+
+def load_config(source: Any = None, overrides: Optional[List[str]] = None) -> Config:
+    """A :class:`Config` from ``None`` (defaults), a dict, a YAML path or a Config."""
+    if source is None:
+        cfg = Config()
+    elif isinstance(source, Config):
+        cfg = source
+    elif isinstance(source, dict):
+        cfg = Config.from_dict(source)
+    elif isinstance(source, (str, os.PathLike)):
+        cfg = Config.from_yaml(source)
+    else:
+        raise ConfigError(f"cannot read a config from {type(source).__name__}; give a dict, a YAML path or a Config")
+    return cfg.override(overrides) if overrides else cfg
+
+
+# -- helpers ---------------------------------------------------------------
+
+
+def _read_yaml(path) -> Any:
+    if not os.path.exists(path):
+        raise ConfigError(f"config file {str(path)!r} does not exist")
+    try:
+        with open(path) as f:
+            return yaml.safe_load(f)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config file {str(path)!r} is not valid YAML: {e}") from None
+
+
+def _check_keys(where: str, d: Dict[str, Any], valid) -> None:
+    for key in d:
+        if key not in valid:
+            close = difflib.get_close_matches(str(key), list(valid), n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(f"unknown key {key!r} in {where}.{hint} Valid keys: {', '.join(valid)}")
+
+
+def _section_from_dict(name: str, d: Any):
+    cls = SECTIONS[name]
+    if isinstance(d, cls):
+        return d
+    if not isinstance(d, dict):
+        raise ConfigError(f"config section {name!r} must be a mapping, got {d!r}")
+    hints = typing.get_type_hints(cls)
+    _check_keys(name, d, hints)
+    specs = {f.name for f in dataclasses.fields(cls) if f.metadata.get("spec")}
+    # spec fields are checked by _as_spec in __post_init__
+    return cls(**{k: v if k in specs else _coerce(f"{name}.{k}", v, hints[k]) for k, v in d.items()})
+
+
+def _coerce(where: str, value: Any, tp: Any) -> Any:
+    """Check ``value`` against the annotation ``tp``; ints are accepted as floats."""
+    origin = typing.get_origin(tp)
+    if origin is Union:
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        tp = next(a for a in args if a is not type(None))
+        origin = typing.get_origin(tp)
+    if tp is Any:
+        return value
+    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if tp is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if tp in (str, bool) and type(value) is tp:
+        return value
+    if origin is dict and isinstance(value, dict):
+        return value
+    if origin is list and isinstance(value, (list, tuple)):
+        return list(value)
+    expected = getattr(tp, "__name__", str(tp))
+    raise ConfigError(f"{where} must be of type {expected}, got {value!r} ({type(value).__name__})")
+
+
+def _as_spec(where: str, value: Any) -> Spec:
+    if isinstance(value, str):
+        return {"name": value}
+    if isinstance(value, dict) and "name" in value and isinstance(value["name"], str):
+        return dict(value)
+    raise ConfigError(f"{where} must be a component name or a mapping with a 'name' key, got {value!r}")
+
+
+def _check_min(where: str, value: Any, minimum: int) -> None:
+    if not (isinstance(value, int) and not isinstance(value, bool)) or value < minimum:
+        raise ConfigError(f"{where} must be an integer >= {minimum}, got {value!r}")
+
+
+def _check_choice(where: str, value: Any, choices) -> None:
+    if value not in choices:
+        raise ConfigError(f"{where} must be one of {', '.join(choices)}, got {value!r}")
+
+
+def _set_path(d: Dict[str, Any], path: List[str], value: Any, item: str) -> None:
+    """Assign ``value`` at ``path``; sections and their keys must exist
+    (component options deeper down are checked when the component is built)."""
+    node = d
+    for depth, key in enumerate(path):
+        if depth < 2 and key not in node:
+            _check_keys(".".join(path[:depth]) or "config", {key: None}, node)
+        if depth == len(path) - 1:
+            node[key] = value
+        elif not isinstance(node.get(key), dict):
+            raise ConfigError(f"override {item!r}: {'.'.join(path[: depth + 1])} is not a mapping")
+        else:
+            node = node[key]

@@ -1,0 +1,200 @@
+"""Likelihoods p(x|z): turn decoder outputs into a Pyro distribution over
+one data point.
+
+A likelihood with ``P`` parameters per data element asks the decoder for
+``param_shape = (P * C, *rest)`` outputs per data point, where the data
+shape is ``(C, *rest)`` (``(784,)`` gives ``(P * 784,)``; ``(1, 28, 28)``
+gives ``(P, 28, 28)``). :meth:`Likelihood.dist` splits them and returns a
+distribution whose event shape is the data shape.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.distributions import constraints
+
+import pyro.distributions as dist
+
+from .errors import DataError
+from .registry import Registry
+
+__all__ = ["Likelihood", "likelihoods", "register_likelihood"]
+
+likelihoods = Registry("likelihood", context=("data_shape",))
+register_likelihood = likelihoods.register
+
+
+class Likelihood(nn.Module):
+    """Base class.
+
+    Subclasses set ``num_params`` (parameters per data element), ``support``
+    (a ``torch.distributions.constraints`` object for the data),
+    ``support_hint`` (what to do about data outside it) and implement
+    :meth:`dist_from`.
+    """
+
+    num_params: int = 1
+    support = constraints.real
+    support_hint = ""
+    #: the range of data values, used to draw images
+    value_range: Tuple[float, float] = (0.0, 1.0)
+
+    def __init__(self, data_shape):
+        super().__init__()
+        self.data_shape = tuple(data_shape)
+        if not self.data_shape:
+            raise ValueError("data_shape must have at least one dimension")
+
+    @property
+    def param_shape(self) -> Tuple[int, ...]:
+        """Decoder outputs per data point: ``(num_params * C, *rest)``."""
+        return (self.num_params * self.data_shape[0], *self.data_shape[1:])
+
+    def split(self, params: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        """``(*batch, *param_shape)`` -> ``num_params`` tensors of ``(*batch, *data_shape)``."""
+        batch = params.shape[: params.dim() - len(self.data_shape)]
+        return params.reshape(*batch, self.num_params, *self.data_shape).unbind(len(batch))
+
+    def dist(self, params: torch.Tensor) -> dist.TorchDistribution:
+        """p(x|z) from decoder outputs ``(*batch, *param_shape)``; event shape = data shape."""
+        return self.dist_from(*self.split(params)).to_event(len(self.data_shape))
+
+    def dist_from(self, *params: torch.Tensor) -> dist.TorchDistribution:
+        raise NotImplementedError
+
+    def mean(self, params: torch.Tensor) -> torch.Tensor:
+        """E[x|z], shape ``(*batch, *data_shape)``: the reconstruction."""
+        return self.dist(params).mean
+
+    def check_data(self, x: torch.Tensor) -> None:
+        """Raise :class:`DataError` if ``x`` lies outside this likelihood's support."""
+        ok = self.support.check(x)
+        if not bool(ok.all()):
+            bad = x[~ok]
+            name = getattr(self, "registered_name", type(self).__name__)
+            raise DataError(
+                f"{bad.numel()} of {x.numel()} data values lie outside the support of the "
+                f"{name!r} likelihood ({self.support}); for example {bad[0].item()!r}. "
+                + self.support_hint
+            )
+
+
+@register_likelihood("bernoulli")
+class BernoulliLikelihood(Likelihood):
+    """Independent Bernoulli pixels with logits from the decoder (binary data)."""
+
+    support = constraints.boolean
+    support_hint = (
+        "Binarize the data (data.binarize: dynamic or static), or pick a likelihood "
+        "for grey values: continuous_bernoulli, normal or laplace."
+    )
+
+    def dist_from(self, logits):
+        return dist.Bernoulli(logits=logits)
+
+    def mean(self, params):
+        return torch.sigmoid(self.split(params)[0])
+
+
+@register_likelihood("continuous_bernoulli")
+class ContinuousBernoulliLikelihood(Likelihood):
+    """Continuous Bernoulli (Loaiza-Ganem & Cunningham, 2019) for grey values in [0, 1]."""
+
+    support = constraints.unit_interval
+    support_hint = "Scale the data into [0, 1] (data.binarize: none keeps MNIST's grey values)."
+
+    def dist_from(self, logits):
+        return dist.ContinuousBernoulli(logits=logits)
+
+
+SCALE_MODES = ("fixed", "shared", "per_dim", "decoder")
+
+
+class LocationScaleLikelihood(Likelihood):
+    """Shared machinery of ``normal`` and ``laplace``.
+
+    :param str scale_mode: ``fixed`` (the scale is ``scale``), ``shared``
+        (one learned scale), ``per_dim`` (a learned scale per data element)
+        or ``decoder`` (the decoder predicts a scale per element).
+    :param float scale: the fixed scale, or the initial learned one.
+    :param float min_scale: floor added to a predicted scale.
+    """
+
+    family = None  # a pyro.distributions location-scale class
+
+    def __init__(self, data_shape, scale_mode="fixed", scale=1.0, min_scale=1e-3):
+        super().__init__(data_shape)
+        if scale_mode not in SCALE_MODES:
+            raise ValueError(f"unknown scale_mode {scale_mode!r}; choose from {', '.join(SCALE_MODES)}")
+        if not scale > 0:
+            raise ValueError(f"scale must be positive, got {scale}")
+        self.scale_mode = scale_mode
+        self.min_scale = float(min_scale)
+        self.num_params = 2 if scale_mode == "decoder" else 1
+        log_scale = torch.tensor(float(scale)).log()
+        learned_shape = {"shared": (), "per_dim": self.data_shape}.get(scale_mode)
+        if learned_shape is None:
+            self.register_buffer("log_scale", log_scale)
+        else:
+            self.log_scale = nn.Parameter(log_scale.expand(learned_shape).clone())
+
+    def dist_from(self, loc, raw_scale=None):
+        if raw_scale is None:
+            scale = self.log_scale.exp().expand(loc.shape)
+        else:
+            scale = F.softplus(raw_scale) + self.min_scale
+        return self.family(loc, scale)
+
+
+@register_likelihood("normal")
+class NormalLikelihood(LocationScaleLikelihood):
+    """Gaussian pixels; see :class:`LocationScaleLikelihood` for the scale options."""
+
+    family = dist.Normal
+
+
+@register_likelihood("laplace")
+class LaplaceLikelihood(LocationScaleLikelihood):
+    """Laplace pixels (an L1 reconstruction loss); same scale options as ``normal``."""
+
+    family = dist.Laplace
+
+
+@register_likelihood("categorical")
+class CategoricalLikelihood(Likelihood):
+    """A categorical over ``levels`` intensity levels per element, for 8-bit
+    images stored as integers ``0 .. levels-1`` (``data.quantize: true``).
+
+    :param int levels: number of intensity levels.
+    """
+
+    def __init__(self, data_shape, levels=256):
+        super().__init__(data_shape)
+        if levels < 2:
+            raise ValueError("levels must be at least 2")
+        self.levels = levels
+        self.num_params = levels
+        self.support = constraints.integer_interval(0, levels - 1)
+        self.support_hint = (
+            f"The categorical likelihood models integer levels 0..{levels - 1}; set "
+            "data.quantize: true to turn grey values in [0, 1] into levels."
+        )
+        self.value_range = (0.0, float(levels - 1))
+        self.register_buffer("level_values", torch.arange(levels, dtype=torch.float))
+
+    def split(self, params):
+        batch = params.shape[: params.dim() - len(self.data_shape)]
+        logits = params.reshape(*batch, self.levels, *self.data_shape)
+        return (logits.movedim(len(batch), -1),)
+
+    def dist_from(self, logits):
+        return dist.Categorical(logits=logits)
+
+    def mean(self, params):
+        (logits,) = self.split(params)
+        return logits.softmax(-1) @ self.level_values

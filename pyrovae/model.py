@@ -1,0 +1,230 @@
+"""The VAE: registered components composed into a Pyro model and guide.
+
+::
+
+    model(x):  z ~ p(z)          (prior)           scaled by beta
+               x ~ p(x | z)      (likelihood of decoder(z))
+    guide(x):  z ~ q(z | x)      (guide family of encoder(x)) scaled by beta
+
+Both live in ``pyro.plate("data")`` with the latent and data dimensions as
+event dimensions, so an outer particles plate vectorizes ELBO particles
+and importance sampling.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import uuid
+from typing import Any, Optional, Tuple
+
+import torch
+from torch import nn
+
+import pyro
+import pyro.poutine as poutine
+
+from .config import Config, ModelConfig, load_config
+from .errors import ConfigError, DataError
+from .guides import guides
+from .likelihoods import likelihoods
+from .nets import decoders, encoders
+from .priors import priors
+
+__all__ = ["VAE", "kl_scale"]
+
+
+def kl_scale(beta: float):
+    """The context that weights the latent sites by ``beta``: ``poutine.scale``,
+    or ``poutine.mask(False)`` for beta = 0 (Pyro's scale must be positive)."""
+    if beta == 1.0:
+        return contextlib.nullcontext()
+    if beta == 0.0:
+        return poutine.mask(mask=False)
+    return poutine.scale(scale=beta)
+
+
+class VAE(nn.Module):
+    """A variational autoencoder p(z) p(x|z) with guide q(z|x).
+
+    :param tuple data_shape: shape of one data point, e.g. ``(1, 28, 28)``.
+    :param int latent_dim: size of z.
+    :param encoder: network ``(*batch, *data_shape) -> (*batch, guide.num_features)``.
+    :param decoder: network ``(*batch, latent_dim) -> (*batch, *likelihood.param_shape)``.
+    :param prior: a :class:`~pyrovae.priors.Prior`.
+    :param likelihood: a :class:`~pyrovae.likelihoods.Likelihood`.
+    :param guide_family: a :class:`~pyrovae.guides.GuideFamily`.
+
+    Build one from a config with :meth:`from_config`.
+    """
+
+    def __init__(self, data_shape, latent_dim, encoder, decoder, prior, likelihood, guide_family):
+        super().__init__()
+        self.data_shape = tuple(data_shape)
+        self.latent_dim = latent_dim
+        self.encoder = encoder
+        self.decoder = decoder
+        self.prior_module = prior
+        self.likelihood = likelihood
+        self.guide_family = guide_family
+        # A name prefix unique to this instance: two VAEs in one process
+        # never share parameters through Pyro's global param store.
+        self.pyro_name = f"vae_{uuid.uuid4().hex[:12]}"
+
+    # -- construction ------------------------------------------------------
+    @classmethod
+    def from_config(cls, cfg: Any = None, data_shape: Tuple[int, ...] = (1, 28, 28)) -> "VAE":
+        """Build from a dict, a YAML path, a :class:`~pyrovae.config.Config`
+        or a :class:`~pyrovae.config.ModelConfig` (the whole config or its
+        ``model`` section).
+
+        :param tuple data_shape: shape of one data point, e.g. ``(784,)`` or ``(1, 28, 28)``.
+        :raises ConfigError: for an unknown component or option, or a data
+            shape the chosen networks cannot take.
+        """
+        model_cfg = _model_section(cfg)
+        data_shape = tuple(int(s) for s in data_shape)
+        if not data_shape or any(s < 1 for s in data_shape):
+            raise ConfigError(f"data_shape must be a tuple of positive sizes, got {data_shape}")
+        d = model_cfg.latent_dim
+        guide_family = guides.build(model_cfg.guide, latent_dim=d)
+        likelihood = likelihoods.build(model_cfg.likelihood, data_shape=data_shape)
+        encoder = encoders.build(model_cfg.encoder, data_shape=data_shape, out_features=guide_family.num_features)
+        decoder = decoders.build(model_cfg.decoder, latent_dim=d, out_shape=likelihood.param_shape)
+        vae = cls(data_shape, d, encoder, decoder, None, likelihood, guide_family)
+        vae.prior_module = priors.build(model_cfg.prior, latent_dim=d, data_shape=data_shape, posterior=vae.encode)
+        vae._check_shapes()
+        return vae
+
+    def _check_shapes(self) -> None:
+        with torch.no_grad():
+            x = torch.zeros(2, *self.data_shape, device=self.device)
+            try:
+                q = self.encode(x)
+                z = q.sample()
+                p = self.decode(z)
+            except RuntimeError as e:
+                raise ConfigError(f"the networks do not fit data of shape {self.data_shape}: {e}") from None
+            if tuple(z.shape) != (2, self.latent_dim) or tuple(p.event_shape) != self.data_shape:
+                raise ConfigError(
+                    f"components disagree on shapes: q(z|x) gives z of shape {tuple(z.shape[1:])} "
+                    f"(want ({self.latent_dim},)), p(x|z) has event shape {tuple(p.event_shape)} "
+                    f"(want {self.data_shape})"
+                )
+            if tuple(self.prior().event_shape) != (self.latent_dim,):
+                raise ConfigError(f"the prior's event shape {tuple(self.prior().event_shape)} is not ({self.latent_dim},)")
+
+    @property
+    def device(self) -> torch.device:
+        for t in self.parameters():
+            return t.device
+        for t in self.buffers():
+            return t.device
+        return torch.device("cpu")
+
+    # -- distributions -----------------------------------------------------
+    def prior(self):
+        """p(z): batch shape ``()``, event shape ``(latent_dim,)``."""
+        return self.prior_module.dist()
+
+    def encode(self, x: torch.Tensor):
+        """q(z|x) for ``x`` of shape ``(*batch, *data_shape)``: batch shape
+        ``batch``, event shape ``(latent_dim,)``."""
+        return self.guide_family.dist(self.encoder(x))
+
+    def decode(self, z: torch.Tensor):
+        """p(x|z) for ``z`` of shape ``(*batch, latent_dim)``: batch shape
+        ``batch``, event shape ``data_shape``."""
+        return self.likelihood.dist(self.decoder(z))
+
+    # -- Pyro model and guide --------------------------------------------
+    def _data_plate(self, x: torch.Tensor, num_data: Optional[int]):
+        batch = x.shape[0]
+        if num_data is None or num_data == batch:
+            return pyro.plate("data", batch, dim=-1)
+        subsample = torch.arange(batch, device=x.device)
+        return pyro.plate("data", num_data, subsample=subsample, dim=-1)
+
+    def model(self, x: torch.Tensor, num_data: Optional[int] = None, beta: float = 1.0, obs_mask=None):
+        """p(z) p(x|z).
+
+        :param torch.Tensor x: a batch ``(B, *data_shape)``.
+        :param int num_data: full data-set size; the log-likelihood is scaled
+            by ``num_data / B`` so a mini-batch ELBO estimates the full one.
+        :param float beta: weight of the latent site (KL weight).
+        :param torch.Tensor obs_mask: optional bool ``(B, *data_shape)``;
+            only ``True`` elements are scored.
+        """
+        prefix = self.pyro_name
+        pyro.module(f"{prefix}.decoder", self.decoder)
+        pyro.module(f"{prefix}.prior", self.prior_module)
+        pyro.module(f"{prefix}.likelihood", self.likelihood)
+        prior = self.prior()
+        with self._data_plate(x, num_data):
+            with kl_scale(beta):
+                z = pyro.sample("z", prior)
+            p_x = self.decode(z)
+            if obs_mask is None:
+                pyro.sample("x", p_x, obs=x)
+            else:
+                pyro.sample("x", p_x, obs=x, obs_mask=obs_mask)
+        return z
+
+    def guide(self, x: torch.Tensor, num_data: Optional[int] = None, beta: float = 1.0, obs_mask=None):
+        """q(z|x); takes the same arguments as :meth:`model`."""
+        prefix = self.pyro_name
+        pyro.module(f"{prefix}.encoder", self.encoder)
+        pyro.module(f"{prefix}.guide", self.guide_family)
+        with self._data_plate(x, num_data):
+            with kl_scale(beta):
+                return pyro.sample("z", self.encode(x))
+
+    # -- conveniences ------------------------------------------------------
+    @torch.no_grad()
+    def sample(self, n: int, mean: bool = True) -> torch.Tensor:
+        """``n`` new data points ``(n, *data_shape)`` from p(z) p(x|z): the
+        likelihood's mean (``mean=True``, what one looks at) or a draw."""
+        z = self.prior().sample((n,))
+        params = self.decoder(z)
+        return self.likelihood.mean(params) if mean else self.likelihood.dist(params).sample()
+
+    @torch.no_grad()
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        """E[x | z = code(x)], shape of ``x``: the decoder's mean at the
+        guide's mean code (a draw when the guide has no closed-form mean)."""
+        return self.likelihood.mean(self.decoder(self.code(x)))
+
+    @torch.no_grad()
+    def code(self, x: torch.Tensor) -> torch.Tensor:
+        """The latent code of ``x``: the mean of q(z|x), shape ``(*batch, latent_dim)``."""
+        q = self.encode(x)
+        try:
+            return q.mean
+        except NotImplementedError:
+            return q.rsample()
+
+    def check_data(self, x: torch.Tensor, what: str = "data") -> None:
+        """Raise :class:`~pyrovae.errors.DataError` unless ``x`` is a finite
+        batch ``(N, *data_shape)`` inside the likelihood's support."""
+        if not isinstance(x, torch.Tensor):
+            raise DataError(f"{what} must be a torch.Tensor, got {type(x).__name__}")
+        if tuple(x.shape[1:]) != self.data_shape:
+            raise DataError(
+                f"{what} points have shape {tuple(x.shape[1:])} but the model was built for "
+                f"{self.data_shape}; reshape the data or build the model with data_shape={tuple(x.shape[1:])}"
+            )
+        from .data import check_finite
+
+        check_finite(x, what)
+        self.likelihood.check_data(x)
+
+
+def _model_section(cfg: Any) -> ModelConfig:
+    if isinstance(cfg, ModelConfig):
+        return cfg
+    if isinstance(cfg, dict) and not (set(cfg) & {"data", "model", "train"}):
+        from .config import _section_from_dict
+
+        return _section_from_dict("model", cfg)
+    return load_config(cfg).model

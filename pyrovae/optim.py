@@ -1,0 +1,137 @@
+"""Objectives, optimizers and learning-rate schedules, chosen by name.
+
+- objectives: Pyro ELBOs. ``elbo`` is ``Trace_ELBO``; ``meanfield`` is
+  ``TraceMeanField_ELBO`` (analytic KL where one is registered); ``iwae`` is
+  ``RenyiELBO(alpha=0)``, the importance-weighted bound with K particles.
+- optimizers: torch optimizers over all the model's parameters at once.
+- schedules: ``torch.optim.lr_scheduler`` objects stepped once per epoch.
+"""
+
+from __future__ import annotations
+
+
+import torch
+from pyro.infer import RenyiELBO, Trace_ELBO, TraceMeanField_ELBO
+from pyro.optim.clipped_adam import ClippedAdam
+
+from .registry import Registry
+
+__all__ = ["objectives", "optimizers", "schedules"]
+
+# The data plate is the only plate in a pyrovae model: particles go at dim -2.
+MAX_PLATE_NESTING = 1
+
+objectives = Registry("objective")
+optimizers = Registry("optimizer", context=("params",))
+schedules = Registry("lr_schedule", context=("optimizer", "epochs"))
+
+
+def _check_particles(num_particles):
+    if not isinstance(num_particles, int) or num_particles < 1:
+        raise ValueError(f"num_particles must be a positive integer, got {num_particles!r}")
+
+
+@objectives.register("elbo")
+def elbo(num_particles=1, vectorize_particles=True):
+    """Trace_ELBO: the standard reparameterized ELBO (Monte Carlo KL)."""
+    _check_particles(num_particles)
+    return Trace_ELBO(
+        num_particles=num_particles,
+        vectorize_particles=vectorize_particles and num_particles > 1,
+        max_plate_nesting=MAX_PLATE_NESTING,
+    )
+
+
+@objectives.register("meanfield")
+def meanfield(num_particles=1, vectorize_particles=True):
+    """TraceMeanField_ELBO: analytic KL(q || p) where torch has one registered."""
+    _check_particles(num_particles)
+    return TraceMeanField_ELBO(
+        num_particles=num_particles,
+        vectorize_particles=vectorize_particles and num_particles > 1,
+        max_plate_nesting=MAX_PLATE_NESTING,
+    )
+
+
+@objectives.register("iwae")
+def iwae(num_particles=5, vectorize_particles=True):
+    """RenyiELBO(alpha=0): the IWAE bound log (1/K) sum_k p(x, z_k) / q(z_k|x)."""
+    _check_particles(num_particles)
+    return RenyiELBO(
+        alpha=0.0,
+        num_particles=num_particles,
+        vectorize_particles=vectorize_particles,
+        max_plate_nesting=MAX_PLATE_NESTING,
+    )
+
+
+@optimizers.register("adam")
+def adam(params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
+    """torch.optim.Adam."""
+    return torch.optim.Adam(params, lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay)
+
+
+@optimizers.register("clipped_adam")
+def clipped_adam(params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, clip_norm=10.0, lrd=1.0):
+    """Pyro's ClippedAdam: Adam with per-parameter gradient clipping and a per-step lr decay ``lrd``."""
+    return ClippedAdam(params, lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, clip_norm=clip_norm, lrd=lrd)
+
+
+@optimizers.register("rmsprop")
+def rmsprop(params, lr=1e-3, alpha=0.9, eps=1e-7, momentum=0.0):
+    """torch.optim.RMSprop (Keras' defaults: rho=0.9, eps=1e-7)."""
+    return torch.optim.RMSprop(params, lr=lr, alpha=alpha, eps=eps, momentum=momentum)
+
+
+@optimizers.register("sgd")
+def sgd(params, lr=1e-2, momentum=0.0, nesterov=False):
+    """torch.optim.SGD."""
+    return torch.optim.SGD(params, lr=lr, momentum=momentum, nesterov=nesterov)
+
+
+@schedules.register("constant")
+def constant(optimizer):
+    """A fixed learning rate."""
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: 1.0)
+
+
+@schedules.register("exponential")
+def exponential(optimizer, gamma=0.99):
+    """lr * gamma ** epoch."""
+    return torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=gamma)
+
+
+@schedules.register("step")
+def step(optimizer, step_size=10, gamma=0.5):
+    """lr * gamma ** (epoch // step_size)."""
+    return torch.optim.lr_scheduler.StepLR(optimizer, step_size=step_size, gamma=gamma)
+
+
+@schedules.register("cosine")
+def cosine(optimizer, epochs, min_lr=0.0):
+    """Cosine annealing from lr to ``min_lr`` over the run's epochs."""
+    return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(epochs, 1), eta_min=min_lr)
+
+
+@schedules.register("burda")
+def burda(optimizer, base=3.0):
+    """Burda et al. (2015): passes of 3**i epochs at lr * 10**(-i/7), i = 0..7."""
+
+    def factor(epoch):
+        # epoch e falls in stage i where sum_{j<=i} base**j > e
+        i, total = 0, 1
+        while epoch >= total and i < 7:
+            i += 1
+            total += base**i
+        return 10 ** (-i / 7)
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def kl_weight(step: int, beta: float, warmup_steps: int) -> float:
+    """beta, ramped linearly from 0 over the first ``warmup_steps`` steps."""
+    if warmup_steps <= 0:
+        return beta
+    return beta * min(1.0, step / warmup_steps)
+
+

@@ -1,0 +1,205 @@
+"""Priors p(z): ``nn.Module``s whose :meth:`Prior.dist` returns a Pyro
+distribution with ``batch_shape == ()`` and ``event_shape == (latent_dim,)``.
+
+Constants are buffers and learned quantities are parameters, so a prior
+moves with ``.to(device)`` and is saved with the model.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+import pyro.distributions as dist
+import pyro.distributions.transforms as T
+
+from .registry import Registry
+
+__all__ = ["Prior", "priors", "register_prior"]
+
+priors = Registry("prior", context=("latent_dim", "data_shape", "posterior"))
+register_prior = priors.register
+
+
+class Prior(nn.Module):
+    """Base class: a distribution over R^latent_dim."""
+
+    def __init__(self, latent_dim: int):
+        super().__init__()
+        if not isinstance(latent_dim, int) or latent_dim < 1:
+            raise ValueError(f"latent_dim must be a positive integer, got {latent_dim!r}")
+        self.latent_dim = latent_dim
+
+    def dist(self) -> dist.TorchDistribution:
+        """p(z): batch shape ``()``, event shape ``(latent_dim,)``."""
+        raise NotImplementedError
+
+
+@register_prior("standard_normal")
+class StandardNormalPrior(Prior):
+    """N(0, I), the classic VAE prior."""
+
+    def __init__(self, latent_dim):
+        super().__init__(latent_dim)
+        self.register_buffer("loc", torch.zeros(latent_dim))
+        self.register_buffer("scale", torch.ones(latent_dim))
+
+    def dist(self):
+        return dist.Normal(self.loc, self.scale).to_event(1)
+
+
+@register_prior("normal")
+class LearnedNormalPrior(Prior):
+    """N(mu, diag(sigma^2)) with learned mean and scale.
+
+    :param float init_scale: initial sigma.
+    """
+
+    def __init__(self, latent_dim, init_scale=1.0):
+        super().__init__(latent_dim)
+        if init_scale <= 0:
+            raise ValueError("init_scale must be positive")
+        self.loc = nn.Parameter(torch.zeros(latent_dim))
+        self.log_scale = nn.Parameter(torch.full((latent_dim,), float(init_scale)).log())
+
+    def dist(self):
+        return dist.Normal(self.loc, self.log_scale.exp()).to_event(1)
+
+
+def _gaussian_mixture(logits, locs, scales) -> dist.TorchDistribution:
+    """Mixture of diagonal Gaussians; ``locs, scales``: ``(K, latent_dim)``."""
+    return dist.MixtureSameFamily(
+        dist.Categorical(logits=logits), dist.Normal(locs, scales).to_event(1)
+    )
+
+
+@register_prior("mog")
+class MixtureOfGaussiansPrior(Prior):
+    """A learned mixture of K diagonal Gaussians.
+
+    :param int num_components: K.
+    :param float init_spread: standard deviation of the initial component means.
+    :param float init_scale: initial component scale.
+    """
+
+    def __init__(self, latent_dim, num_components=10, init_spread=1.0, init_scale=1.0):
+        super().__init__(latent_dim)
+        if num_components < 1:
+            raise ValueError("num_components must be at least 1")
+        self.locs = nn.Parameter(init_spread * torch.randn(num_components, latent_dim))
+        self.log_scales = nn.Parameter(
+            torch.full((num_components, latent_dim), float(init_scale)).log()
+        )
+        self.logits = nn.Parameter(torch.zeros(num_components))
+
+    def dist(self):
+        return _gaussian_mixture(self.logits, self.locs, self.log_scales.exp())
+
+
+@register_prior("vamp")
+class VampPrior(Prior):
+    """VampPrior (Tomczak & Welling, 2018): p(z) = 1/K sum_k q(z | u_k) with
+    K learned pseudo-inputs u_k pushed through the encoder.
+
+    The encoder is shared with the guide; it is held as a function, not a
+    submodule, so its weights are registered (and trained) once.
+
+    :param int num_components: K, the number of pseudo-inputs.
+    :param float init_mean: mean of the initial pseudo-inputs.
+    :param float init_std: standard deviation of the initial pseudo-inputs.
+    """
+
+    def __init__(self, latent_dim, data_shape, posterior, num_components=500, init_mean=0.5, init_std=0.05):
+        super().__init__(latent_dim)
+        if num_components < 1:
+            raise ValueError("num_components must be at least 1")
+        self.pseudo_inputs = nn.Parameter(
+            init_mean + init_std * torch.randn(num_components, *data_shape)
+        )
+        # A plain attribute (not a submodule): the encoder belongs to the guide.
+        self.__dict__["_posterior"] = posterior
+
+    def dist(self):
+        components = self._posterior(self.pseudo_inputs)
+        logits = self.pseudo_inputs.new_zeros(self.pseudo_inputs.shape[0])
+        return dist.MixtureSameFamily(dist.Categorical(logits=logits), components)
+
+
+FLOW_LAYERS = {
+    "spline_coupling": lambda d, hidden: T.spline_coupling(d, hidden_dims=hidden),
+    "affine_coupling": lambda d, hidden: T.affine_coupling(d, hidden_dims=hidden),
+    # Autoregressive layers used in the density direction (MAF), so that
+    # log p(z) takes one pass; sampling is the sequential direction.
+    "maf": lambda d, hidden: T.affine_autoregressive(d, hidden_dims=hidden),
+}
+
+
+@register_prior("flow")
+class FlowPrior(Prior):
+    """A standard normal pushed through learned Pyro transforms.
+
+    :param str layer: one of ``spline_coupling``, ``affine_coupling``, ``maf``.
+    :param int num_layers: number of transforms; a permutation sits between them.
+    :param list hidden: hidden sizes of each transform's network.
+    """
+
+    def __init__(self, latent_dim, layer="spline_coupling", num_layers=2, hidden=(64, 64)):
+        super().__init__(latent_dim)
+        if layer not in FLOW_LAYERS:
+            raise ValueError(f"unknown flow layer {layer!r}; choose from {', '.join(FLOW_LAYERS)}")
+        if latent_dim < 2 and layer != "maf":
+            raise ValueError(f"a {layer} flow needs latent_dim >= 2; use layer='maf'")
+        self.layers = nn.ModuleList(FLOW_LAYERS[layer](latent_dim, list(hidden)) for _ in range(num_layers))
+        self.invert = layer == "maf"
+        perms = torch.stack([torch.randperm(latent_dim) for _ in range(num_layers)])
+        self.register_buffer("permutations", perms)
+        self.register_buffer("loc", torch.zeros(latent_dim))
+        self.register_buffer("scale", torch.ones(latent_dim))
+
+    def transforms(self):
+        out = []
+        for layer, perm in zip(self.layers, self.permutations):
+            out += [layer.inv if self.invert else layer, T.Permute(perm)]
+        return out
+
+    def dist(self):
+        base = dist.Normal(self.loc, self.scale).to_event(1)
+        return dist.TransformedDistribution(base, self.transforms())
+
+
+@register_prior("laplace")
+class LaplacePrior(Prior):
+    """Independent Laplace(0, scale) coordinates: a heavier-tailed, sparser prior.
+
+    :param float scale: the Laplace scale b (variance 2 b^2).
+    """
+
+    def __init__(self, latent_dim, scale=1.0):
+        super().__init__(latent_dim)
+        if scale <= 0:
+            raise ValueError("scale must be positive")
+        self.register_buffer("loc", torch.zeros(latent_dim))
+        self.register_buffer("scale", torch.full((latent_dim,), float(scale)))
+
+    def dist(self):
+        return dist.Laplace(self.loc, self.scale).to_event(1)
+
+
+@register_prior("student_t")
+class StudentTPrior(Prior):
+    """Independent Student-t coordinates with ``df`` degrees of freedom.
+
+    :param float df: degrees of freedom (heavier tails when small).
+    :param float scale: scale of each coordinate.
+    """
+
+    def __init__(self, latent_dim, df=3.0, scale=1.0):
+        super().__init__(latent_dim)
+        if df <= 0 or scale <= 0:
+            raise ValueError("df and scale must be positive")
+        self.register_buffer("df", torch.full((latent_dim,), float(df)))
+        self.register_buffer("loc", torch.zeros(latent_dim))
+        self.register_buffer("scale", torch.full((latent_dim,), float(scale)))
+
+    def dist(self):
+        return dist.StudentT(self.df, self.loc, self.scale).to_event(1)

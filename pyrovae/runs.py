@@ -1,0 +1,196 @@
+"""Run directories and checkpoints.
+
+A run directory holds::
+
+    config.yaml        the resolved config
+    checkpoint.pt      the latest complete epoch (written atomically)
+    best.pt            the epoch with the best validation loss
+    metrics.jsonl      one JSON line per epoch
+    reconstructions.png, samples.png
+
+Checkpoints are loaded with ``torch.load(weights_only=True)``, which never
+runs code from the file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+import torch
+
+from .config import Config
+from .errors import CheckpointError, ConfigError, RunDirError
+
+__all__ = ["RunDir", "save_checkpoint", "load_checkpoint", "load_run", "CHECKPOINT_FORMAT"]
+
+CHECKPOINT_FORMAT = "pyrovae-checkpoint-v1"
+#: the files pyrovae writes into a run directory (``--overwrite`` removes only these)
+ARTIFACTS = (
+    "config.yaml",
+    "checkpoint.pt",
+    "best.pt",
+    "metrics.jsonl",
+    "reconstructions.png",
+    "samples.png",
+    "eval.json",
+)
+
+
+class RunDir:
+    """Paths and files of one run directory."""
+
+    def __init__(self, path):
+        self.path = Path(path)
+
+    config = property(lambda self: self.path / "config.yaml")
+    checkpoint = property(lambda self: self.path / "checkpoint.pt")
+    best = property(lambda self: self.path / "best.pt")
+    metrics = property(lambda self: self.path / "metrics.jsonl")
+
+    @classmethod
+    def create(cls, path, overwrite: bool = False) -> "RunDir":
+        """A new run directory. An existing one that holds a run is refused
+        unless ``overwrite``, which removes only pyrovae's own files."""
+        run = cls(path)
+        if run.path.exists() and not run.path.is_dir():
+            raise RunDirError(f"{run.path} exists and is not a directory; choose another --out")
+        if run.path.exists() and any(run.path.iterdir()):
+            if not overwrite:
+                raise RunDirError(
+                    f"run directory {run.path} already exists. Use --resume to continue it, "
+                    "--overwrite to replace its run, or choose another --out"
+                )
+            for name in ARTIFACTS:
+                (run.path / name).unlink(missing_ok=True)
+        try:
+            run.path.mkdir(parents=True, exist_ok=True)
+            probe = run.path / ".pyrovae-write-test"
+            probe.write_text("")
+            probe.unlink()
+        except OSError as e:
+            raise RunDirError(f"cannot write to run directory {run.path}: {e}") from None
+        return run
+
+    @classmethod
+    def existing(cls, path) -> "RunDir":
+        run = cls(path)
+        if not run.path.is_dir():
+            raise RunDirError(f"run directory {run.path} does not exist")
+        if not run.config.exists():
+            raise RunDirError(f"{run.path} is not a pyrovae run directory (no config.yaml)")
+        return run
+
+    def read_config(self) -> Config:
+        try:
+            return Config.from_yaml(self.config)
+        except ConfigError as e:
+            raise RunDirError(f"{self.config}: {e}") from None
+
+    # -- metrics -----------------------------------------------------------
+    def append_metrics(self, record: Dict[str, Any]) -> None:
+        with open(self.metrics, "a") as f:
+            f.write(json.dumps(record) + "\n")
+            f.flush()
+
+    def read_metrics(self) -> List[Dict[str, Any]]:
+        if not self.metrics.exists():
+            return []
+        records = []
+        for line in self.metrics.read_text().splitlines():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                break  # a line cut short by a crash ends the record
+        return records
+
+    def truncate_metrics(self, last_epoch: int) -> None:
+        """Keep only the records of epochs up to ``last_epoch`` (for resume)."""
+        kept = [r for r in self.read_metrics() if r.get("epoch", 0) <= last_epoch]
+        _atomic_write_text(self.metrics, "".join(json.dumps(r) + "\n" for r in kept))
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_checkpoint(state: Dict[str, Any], path) -> None:
+    """Write ``state`` atomically: a temporary file in the same directory,
+    flushed to disk, then renamed over ``path``. A crash at any moment
+    leaves either the old or the new checkpoint, never a torn one."""
+    path = Path(path)
+    state = {"format": CHECKPOINT_FORMAT, **state}
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        Path(tmp).unlink(missing_ok=True)
+        raise RunDirError(f"could not write checkpoint {path} ({e}); the previous checkpoint is intact") from None
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_checkpoint(path, map_location="cpu") -> Dict[str, Any]:
+    """Read a pyrovae checkpoint safely (``weights_only=True``).
+
+    :raises CheckpointError: for a missing, truncated or foreign file.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"no checkpoint at {path}; train first (pyrovae train) or check the path")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # truncated zip, unpickling refusal, ...
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(
+            f"{path} is not a readable pyrovae checkpoint (truncated, corrupt or not a checkpoint): {first}"
+        ) from None
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path} is not a pyrovae checkpoint (no '{CHECKPOINT_FORMAT}' marker)")
+    return state
+
+
+def load_model_state(vae, state: Dict[str, Any], path="checkpoint") -> None:
+    """Load the model weights of ``state`` into ``vae``; a clear error if they
+    were written for another model config."""
+    try:
+        vae.load_state_dict(state["model"])
+    except (RuntimeError, KeyError) as e:
+        raise CheckpointError(
+            f"{path} was written for a different model config and does not fit this one: "
+            f"{str(e).splitlines()[0]}"
+        ) from None
+
+
+def load_run(path, which: str = "checkpoint", device="cpu") -> Tuple[Any, Config, Dict[str, Any]]:
+    """The trained VAE of a run directory, its config and the raw checkpoint.
+
+    :param str which: ``checkpoint`` (latest epoch) or ``best`` (best validation loss).
+    """
+    from .model import VAE
+
+    run = RunDir.existing(path)
+    cfg = run.read_config()
+    ckpt_path = run.path / f"{which}.pt"
+    state = load_checkpoint(ckpt_path, map_location=device)
+    vae = VAE.from_config(cfg, data_shape=tuple(state["data_shape"])).to(device)
+    load_model_state(vae, state, ckpt_path)
+    vae.eval()
+    return vae, cfg, state
