@@ -7,6 +7,9 @@ from .likelihoods import Likelihood, register_likelihood
 from .model import VAE
 from .nets import register_decoder, register_encoder
 from .priors import Prior, register_prior
+from .runs import load_run
+from .train import Trainer, train
+from .data import load_data, register_dataset
 
 __version__ = "0.1.0"
 
@@ -25,6 +28,11 @@ __all__ = [
     "register_encoder",
     "register_decoder",
     "register_guide",
+    "register_dataset",
+    "train",
+    "Trainer",
+    "load_run",
+    "load_data",
     "PyrovaeError",
     "ConfigError",
     "DataError",

@@ -1,94 +1,31 @@
-"""The ``pyrovae`` command line: ``train`` and ``list``.
+"""The ``pyrovae`` command line.
 
-Every ``PyrovaeError`` is printed as one clear line (no traceback) with exit
-status 2.
+Each sub-command lives in its own module under :mod:`pyrovae.commands` and
+exposes ``add_parser(subparsers)``, which sets ``func`` to the function that
+runs it. Every ``PyrovaeError`` is printed as one clear line (no traceback)
+with exit status 2.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
-import time
-from pathlib import Path
 from typing import List, Optional
 
 from .errors import PyrovaeError
 
-__all__ = ["main"]
+__all__ = ["main", "COMMANDS"]
 
-
-def _add_train(sub):
-    p = sub.add_parser("train", help="train a VAE with SVI and write a run directory")
-    p.add_argument("--config", help="YAML config file (default: the built-in MNIST VAE)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config key, e.g. --set train.epochs=3 --set model.prior.name=vamp")
-    p.add_argument("--out", help="run directory (default: runs/<date>-<time>)")
-    group = p.add_mutually_exclusive_group()
-    group.add_argument("--resume", metavar="RUN_DIR", nargs="?", const=True,
-                       help="continue the run in RUN_DIR (or in --out) from its last checkpoint")
-    group.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
-    p.set_defaults(func=cmd_train)
-
-
-def _add_list(sub):
-    p = sub.add_parser("list", help="list registered components with their options and defaults")
-    p.set_defaults(func=cmd_list)
-
-
-def cmd_train(args) -> int:
-    import pyro
-
-    from .config import load_config
-    from .data import load_data
-    from .model import VAE
-    from .runs import RunDir
-    from .train import Trainer
-    from .report import write_figures
-
-    if args.resume:
-        run_path = args.out if args.resume is True else args.resume
-        if run_path is None:
-            raise PyrovaeError("--resume needs a run directory: --resume RUN_DIR")
-        run = RunDir.existing(run_path)
-        cfg = run.read_config().override(args.overrides)
-        cfg.to_yaml(run.config)
-    else:
-        cfg = load_config(args.config, args.overrides)
-        run = RunDir.create(args.out or Path("runs") / time.strftime("%Y%m%d-%H%M%S"), overwrite=args.overwrite)
-        cfg.to_yaml(run.config)
-    print(f"run directory: {run.path}", file=sys.stderr)
-    pyro.set_rng_seed(cfg.train.seed)
-    splits = load_data(cfg.data)
-    vae = VAE.from_config(cfg, data_shape=splits.data_shape)
-    trainer = Trainer(vae, splits, cfg, run_dir=run.path)
-    if args.resume:
-        trainer.resume()
-        print(f"resuming after epoch {trainer.state.epoch}", file=sys.stderr)
-    trainer.fit()
-    for path in write_figures(trainer.vae, splits, run.path):
-        print(f"wrote {path}", file=sys.stderr)
-    return 0
-
-
-def cmd_list(args) -> int:
-    from .data import datasets
-    from .guides import guides
-    from .likelihoods import likelihoods
-    from .nets import decoders, encoders
-    from .optim import objectives, optimizers, schedules
-    from .priors import priors
-
-    for registry in (priors, likelihoods, encoders, decoders, guides, datasets, objectives, optimizers, schedules):
-        print(f"{registry.kind}s:")
-        print(registry.describe())
-    return 0
+#: sub-command modules in pyrovae.commands, in the order ``--help`` lists them
+COMMANDS = ["train", "list"]
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pyrovae", description="Variational autoencoders the Pyro way.")
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_train, _add_list):
-        add(sub)
+    for name in COMMANDS:
+        importlib.import_module(f".commands.{name}", __package__).add_parser(sub)
     return parser
 
 

@@ -145,7 +145,7 @@ class Registry:
                 k if v is inspect.Parameter.empty else f"{k}={v!r}"
                 for k, v in self.options(name).items()
             )
-            doc = (inspect.getdoc(self._factories[name]) or "").split("\n")[0]
+            doc = " ".join((inspect.getdoc(self._factories[name]) or "").split("\n\n")[0].split())
             lines.append(f"  {name}({args})" + (f"  - {doc}" if doc else ""))
         return "\n".join(lines)
 

@@ -1,0 +1,1 @@
+"""Sub-commands of the ``pyrovae`` CLI, one module each (see :mod:`pyrovae.cli`)."""
