@@ -10,6 +10,9 @@ from .priors import Prior, register_prior
 from .runs import load_run
 from .train import Trainer, train
 from .data import load_data, register_dataset
+from .impute import impute
+from .latents import draw_samples, encode_data
+from .probe import latent_probe
 
 __version__ = "0.1.0"
 
@@ -33,6 +36,10 @@ __all__ = [
     "Trainer",
     "load_run",
     "load_data",
+    "draw_samples",
+    "encode_data",
+    "impute",
+    "latent_probe",
     "PyrovaeError",
     "ConfigError",
     "DataError",

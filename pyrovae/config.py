@@ -11,6 +11,7 @@ import dataclasses
 import difflib
 import math
 import os
+import re
 import typing
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Union
@@ -22,6 +23,29 @@ from .errors import ConfigError
 __all__ = ["DataConfig", "ModelConfig", "TrainConfig", "Config", "load_config"]
 
 Spec = Dict[str, Any]
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML 1.1 reads ``1e-3`` (no dot) as a string; read it as a float, as people mean it."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+        |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+        |[-+]?\.(?:inf|Inf|INF)
+        |\.(?:nan|NaN|NAN))$""",
+        re.X,
+    ),
+    list("-+0123456789."),
+)
+
+
+def parse_yaml(text: str) -> Any:
+    """``yaml.safe_load`` that also reads ``1e-3`` as a float."""
+    return yaml.load(text, Loader=_Loader)
 
 
 def _spec(name: str, **options) -> Spec:
@@ -198,7 +222,7 @@ class Config:
             if not sep or not key:
                 raise ConfigError(f"override {item!r} must look like section.key=value")
             try:
-                value = yaml.safe_load(text)
+                value = parse_yaml(text)
             except yaml.YAMLError as e:
                 raise ConfigError(f"override {item!r}: value does not parse as YAML: {e}") from None
             _set_path(d, key.strip().split("."), value, item)
@@ -228,7 +252,7 @@ def _read_yaml(path) -> Any:
         raise ConfigError(f"config file {str(path)!r} does not exist")
     try:
         with open(path) as f:
-            return yaml.safe_load(f)
+            return parse_yaml(f.read())
     except yaml.YAMLError as e:
         raise ConfigError(f"config file {str(path)!r} is not valid YAML: {e}") from None
 

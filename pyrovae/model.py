@@ -187,7 +187,9 @@ class VAE(nn.Module):
         likelihood's mean (``mean=True``, what one looks at) or a draw."""
         z = self.prior().sample((n,))
         params = self.decoder(z)
-        return self.likelihood.mean(params) if mean else self.likelihood.dist(params).sample()
+        if mean:
+            return self.likelihood.mean(params)
+        return self.likelihood.dist(params).sample().to(params.dtype)  # integer levels as floats, like the data
 
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:

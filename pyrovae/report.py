@@ -1,32 +1,175 @@
-"""Figures written into a run directory at the end of training."""
+"""The figures of a trained VAE, written as PNGs.
+
+:data:`FIGURES` maps each figure's file stem to a builder that computes
+its tensors from a :class:`PlotInputs` (the VAE, test inputs and labels,
+metrics records, a seed) and draws them with :mod:`pyrovae.plots`. A
+builder returns ``None`` when its figure does not apply (the 2-D manifold
+of a 50-D latent, training curves without metrics). Each builder seeds its
+own draws, so a figure does not depend on which others were drawn.
+
+:func:`write_plots` writes all of them (``pyrovae plot``);
+:func:`write_figures` writes reconstructions and samples at the end of
+training.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
 import torch
 
-from .plots import reconstruction_figure, samples_figure, save_figure
+from . import plots
+from .latents import (
+    draw_samples,
+    encode_data,
+    interpolation_codes,
+    latent_activity,
+    manifold_codes,
+    prior_quantiles,
+    seeded,
+    traversal_codes,
+)
 
-__all__ = ["write_figures"]
+__all__ = ["PlotInputs", "FIGURES", "write_plots", "write_figures"]
+
+
+@dataclass
+class PlotInputs:
+    """What the figure builders draw from.
+
+    :ivar vae: the trained :class:`~pyrovae.model.VAE` (in eval mode).
+    :ivar x: test inputs ``(N, *data_shape)``.
+    :ivar labels: their labels ``(N,)`` (``-1``: none).
+    :ivar records: metrics records (``metrics.jsonl``), oldest first.
+    :ivar seed: seeds every random draw.
+    :ivar num_samples: samples in the samples figure.
+    :ivar max_points: test points in the latent scatter.
+    :ivar max_traversal_dims: rows of the traversal figure (the most active dimensions).
+    :ivar steps: columns of traversals and interpolations.
+    :ivar grid_size: points per side of the 2-D manifold.
+    """
+
+    vae: Any
+    x: torch.Tensor
+    labels: Optional[torch.Tensor] = None
+    records: Sequence[Mapping[str, Any]] = field(default_factory=list)
+    seed: int = 0
+    num_samples: int = 64
+    max_points: int = 2000
+    max_traversal_dims: int = 10
+    steps: int = 9
+    grid_size: int = 15
+
+    @property
+    def value_range(self):
+        return self.vae.likelihood.value_range
+
+    def decode_mean(self, z: torch.Tensor) -> torch.Tensor:
+        """E[x|z] for codes ``(*batch, latent_dim)``: ``(*batch, *data_shape)`` on the CPU."""
+        vae = self.vae
+        with torch.no_grad():
+            return vae.likelihood.mean(vae.decoder(z.to(vae.device))).cpu()
+
+    def codes(self, n: Optional[int] = None) -> torch.Tensor:
+        """Posterior means of the first ``n`` test inputs, ``(n, latent_dim)``."""
+        return encode_data(self.vae, self.x[:n], seed=self.seed)["mean"]
+
+
+def reconstructions(inp: PlotInputs):
+    x = inp.x[:32]
+    with torch.no_grad():
+        x_rec = inp.vae.reconstruct(x.to(inp.vae.device)).cpu()
+    return plots.reconstruction_figure(x, x_rec, inp.value_range, title="Test inputs and their reconstructions")
+
+
+def samples(inp: PlotInputs):
+    s = draw_samples(inp.vae, inp.num_samples, seed=inp.seed).cpu()
+    return plots.samples_figure(s, inp.value_range, title=f"{inp.num_samples} samples from the prior (decoder means)")
+
+
+def latent_scatter(inp: PlotInputs):
+    labels = inp.labels[: inp.max_points] if inp.labels is not None else None
+    return plots.latent_scatter_figure(inp.codes(inp.max_points), labels, title="Latent means of the test set")
+
+
+def manifold(inp: PlotInputs):
+    if inp.vae.latent_dim != 2:
+        return None
+    levels = torch.linspace(0.05, 0.95, inp.grid_size)
+    values = prior_quantiles(inp.vae, levels, seed=inp.seed)
+    images = inp.decode_mean(manifold_codes(values))
+    return plots.manifold_figure(images, values[:, 0], values[:, 1].flip(0), inp.value_range,
+                                 title="The learned 2-D manifold (grid over prior quantiles 0.05-0.95)")
+
+
+def traversals(inp: PlotInputs):
+    codes = inp.codes(inp.max_points)
+    activity = latent_activity(codes)
+    dims = activity.argsort(descending=True)[: inp.max_traversal_dims].sort().values.tolist()
+    levels = torch.linspace(0.03, 0.97, inp.steps)
+    values = prior_quantiles(inp.vae, levels, seed=inp.seed)
+    images = inp.decode_mean(traversal_codes(codes[0], values, dims))
+    d = inp.vae.latent_dim
+    which = "every dimension" if len(dims) == d else f"the {len(dims)} most active of {d} dimensions"
+    return plots.traversal_figure(images, dims, levels.tolist(), inp.value_range,
+                                  title=f"Latent traversals around the code of a test input ({which})")
+
+
+def interpolations(inp: PlotInputs, pairs: int = 6):
+    pairs = min(pairs, len(inp.x) // 2)
+    if pairs == 0:
+        return None
+    x_a, x_b = inp.x[:pairs], inp.x[pairs : 2 * pairs]
+    codes = inp.codes(2 * pairs)
+    images = inp.decode_mean(interpolation_codes(codes[:pairs], codes[pairs:], inp.steps))
+    return plots.interpolation_figure(x_a, x_b, images, inp.value_range)
+
+
+def training_curves(inp: PlotInputs):
+    if not inp.records:
+        return None
+    return plots.training_curves_figure(inp.records)
+
+
+#: file stem -> builder(PlotInputs) -> Figure or None, in the order they are written
+FIGURES: Dict[str, Callable[[PlotInputs], Any]] = {
+    "reconstructions": reconstructions,
+    "samples": samples,
+    "latent_scatter": latent_scatter,
+    "manifold": manifold,
+    "traversals": traversals,
+    "interpolations": interpolations,
+    "training_curves": training_curves,
+}
+
+
+@torch.no_grad()
+def write_plots(inp: PlotInputs, out_dir, only: Optional[Sequence[str]] = None) -> Dict[str, Optional[Path]]:
+    """Write the figures of :data:`FIGURES` (or those named in ``only``) as
+    ``out_dir/<name>.png``. Returns ``{name: path}``, with ``None`` for a
+    figure that does not apply to this model."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    inp.vae.eval()
+    written: Dict[str, Optional[Path]] = {}
+    for name in only or FIGURES:
+        with seeded(inp.seed, inp.vae.device):
+            fig = FIGURES[name](inp)
+        if fig is None:
+            written[name] = None
+            continue
+        path = out_dir / f"{name}.png"
+        plots.save_figure(fig, path)
+        written[name] = path
+    return written
 
 
 @torch.no_grad()
 def write_figures(vae, splits, run_dir, n: int = 64, seed: int = 0) -> List[Path]:
     """Write ``reconstructions.png`` (test inputs above their reconstructions)
     and ``samples.png`` (``n`` samples from the prior) into ``run_dir``."""
-    run_dir = Path(run_dir)
-    vae.eval()
-    value_range = vae.likelihood.value_range
-    x = (splits.test[0] if len(splits.test[0]) else splits.train[0])[:32].to(vae.device)
-    written = []
-    fig = reconstruction_figure(x, vae.reconstruct(x), value_range)
-    save_figure(fig, run_dir / "reconstructions.png")
-    written.append(run_dir / "reconstructions.png")
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        samples = vae.sample(n)
-    save_figure(samples_figure(samples, value_range), run_dir / "samples.png")
-    written.append(run_dir / "samples.png")
-    return written
+    x, y = splits.test if len(splits.test[0]) else splits.train
+    inp = PlotInputs(vae, x[:32], y[:32], seed=seed, num_samples=n)
+    return [p for p in write_plots(inp, run_dir, only=["reconstructions", "samples"]).values() if p is not None]

@@ -111,13 +111,21 @@ class Trainer:
 
     # -- one step --------------------------------------------------------
     def _step(self, x: torch.Tensor, beta: float) -> float:
-        loss = self.objective.loss_and_grads(self.vae.model, self.vae.guide, x, beta=beta)
-        return loss
+        """Forward and backward; returns the loss (negative ELBO summed over the batch)."""
+        if hasattr(self.objective, "differentiable_loss"):
+            loss = self.objective.differentiable_loss(self.vae.model, self.vae.guide, x, beta=beta)
+            loss.backward()
+            return loss.item()
+        # objectives without a differentiable loss (RenyiELBO) do their own backward
+        return self.objective.loss_and_grads(self.vae.model, self.vae.guide, x, beta=beta)
 
-    def _apply_step(self) -> float:
+    def _grad_norm(self) -> float:
+        """Clip gradients to ``train.grad_clip``; returns their norm (0 when not clipping:
+        a non-finite gradient then shows up as a non-finite loss one step later)."""
         clip = self.cfg.train.grad_clip
-        norm = torch.nn.utils.clip_grad_norm_(self.params, clip if clip is not None else math.inf)
-        return norm
+        if clip is None:
+            return 0.0
+        return float(torch.nn.utils.clip_grad_norm_(self.params, clip))
 
     # -- epochs ------------------------------------------------------------
     def validate(self) -> Dict[str, float]:
@@ -166,8 +174,8 @@ class Trainer:
         for i, x in enumerate(self.batches):
             beta = kl_weight(st.step, tc.beta, self.warmup_steps)
             loss = self._step(x, beta)
-            norm = self._apply_step()
-            if not (math.isfinite(loss) and math.isfinite(float(norm))):
+            norm = self._grad_norm()
+            if not (math.isfinite(loss) and math.isfinite(norm)):
                 self.optimizer.zero_grad(set_to_none=True)
                 where = f"epoch {st.epoch + 1}, step {i + 1} (global step {st.step + 1})"
                 what = "loss" if not math.isfinite(loss) else "gradient norm"
@@ -176,7 +184,7 @@ class Trainer:
                     skipped += 1
                     continue
                 raise TrainingDiverged(
-                    f"the {what} became {loss if what == 'loss' else float(norm)} at {where}. "
+                    f"the {what} became {loss if what == 'loss' else norm} at {where}. "
                     + ("The last good checkpoint is kept. " if self.run else "")
                     + "Lower train.optimizer.lr, set train.grad_clip, or set train.skip_nonfinite: true.",
                     epoch=st.epoch + 1,

@@ -1,0 +1,141 @@
+"""Benchmark: one training epoch of pyrovae's trainer against a hand-written
+eager PyTorch loop of the same networks and the same estimator.
+
+Workload (Burda et al. 2015): 784-200-200-50, tanh, Bernoulli likelihood,
+Gaussian guide, single-sample reparameterized ELBO with Monte Carlo KL,
+batch 100, Adam(1e-3), dynamically binarized MNIST (60k points).
+
+The variants run interleaved in one process (A B C A B C ...) so that machine
+noise hits all of them alike; we report medians and ratios to the
+hand-written loop.
+
+    python experiments/bench_train.py --repeats 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+
+import pyro
+from pyro.infer import SVI, Trace_ELBO
+
+import pyrovae
+from pyrovae.data import Batches, Splits, load_data
+from pyrovae.config import DataConfig
+
+
+def handwritten_epoch(vae, batches, opt):
+    """The same model as plain PyTorch: encoder -> reparameterized z -> decoder."""
+    enc, dec, min_scale = vae.encoder, vae.decoder, vae.guide_family.min_scale
+    half_log_2pi = 0.5 * math.log(2 * math.pi)
+    for x in batches:
+        h = enc(x)
+        loc, raw = h.split(vae.latent_dim, -1)
+        scale = F.softplus(raw) + min_scale
+        eps = torch.randn_like(loc)
+        z = loc + scale * eps
+        logits = dec(z)
+        log_lik = -F.binary_cross_entropy_with_logits(logits, x, reduction="none").flatten(1).sum(-1)
+        log_p = (-0.5 * z.pow(2) - half_log_2pi).sum(-1)
+        log_q = (-0.5 * eps.pow(2) - scale.log() - half_log_2pi).sum(-1)
+        loss = -(log_lik + log_p - log_q).sum()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+
+_compiled = {}
+
+
+def compiled_epoch(vae, batches, opt):
+    """The hand-written loss under torch.compile (the stretch-goal reference)."""
+    key = id(vae)
+    if key not in _compiled:
+        enc, dec, d, min_scale = vae.encoder, vae.decoder, vae.latent_dim, vae.guide_family.min_scale
+
+        def loss_fn(x, eps):
+            loc, raw = enc(x).split(d, -1)
+            scale = F.softplus(raw) + min_scale
+            z = loc + scale * eps
+            log_lik = -F.binary_cross_entropy_with_logits(dec(z), x, reduction="none").flatten(1).sum(-1)
+            log_p = (-0.5 * z.pow(2)).sum(-1)
+            log_q = (-0.5 * eps.pow(2) - scale.log()).sum(-1)
+            return -(log_lik + log_p - log_q).sum()
+
+        _compiled[key] = torch.compile(loss_fn)
+    fn = _compiled[key]
+    for x in batches:
+        loss = fn(x, torch.randn(x.shape[0], vae.latent_dim))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+
+def stock_pyro_epoch(vae, batches, svi):
+    """Pyro's tutorial pattern: SVI + pyro.optim.Adam, validation on."""
+    with pyro.validation_enabled(True):
+        for x in batches:
+            svi.step(x)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--subset", type=int, default=None, help="training points per epoch (default: all 60k)")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--variants", default="handwritten,pyrovae,stock_pyro,compiled,pyrovae_compiled")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    splits = load_data(DataConfig(val_size=0, subset=args.subset))
+    x_train = splits.train[0]
+    n = len(x_train)
+    base = {"data": {"val_size": 0}, "train": {"epochs": 1, "progress": False, "batch_size": 100}}
+    variants = args.variants.split(",")
+
+    def run(name):
+        pyro.clear_param_store()
+        pyro.set_rng_seed(0)
+        vae = pyrovae.VAE.from_config(base, data_shape=(1, 28, 28))
+        batches = Batches(x_train, 100, shuffle=True, dynamic_binarize=True, seed=0)
+        start = time.perf_counter()
+        if name in ("pyrovae", "pyrovae_compiled"):
+            cfg = pyrovae.load_config(base).override([f"train.compile={name == 'pyrovae_compiled'}"])
+            trainer = pyrovae.Trainer(vae, Splits(train=(x_train, splits.train[1]), test=splits.test), cfg)
+            start = time.perf_counter()
+            trainer.fit()
+        elif name == "stock_pyro":
+            svi = SVI(vae.model, vae.guide, pyro.optim.Adam({"lr": 1e-3}), Trace_ELBO())
+            stock_pyro_epoch(vae, batches, svi)
+        else:
+            opt = torch.optim.Adam(vae.parameters(), lr=1e-3)
+            {"handwritten": handwritten_epoch, "compiled": compiled_epoch}[name](vae, batches, opt)
+        return time.perf_counter() - start
+
+    for name in variants:  # warm-up (compilation, allocator, caches)
+        if "compiled" in name:
+            run(name)
+    times = {name: [] for name in variants}
+    for r in range(args.repeats):
+        for name in variants:
+            times[name].append(run(name))
+        print(f"repeat {r + 1}: " + ", ".join(f"{k} {v[-1]:.2f}s" for k, v in times.items()), flush=True)
+
+    ref = statistics.median(times["handwritten"]) if "handwritten" in times else None
+    print(f"\nOne epoch, {n} points, batch 100, {args.threads} threads, median of {args.repeats}:\n")
+    print("| variant | seconds/epoch (median) | min | ratio to hand-written |")
+    print("|---|---|---|---|")
+    for name, ts in times.items():
+        med = statistics.median(ts)
+        ratio = f"{med / ref:.3f}x" if ref else "-"
+        print(f"| {name} | {med:.2f} | {min(ts):.2f} | {ratio} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,92 @@
+"""``pyrovae impute RUN_DIR --mask SPEC``: recover hidden pixels of test
+data, score the result against mean imputation and the zero-filled input,
+and draw masked input / imputation / truth."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from .sample import _positive
+
+
+def add_parser(sub):
+    from ..impute import imputers, masks
+
+    p = sub.add_parser("impute", help="recover hidden pixels with the trained model (data recovery)")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by pyrovae train")
+    p.add_argument("--mask", required=True, metavar="SPEC",
+                   help=f"which pixels are hidden: {', '.join(masks.names())} (optionally NAME:VALUE, e.g. random:0.5, "
+                        "center:0.3), or a .npy/.npz FILE of bools with 1 = observed, shaped like one data point "
+                        "or (N, *data_shape)")
+    p.add_argument("--method", choices=imputers.names(), default="importance",
+                   help="importance: importance resampling with the guide as proposal (default); "
+                        "gibbs: Metropolis-within-Gibbs (see pyrovae.impute)")
+    p.add_argument("--particles", type=_positive, dest="num_particles", help="importance: proposals per point (default 100)")
+    p.add_argument("--steps", type=_positive, help="gibbs: sampler steps (default 100)")
+    p.add_argument("--burn-in", type=int, dest="burn_in", help="gibbs: steps left out of the estimate (default 20)")
+    p.add_argument("--pseudo-gibbs", action="store_const", const=False, dest="metropolis",
+                   help="gibbs: accept every proposal (Rezende et al. 2014) instead of the Metropolis correction")
+    p.add_argument("--split", choices=["test", "val", "train"], default="test", help="which split to damage (default test)")
+    p.add_argument("--limit", type=_positive, default=1000, help="impute the first N points (default 1000)")
+    p.add_argument("--fill", choices=["mean", "zero"], default="mean",
+                   help="what the guide sees in hidden pixels: the training mean per pixel (default) or zeros")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random mask and of the sampler (default 0)")
+    p.add_argument("--show", type=_positive, default=8, help="examples in the figure (default 8)")
+    p.add_argument("--out", help="folder for imputation-TAG.png and .json (default RUN_DIR/imputation)")
+    p.add_argument("--which", choices=["checkpoint", "best"], default="checkpoint",
+                   help="the latest checkpoint or the one with the best validation loss")
+    p.set_defaults(func=cmd_impute)
+
+
+def cmd_impute(args) -> int:
+    import torch
+
+    from ..data import load_data
+    from ..errors import DataError, RunDirError
+    from ..impute import imputation_errors, impute, make_mask, mask_tag
+    from ..plots import imputation_figure, save_figure
+    from ..runs import load_run
+
+    vae, cfg, _ = load_run(args.run_dir, which=args.which)
+    splits = load_data(cfg.data)
+    pair = getattr(splits, args.split)
+    if pair is None or len(pair[0]) == 0:
+        raise DataError(f"the run's data has no {args.split} split; choose another --split")
+    x = pair[0]
+    n = min(args.limit, len(x))
+    mask = make_mask(args.mask, n, vae.data_shape, seed=args.seed)
+    if len(mask) > n:  # a mask file with more rows than points
+        raise DataError(f"the mask has {len(mask)} rows but only {n} points are imputed; raise --limit or cut the file")
+    x = x[:n]
+    train_mean = splits.train[0].mean(0)
+    method = {"name": args.method, **{k: getattr(args, k) for k in ("num_particles", "steps", "burn_in", "metropolis")
+                                       if getattr(args, k) is not None}}
+    fill = train_mean if args.fill == "mean" else torch.zeros(vae.data_shape)
+    result = impute(vae, x, mask, method=method, fill=fill, seed=args.seed)
+    report = {
+        "mask": args.mask,
+        "method": method,
+        "fill": args.fill,
+        "split": args.split,
+        "points": n,
+        "seed": args.seed,
+        **imputation_errors(x, result.mean, mask, train_mean),
+        "mse_single_draw": imputation_errors(x, result.draw, mask, train_mean)["mse_imputation"],
+        **{f"mean_{k}": float(v.float().mean()) for k, v in result.diagnostics.items()},
+    }
+    out = Path(args.out) if args.out else Path(args.run_dir) / "imputation"
+    tag = mask_tag(args.mask)
+    k = min(args.show, n)
+    fig = imputation_figure(x[:k], mask[:k], result.mean[:k], vae.likelihood.value_range,
+                            title=f"Imputation ({args.method}, mask {args.mask}): posterior mean of the hidden pixels")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        save_figure(fig, out / f"imputation-{tag}.png")
+        (out / f"imputation-{tag}.json").write_text(json.dumps(report, indent=2) + "\n")
+    except OSError as e:
+        raise RunDirError(f"cannot write to {out}: {e}") from None
+    print(json.dumps(report, indent=2))
+    print(f"wrote {out / f'imputation-{tag}.png'} and .json", file=sys.stderr)
+    return 0

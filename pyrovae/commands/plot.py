@@ -1,0 +1,47 @@
+"""``pyrovae plot RUN_DIR``: write the figures of a trained run as PNGs."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+
+def add_parser(sub):
+    from ..report import FIGURES
+
+    p = sub.add_parser("plot", help="write reconstructions, samples, latent and training-curve figures as PNGs")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by pyrovae train")
+    p.add_argument("--out", help="folder for the PNGs (default: RUN_DIR/plots)")
+    p.add_argument("--which", choices=["checkpoint", "best"], default="checkpoint",
+                   help="the latest checkpoint or the one with the best validation loss")
+    p.add_argument("--only", nargs="+", choices=list(FIGURES), metavar="NAME",
+                   help=f"write only these figures: {', '.join(FIGURES)}")
+    p.add_argument("--seed", type=int, default=0, help="seed of the samples and prior quantiles (default 0)")
+    p.add_argument("-n", "--num-samples", type=int, default=64, help="samples in samples.png (default 64)")
+    p.add_argument("--max-points", type=int, default=2000, help="test points in the latent scatter (default 2000)")
+    p.set_defaults(func=cmd_plot)
+
+
+def cmd_plot(args) -> int:
+    from ..data import load_data
+    from ..report import PlotInputs, write_plots
+    from ..runs import RunDir, load_run
+
+    vae, cfg, _ = load_run(args.run_dir, which=args.which)
+    splits = load_data(cfg.data)
+    x, labels = splits.test if len(splits.test[0]) else splits.train
+    records = RunDir(args.run_dir).read_metrics()
+    inp = PlotInputs(vae, x, labels, records, seed=args.seed, num_samples=args.num_samples, max_points=args.max_points)
+    out = Path(args.out) if args.out else Path(args.run_dir) / "plots"
+    for name, path in write_plots(inp, out, only=args.only).items():
+        print(f"wrote {path}" if path else f"skipped {name}: {_why_skipped(name, vae)}", file=sys.stderr)
+    return 0
+
+
+def _why_skipped(name: str, vae) -> str:
+    reasons = {
+        "manifold": f"the latent is {vae.latent_dim}-D; the manifold grid needs a 2-D latent",
+        "training_curves": "metrics.jsonl has no records",
+        "interpolations": "fewer than two test points",
+    }
+    return reasons.get(name, "does not apply to this model")

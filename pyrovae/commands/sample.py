@@ -1,0 +1,65 @@
+"""``pyrovae sample RUN_DIR``: draw new data points from the prior."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+SUFFIXES = (".png", ".npy")
+
+
+def _out_path(text: str) -> Path:
+    path = Path(text)
+    if path.suffix.lower() not in SUFFIXES:
+        raise argparse.ArgumentTypeError(f"--out must end in .png (an image grid) or .npy (the array), got {text!r}")
+    return path
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def add_parser(sub):
+    p = sub.add_parser("sample", help="draw new data points from the prior, as a PNG grid or a .npy array")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by pyrovae train")
+    p.add_argument("-n", "--num", type=_positive, default=64, help="number of samples (default 64)")
+    p.add_argument("--out", type=_out_path, help="FILE.png (a grid) or FILE.npy (float32 array (n, *data_shape)); "
+                   "default RUN_DIR/plots/samples-seedS.png")
+    p.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same samples (default 0)")
+    p.add_argument("--draw", action="store_true",
+                   help="draw x ~ p(x|z) instead of showing the decoder mean E[x|z]")
+    p.add_argument("--which", choices=["checkpoint", "best"], default="checkpoint",
+                   help="the latest checkpoint or the one with the best validation loss")
+    p.set_defaults(func=cmd_sample)
+
+
+def cmd_sample(args) -> int:
+    import numpy as np
+
+    from ..errors import RunDirError
+    from ..latents import draw_samples
+    from ..plots import samples_figure, save_figure
+    from ..runs import load_run
+
+    vae, _, _ = load_run(args.run_dir, which=args.which)
+    samples = draw_samples(vae, args.num, seed=args.seed, mean=not args.draw).cpu()
+    out = args.out or Path(args.run_dir) / "plots" / f"samples-seed{args.seed}.png"
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if out.suffix.lower() == ".npy":
+            np.save(out, samples.numpy().astype(np.float32))
+        else:
+            what = "draws from p(x|z)" if args.draw else "decoder means"
+            fig = samples_figure(samples, vae.likelihood.value_range, title=f"{args.num} samples from the prior ({what}, seed {args.seed})")
+            save_figure(fig, out)
+    except OSError as e:
+        raise RunDirError(f"cannot write {out}: {e}") from None
+    print(f"wrote {out}", file=sys.stderr)
+    return 0

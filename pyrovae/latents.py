@@ -1,0 +1,134 @@
+"""Latent-space computations shared by plots, ``sample``, ``encode``,
+imputation and the probes: seeded draws, codes of a data set, and the
+latent points that traversals, interpolations and the 2-D manifold decode.
+
+Everything returns tensors; nothing here draws or writes files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Dict, Iterator, Optional
+
+import torch
+
+from .errors import DataError
+
+__all__ = [
+    "seeded",
+    "draw_samples",
+    "encode_data",
+    "prior_quantiles",
+    "latent_activity",
+    "traversal_codes",
+    "interpolation_codes",
+    "manifold_codes",
+]
+
+
+@contextlib.contextmanager
+def seeded(seed: Optional[int], device=None) -> Iterator[None]:
+    """Run the block with torch's global generator (and the CUDA one of
+    ``device``) seeded by ``seed``, and restore their states afterwards, so
+    a seeded draw neither depends on nor disturbs anything else.
+    ``seed=None`` leaves the generators alone."""
+    if seed is None:
+        yield
+        return
+    device = torch.device(device) if device is not None else torch.device("cpu")
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
+
+
+@torch.no_grad()
+def draw_samples(vae, n: int, seed: Optional[int] = 0, mean: bool = True) -> torch.Tensor:
+    """``n`` new data points ``(n, *data_shape)`` from p(z) p(x|z), the same
+    for the same ``seed``. ``mean=True`` gives E[x|z] (what one looks at),
+    ``mean=False`` a draw from p(x|z)."""
+    if not isinstance(n, int) or n < 1:
+        raise DataError(f"the number of samples must be a positive integer, got {n!r}")
+    with seeded(seed, vae.device):
+        return vae.sample(n, mean=mean)
+
+
+@torch.no_grad()
+def encode_data(vae, x: torch.Tensor, batch_size: int = 1000, num_samples: int = 64, seed: Optional[int] = 0) -> Dict[str, torch.Tensor]:
+    """The mean and the standard deviation of q(z|x) for every point of ``x``.
+
+    :param torch.Tensor x: data ``(N, *data_shape)``.
+    :param int batch_size: points encoded at once.
+    :param int num_samples: draws for a Monte Carlo estimate when the guide
+        has no closed-form mean or standard deviation (a flow).
+    :returns: ``{"mean": (N, latent_dim), "scale": (N, latent_dim)}`` on the CPU;
+        ``scale`` is 0 for a point-mass (delta) guide.
+    """
+    vae.check_data(x[:1], "data to encode")
+    means, scales = [], []
+    with seeded(seed, vae.device):
+        for start in range(0, len(x), batch_size):
+            q = vae.encode(x[start : start + batch_size].to(vae.device))
+            try:
+                mean, scale = q.mean, q.stddev
+            except NotImplementedError:
+                draws = q.sample((num_samples,))
+                mean, scale = draws.mean(0), draws.std(0)
+            means.append(mean.cpu())
+            scales.append(scale.cpu())
+    empty = torch.zeros(0, vae.latent_dim)
+    return {"mean": torch.cat(means) if means else empty, "scale": torch.cat(scales) if scales else empty}
+
+
+@torch.no_grad()
+def prior_quantiles(vae, levels: torch.Tensor, num_draws: int = 4000, seed: Optional[int] = 0) -> torch.Tensor:
+    """Per-dimension quantiles of the prior's marginals at ``levels`` (in
+    (0, 1)), estimated from ``num_draws`` seeded draws, so they exist for
+    every prior. Returns ``(len(levels), latent_dim)``."""
+    with seeded(seed, vae.device):
+        draws = vae.prior().sample((num_draws,)).cpu()
+    return torch.quantile(draws, levels.to(draws.dtype), dim=0)
+
+
+def latent_activity(codes: torch.Tensor) -> torch.Tensor:
+    """The variance across data points of each dimension of the codes
+    ``(N, latent_dim)`` (Burda et al. 2015 call a dimension *active* when
+    this exceeds 0.01). Returns ``(latent_dim,)``."""
+    if len(codes) < 2:
+        return torch.zeros(codes.shape[-1])
+    return codes.var(0)
+
+
+def traversal_codes(base: torch.Tensor, values: torch.Tensor, dims) -> torch.Tensor:
+    """Latent traversals: for each ``d`` in ``dims``, ``base`` with dimension
+    ``d`` swept through ``values[:, d]``.
+
+    :param torch.Tensor base: a code ``(latent_dim,)``.
+    :param torch.Tensor values: ``(steps, latent_dim)``, e.g. :func:`prior_quantiles`.
+    :param dims: dimension indices, one row each.
+    :returns: ``(len(dims), steps, latent_dim)``.
+    """
+    rows = []
+    for d in dims:
+        z = base.expand(len(values), -1).clone()
+        z[:, d] = values[:, d]
+        rows.append(z)
+    return torch.stack(rows)
+
+
+def interpolation_codes(z_a: torch.Tensor, z_b: torch.Tensor, steps: int) -> torch.Tensor:
+    """Straight lines from ``z_a`` to ``z_b`` (both ``(P, latent_dim)``),
+    ends included: ``(P, steps, latent_dim)``."""
+    t = torch.linspace(0, 1, steps, dtype=z_a.dtype, device=z_a.device)[None, :, None]
+    return (1 - t) * z_a[:, None] + t * z_b[:, None]
+
+
+def manifold_codes(values: torch.Tensor) -> torch.Tensor:
+    """A grid over a 2-D latent: ``values`` ``(n, 2)`` gives ``(n, n, 2)``
+    with ``z2`` decreasing down the rows and ``z1`` increasing along them,
+    so that drawn as an image the axes point the usual way."""
+    if values.shape[-1] != 2:
+        raise DataError(f"the latent manifold needs a 2-D latent, got {values.shape[-1]} dimensions")
+    z1 = values[:, 0]
+    z2 = values[:, 1].flip(0)
+    return torch.stack(torch.meshgrid(z2, z1, indexing="ij")[::-1], dim=-1)

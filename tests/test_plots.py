@@ -1,0 +1,133 @@
+"""Every figure: the PNG exists, is valid, has the size of its figure, and is
+not blank. Drawn from a tiny VAE trained on synthetic data."""
+
+import struct
+
+import matplotlib.image
+import numpy as np
+import pytest
+import torch
+
+from pyrovae import cli, load_data, load_run
+from pyrovae import plots
+from pyrovae.report import FIGURES, PlotInputs, write_figures, write_plots
+from pyrovae.runs import RunDir
+
+from tiny_run import one_thread, train_tiny_run
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    with one_thread():
+        yield
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def png_size(path):
+    """(width, height) from the PNG header; fails unless the file is a PNG."""
+    head = path.read_bytes()[:24]
+    assert head[:8] == PNG_SIGNATURE, f"{path} is not a PNG"
+    assert head[12:16] == b"IHDR"
+    return struct.unpack(">II", head[16:24])
+
+
+def assert_good_png(path, fig=None, min_variance=1e-3):
+    assert path.exists(), f"{path} was not written"
+    width, height = png_size(path)
+    if fig is not None:
+        w, h = fig.get_size_inches() * fig.dpi
+        assert (width, height) == (round(w), round(h))
+    assert 300 <= width <= 2000 and 200 <= height <= 2000, f"{path}: odd size {width}x{height}"
+    pixels = matplotlib.image.imread(path)[..., :3].mean(-1)
+    assert pixels.shape == (height, width)
+    assert float(np.var(pixels)) > min_variance, f"{path} looks blank"
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    path = tmp_path_factory.mktemp("plots") / "run"
+    train_tiny_run(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def inputs(run):
+    vae, cfg, _ = load_run(run)
+    x, labels = load_data(cfg.data).test
+    return PlotInputs(vae, x, labels, RunDir(run).read_metrics(), grid_size=8)
+
+
+@pytest.mark.parametrize("name", list(FIGURES))
+def test_each_figure_is_a_good_png(inputs, name, tmp_path):
+    fig = FIGURES[name](inputs)
+    assert fig is not None, f"{name} should apply to a 2-D latent with metrics"
+    assert fig.axes[0].get_title(), f"{name} has no title"
+    path = tmp_path / f"{name}.png"
+    plots.save_figure(fig, path)
+    assert_good_png(path, fig)
+
+
+def test_figures_are_deterministic_under_seed(inputs, tmp_path):
+    a = write_plots(inputs, tmp_path / "a", only=["samples", "manifold"])
+    b = write_plots(inputs, tmp_path / "b", only=["samples", "manifold"])
+    for name in a:
+        assert np.array_equal(matplotlib.image.imread(a[name]), matplotlib.image.imread(b[name]))
+
+
+def test_plot_command_writes_every_figure(run):
+    assert cli.main(["plot", str(run), "--max-points", "150"]) == 0
+    for name in FIGURES:
+        assert_good_png(run / "plots" / f"{name}.png")
+
+
+def test_figures_that_do_not_apply_are_skipped(inputs):
+    vae5 = type("Stub", (), {})  # only latent_dim and records matter to these two
+    vae5.latent_dim = 5
+    assert FIGURES["manifold"](PlotInputs(vae5, inputs.x)) is None
+    assert FIGURES["training_curves"](PlotInputs(inputs.vae, inputs.x, records=[])) is None
+
+
+def test_end_of_training_figures(run, inputs, tmp_path):
+    splits = load_data(load_run(run)[1].data)
+    written = write_figures(inputs.vae, splits, tmp_path)
+    assert [p.name for p in written] == ["reconstructions.png", "samples.png"]
+    for path in written:
+        assert_good_png(path)
+
+
+def test_scatter_of_a_larger_latent_uses_pca(tmp_path):
+    g = torch.Generator().manual_seed(0)
+    labels = torch.arange(300) % 3
+    codes = torch.randn(300, 6, generator=g) + 4 * torch.nn.functional.one_hot(labels, 6).float()
+    fig = plots.latent_scatter_figure(codes, labels)
+    assert "PCA" in fig.axes[0].get_title()
+    assert fig.axes[0].get_xlabel().startswith("PC 1")
+    plots.save_figure(fig, tmp_path / "scatter.png")
+    assert_good_png(tmp_path / "scatter.png", fig)
+
+
+def test_scatter_without_labels_and_1d_latent(tmp_path):
+    codes = torch.linspace(-2, 2, 100)[:, None]
+    fig = plots.latent_scatter_figure(codes, torch.full((100,), -1))
+    plots.save_figure(fig, tmp_path / "s.png")
+    assert_good_png(tmp_path / "s.png", fig, min_variance=1e-4)
+
+
+def test_imputation_and_side_by_side_figures(tmp_path):
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(6, 1, 8, 8, generator=g)
+    mask = torch.ones_like(x, dtype=torch.bool)
+    mask[..., 2:6, 2:6] = False
+    fig = plots.imputation_figure(x, mask, x.flip(-1))
+    plots.save_figure(fig, tmp_path / "imp.png")
+    assert_good_png(tmp_path / "imp.png", fig)
+    fig = plots.side_by_side_figure({"VAE": {"samples": x, "recon": x}, "AE": {"samples": x.flip(-1), "recon": x}})
+    plots.save_figure(fig, tmp_path / "side.png")
+    assert_good_png(tmp_path / "side.png", fig)
+
+
+def test_plot_of_a_run_without_checkpoint_is_a_clear_error(run, tmp_path, capsys):
+    (tmp_path / "config.yaml").write_text((run / "config.yaml").read_text())
+    assert cli.main(["plot", str(tmp_path)]) == 2
+    assert "no checkpoint" in capsys.readouterr().err
