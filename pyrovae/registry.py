@@ -22,7 +22,7 @@ import difflib
 import inspect
 from typing import Any, Callable, Dict, Iterator, Mapping, Optional, Tuple
 
-from .errors import ConfigError
+from .errors import ConfigError, PyrovaeError
 
 __all__ = ["Registry", "spec_name", "spec_kwargs"]
 
@@ -182,5 +182,7 @@ class Registry:
         ctx = {k: v for k, v in context.items() if k in params}
         try:
             return factory(**ctx, **kwargs)
+        except PyrovaeError:
+            raise
         except (TypeError, ValueError) as e:
             raise ConfigError(f"{self.kind} {name!r} with options {kwargs}: {e}") from e

@@ -52,18 +52,25 @@ class RunDir:
     metrics = property(lambda self: self.path / "metrics.jsonl")
 
     @classmethod
-    def create(cls, path, overwrite: bool = False) -> "RunDir":
-        """A new run directory. An existing one that holds a run is refused
-        unless ``overwrite``, which removes only pyrovae's own files."""
+    def check_available(cls, path, overwrite: bool = False) -> "RunDir":
+        """Raise :class:`RunDirError` if ``path`` holds something and
+        ``overwrite`` is off; creates nothing."""
         run = cls(path)
         if run.path.exists() and not run.path.is_dir():
             raise RunDirError(f"{run.path} exists and is not a directory; choose another --out")
-        if run.path.exists() and any(run.path.iterdir()):
-            if not overwrite:
-                raise RunDirError(
-                    f"run directory {run.path} already exists. Use --resume to continue it, "
-                    "--overwrite to replace its run, or choose another --out"
-                )
+        if run.path.exists() and any(run.path.iterdir()) and not overwrite:
+            raise RunDirError(
+                f"run directory {run.path} already exists. Use --resume to continue it, "
+                "--overwrite to replace its run, or choose another --out"
+            )
+        return run
+
+    @classmethod
+    def create(cls, path, overwrite: bool = False) -> "RunDir":
+        """A new run directory. An existing one that holds a run is refused
+        unless ``overwrite``, which removes only pyrovae's own files."""
+        run = cls.check_available(path, overwrite)
+        if run.path.exists():
             for name in ARTIFACTS:
                 (run.path / name).unlink(missing_ok=True)
         try:

