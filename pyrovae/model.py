@@ -71,6 +71,7 @@ class VAE(nn.Module):
         # A name prefix unique to this instance: two VAEs in one process
         # never share parameters through Pyro's global param store.
         self.pyro_name = f"vae_{uuid.uuid4().hex[:12]}"
+        self._register_modules = True
 
     # -- construction ------------------------------------------------------
     @classmethod
@@ -139,6 +140,24 @@ class VAE(nn.Module):
         return self.likelihood.dist(self.decoder(z))
 
     # -- Pyro model and guide --------------------------------------------
+    def _register(self, **modules) -> None:
+        """``pyro.module`` each network under this instance's prefix, so that
+        Pyro's optimizers (``SVI``) find and train its parameters."""
+        if self._register_modules:
+            for name, module in modules.items():
+                pyro.module(f"{self.pyro_name}.{name}", module)
+
+    @contextlib.contextmanager
+    def direct_parameters(self):
+        """Within this context the model and guide skip ``pyro.module``:
+        for loops that optimize ``vae.parameters()`` directly with a torch
+        optimizer (pyrovae's trainer), where registration is pure overhead."""
+        previous, self._register_modules = self._register_modules, False
+        try:
+            yield self
+        finally:
+            self._register_modules = previous
+
     def _data_plate(self, x: torch.Tensor, num_data: Optional[int]):
         batch = x.shape[0]
         if num_data is None or num_data == batch:
@@ -156,10 +175,7 @@ class VAE(nn.Module):
         :param torch.Tensor obs_mask: optional bool ``(B, *data_shape)``;
             only ``True`` elements are scored.
         """
-        prefix = self.pyro_name
-        pyro.module(f"{prefix}.decoder", self.decoder)
-        pyro.module(f"{prefix}.prior", self.prior_module)
-        pyro.module(f"{prefix}.likelihood", self.likelihood)
+        self._register(decoder=self.decoder, prior=self.prior_module, likelihood=self.likelihood)
         prior = self.prior()
         with self._data_plate(x, num_data):
             with kl_scale(beta):
@@ -173,9 +189,7 @@ class VAE(nn.Module):
 
     def guide(self, x: torch.Tensor, num_data: Optional[int] = None, beta: float = 1.0, obs_mask=None):
         """q(z|x); takes the same arguments as :meth:`model`."""
-        prefix = self.pyro_name
-        pyro.module(f"{prefix}.encoder", self.encoder)
-        pyro.module(f"{prefix}.guide", self.guide_family)
+        self._register(encoder=self.encoder, guide=self.guide_family)
         with self._data_plate(x, num_data):
             with kl_scale(beta):
                 return pyro.sample("z", self.encode(x))

@@ -113,10 +113,13 @@ class Trainer:
     def _step(self, x: torch.Tensor, beta: float) -> float:
         """Forward and backward; returns the loss (negative ELBO summed over the batch)."""
         if hasattr(self.objective, "differentiable_loss"):
-            loss = self.objective.differentiable_loss(self.vae.model, self.vae.guide, x, beta=beta)
+            # the optimizer holds vae.parameters() itself: skip pyro.module
+            with self.vae.direct_parameters():
+                loss = self.objective.differentiable_loss(self.vae.model, self.vae.guide, x, beta=beta)
             loss.backward()
             return loss.item()
-        # objectives without a differentiable loss (RenyiELBO) do their own backward
+        # objectives without a differentiable loss (RenyiELBO) do their own
+        # backward over the parameters they find registered in the traces
         return self.objective.loss_and_grads(self.vae.model, self.vae.guide, x, beta=beta)
 
     def _grad_norm(self) -> float:
