@@ -104,11 +104,35 @@ class ModelConfig:
     prior: Spec = _spec("standard_normal")
     likelihood: Spec = _spec("bernoulli")
     guide: Spec = _spec("normal")
+    hierarchy: List[Dict[str, Any]] = field(default_factory=list)
 
     def __post_init__(self):
         _check_min("model.latent_dim", self.latent_dim, 1)
         for key in ("encoder", "decoder", "prior", "likelihood", "guide"):
             setattr(self, key, _as_spec(f"model.{key}", getattr(self, key)))
+        self.hierarchy = [_layer_spec(i, layer) for i, layer in enumerate(self.hierarchy)]
+
+
+#: keys of one entry of ``model.hierarchy`` and their defaults
+LAYER_DEFAULTS = {
+    "latent_dim": None,
+    "encoder": {"name": "mlp", "hidden": [100, 100], "activation": "tanh"},
+    "decoder": {"name": "mlp", "hidden": [100, 100], "activation": "tanh"},
+    "guide": {"name": "normal"},
+}
+
+
+def _layer_spec(index: int, layer: Any) -> Dict[str, Any]:
+    """Check one stochastic layer above z1: ``{latent_dim, encoder, decoder, guide}``."""
+    where = f"model.hierarchy[{index}]"
+    if not isinstance(layer, dict):
+        raise ConfigError(f"{where} must be a mapping with keys {', '.join(LAYER_DEFAULTS)}, got {layer!r}")
+    _check_keys(where, layer, LAYER_DEFAULTS)
+    out = {**LAYER_DEFAULTS, **layer}
+    _check_min(f"{where}.latent_dim", out["latent_dim"], 1)
+    for key in ("encoder", "decoder", "guide"):
+        out[key] = _as_spec(f"{where}.{key}", out[key])
+    return out
 
 
 @dataclass

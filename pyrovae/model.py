@@ -32,7 +32,10 @@ from .likelihoods import likelihoods
 from .nets import decoders, encoders
 from .priors import priors
 
-__all__ = ["VAE", "kl_scale"]
+__all__ = ["VAE", "StochasticLayer", "kl_scale"]
+
+#: how p(z_{l-1} | z_l) is parameterized between stochastic layers
+CONDITIONAL_SPEC = {"name": "normal", "scale_mode": "decoder"}
 
 
 def kl_scale(beta: float):
@@ -45,8 +48,41 @@ def kl_scale(beta: float):
     return poutine.scale(scale=beta)
 
 
+class StochasticLayer(nn.Module):
+    """One stochastic layer z_l above z_{l-1} in a hierarchical VAE.
+
+    - guide: q(z_l | z_{l-1}) = ``guide_family(encoder(z_{l-1}))``
+    - model: p(z_{l-1} | z_l) = ``conditional(decoder(z_l))``, a diagonal
+      Gaussian whose mean and scale the decoder predicts.
+
+    :param int below_dim: size of z_{l-1}.
+    :param int latent_dim: size of z_l.
+    """
+
+    def __init__(self, below_dim: int, latent_dim: int, encoder_spec, decoder_spec, guide_spec):
+        super().__init__()
+        self.latent_dim = latent_dim
+        self.guide_family = guides.build(guide_spec, latent_dim=latent_dim)
+        self.conditional = likelihoods.build(CONDITIONAL_SPEC, data_shape=(below_dim,))
+        self.encoder = encoders.build(encoder_spec, data_shape=(below_dim,), out_features=self.guide_family.num_features)
+        self.decoder = decoders.build(decoder_spec, latent_dim=latent_dim, out_shape=self.conditional.param_shape)
+
+    def encode(self, z_below: torch.Tensor):
+        """q(z_l | z_{l-1}): batch shape of ``z_below`` minus its last dim, event ``(latent_dim,)``."""
+        return self.guide_family.dist(self.encoder(z_below))
+
+    def decode(self, z: torch.Tensor):
+        """p(z_{l-1} | z_l): event shape ``(below_dim,)``."""
+        return self.conditional.dist(self.decoder(z))
+
+
 class VAE(nn.Module):
     """A variational autoencoder p(z) p(x|z) with guide q(z|x).
+
+    With ``upper`` stochastic layers it is the hierarchical VAE of Burda et
+    al. (2015): the guide is q(z1|x) q(z2|z1) ... and the model is
+    p(z_L) ... p(z1|z2) p(x|z1). The latent sites are named ``z``, ``z2``,
+    ..., ``zL``; the prior is over the top one.
 
     :param tuple data_shape: shape of one data point, e.g. ``(1, 28, 28)``.
     :param int latent_dim: size of z.
@@ -55,12 +91,15 @@ class VAE(nn.Module):
     :param prior: a :class:`~pyrovae.priors.Prior`.
     :param likelihood: a :class:`~pyrovae.likelihoods.Likelihood`.
     :param guide_family: a :class:`~pyrovae.guides.GuideFamily`.
+    :param upper: :class:`StochasticLayer` s above z1, bottom first (default none).
 
     Build one from a config with :meth:`from_config`.
     """
 
-    def __init__(self, data_shape, latent_dim, encoder, decoder, prior, likelihood, guide_family):
+    def __init__(self, data_shape, latent_dim, encoder, decoder, prior, likelihood, guide_family, upper=()):
         super().__init__()
+        self.upper = nn.ModuleList(upper)
+        self.latent_sites = ["z"] + [f"z{i + 2}" for i in range(len(self.upper))]
         self.data_shape = tuple(data_shape)
         self.latent_dim = latent_dim
         self.encoder = encoder
@@ -93,10 +132,21 @@ class VAE(nn.Module):
         likelihood = likelihoods.build(model_cfg.likelihood, data_shape=data_shape)
         encoder = encoders.build(model_cfg.encoder, data_shape=data_shape, out_features=guide_family.num_features)
         decoder = decoders.build(model_cfg.decoder, latent_dim=d, out_shape=likelihood.param_shape)
-        vae = cls(data_shape, d, encoder, decoder, None, likelihood, guide_family)
-        vae.prior_module = priors.build(model_cfg.prior, latent_dim=d, data_shape=data_shape, posterior=vae.encode)
+        upper, below = [], d
+        for layer in model_cfg.hierarchy:
+            upper.append(StochasticLayer(below, layer["latent_dim"], layer["encoder"], layer["decoder"], layer["guide"]))
+            below = layer["latent_dim"]
+        vae = cls(data_shape, d, encoder, decoder, None, likelihood, guide_family, upper)
+        vae.prior_module = priors.build(
+            model_cfg.prior, latent_dim=vae.top_dim, data_shape=data_shape, posterior=vae.encode_top
+        )
         vae._check_shapes()
         return vae
+
+    @property
+    def top_dim(self) -> int:
+        """Size of the top latent, the one the prior is over."""
+        return self.upper[-1].latent_dim if len(self.upper) else self.latent_dim
 
     def _check_shapes(self) -> None:
         with torch.no_grad():
@@ -113,8 +163,8 @@ class VAE(nn.Module):
                     f"(want ({self.latent_dim},)), p(x|z) has event shape {tuple(p.event_shape)} "
                     f"(want {self.data_shape})"
                 )
-            if tuple(self.prior().event_shape) != (self.latent_dim,):
-                raise ConfigError(f"the prior's event shape {tuple(self.prior().event_shape)} is not ({self.latent_dim},)")
+            if tuple(self.prior().event_shape) != (self.top_dim,):
+                raise ConfigError(f"the prior's event shape {tuple(self.prior().event_shape)} is not ({self.top_dim},)")
 
     @property
     def device(self) -> torch.device:
@@ -126,8 +176,16 @@ class VAE(nn.Module):
 
     # -- distributions -----------------------------------------------------
     def prior(self):
-        """p(z): batch shape ``()``, event shape ``(latent_dim,)``."""
+        """p(z) (the top latent's): batch shape ``()``, event shape ``(top_dim,)``."""
         return self.prior_module.dist()
+
+    def encode_top(self, x: torch.Tensor):
+        """q(z_top | x), following the guide's means up the hierarchy (the
+        VampPrior pushes its pseudo-inputs through this)."""
+        q = self.encode(x)
+        for layer in self.upper:
+            q = layer.encode(_code(q))
+        return q
 
     def encode(self, x: torch.Tensor):
         """q(z|x) for ``x`` of shape ``(*batch, *data_shape)``: batch shape
@@ -175,11 +233,13 @@ class VAE(nn.Module):
         :param torch.Tensor obs_mask: optional bool ``(B, *data_shape)``;
             only ``True`` elements are scored.
         """
-        self._register(decoder=self.decoder, prior=self.prior_module, likelihood=self.likelihood)
+        self._register(decoder=self.decoder, prior=self.prior_module, likelihood=self.likelihood, upper=self.upper)
         prior = self.prior()
         with self._data_plate(x, num_data):
             with kl_scale(beta):
-                z = pyro.sample("z", prior)
+                z = pyro.sample(self.latent_sites[-1], prior)
+                for layer, site in zip(reversed(self.upper), reversed(self.latent_sites[:-1])):
+                    z = pyro.sample(site, layer.decode(z))
             p_x = self.decode(z)
             if obs_mask is None:
                 pyro.sample("x", p_x, obs=x)
@@ -189,10 +249,13 @@ class VAE(nn.Module):
 
     def guide(self, x: torch.Tensor, num_data: Optional[int] = None, beta: float = 1.0, obs_mask=None):
         """q(z|x); takes the same arguments as :meth:`model`."""
-        self._register(encoder=self.encoder, guide=self.guide_family)
+        self._register(encoder=self.encoder, guide=self.guide_family, upper=self.upper)
         with self._data_plate(x, num_data):
             with kl_scale(beta):
-                return pyro.sample("z", self.encode(x))
+                z = pyro.sample("z", self.encode(x))
+                for layer, site in zip(self.upper, self.latent_sites[1:]):
+                    z = pyro.sample(site, layer.encode(z))
+        return z
 
     # -- conveniences ------------------------------------------------------
     @torch.no_grad()
@@ -200,6 +263,8 @@ class VAE(nn.Module):
         """``n`` new data points ``(n, *data_shape)`` from p(z) p(x|z): the
         likelihood's mean (``mean=True``, what one looks at) or a draw."""
         z = self.prior().sample((n,))
+        for layer in reversed(self.upper):
+            z = layer.decode(z).sample()
         params = self.decoder(z)
         if mean:
             return self.likelihood.mean(params)
@@ -214,11 +279,7 @@ class VAE(nn.Module):
     @torch.no_grad()
     def code(self, x: torch.Tensor) -> torch.Tensor:
         """The latent code of ``x``: the mean of q(z|x), shape ``(*batch, latent_dim)``."""
-        q = self.encode(x)
-        try:
-            return q.mean
-        except NotImplementedError:
-            return q.rsample()
+        return _code(self.encode(x))
 
     def check_data(self, x: torch.Tensor, what: str = "data") -> None:
         """Raise :class:`~pyrovae.errors.DataError` unless ``x`` is a finite
@@ -234,6 +295,14 @@ class VAE(nn.Module):
 
         check_finite(x, what)
         self.likelihood.check_data(x)
+
+
+def _code(q) -> torch.Tensor:
+    """The mean of ``q``, or a draw when it has no closed-form mean (flows)."""
+    try:
+        return q.mean
+    except NotImplementedError:
+        return q.rsample()
 
 
 def _model_section(cfg: Any) -> ModelConfig:
