@@ -146,7 +146,8 @@ class TrainConfig:
     :ivar lr_schedule: ``{name: constant|exponential|step|cosine, ...}``, stepped every epoch.
     :ivar grad_clip: clip the global gradient norm to this value (null: off).
     :ivar beta: weight of the KL term (0 with the delta guide: a plain autoencoder).
-    :ivar warmup_epochs: linear KL warm-up of beta from 0 over this many epochs.
+    :ivar kl_schedule: how beta evolves: ``{name: constant}``, ``{name: linear, warmup_epochs: E}``
+        (KL warm-up) or ``{name: cyclical, cycle_epochs: E, ramp_fraction: f}``.
     :ivar patience: early stopping after this many epochs without a better validation loss.
     :ivar device: ``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:N``.
     :ivar seed: seeds parameters, data order, binarization and sampling.
@@ -165,7 +166,7 @@ class TrainConfig:
     lr_schedule: Spec = _spec("constant")
     grad_clip: Optional[float] = None
     beta: float = 1.0
-    warmup_epochs: float = 0.0
+    kl_schedule: Spec = _spec("constant")
     patience: Optional[int] = None
     device: str = "auto"
     seed: int = 0
@@ -183,15 +184,13 @@ class TrainConfig:
         _check_min("train.sample_every", self.sample_every, 0)
         if not (math.isfinite(self.beta) and self.beta >= 0):
             raise ConfigError(f"train.beta must be a finite number >= 0, got {self.beta}")
-        if not (math.isfinite(self.warmup_epochs) and self.warmup_epochs >= 0):
-            raise ConfigError(f"train.warmup_epochs must be >= 0, got {self.warmup_epochs}")
         if self.grad_clip is not None and not (self.grad_clip > 0 and math.isfinite(self.grad_clip)):
             raise ConfigError(f"train.grad_clip must be positive, got {self.grad_clip}")
         if self.patience is not None:
             _check_min("train.patience", self.patience, 1)
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
             raise ConfigError(f"train.device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
-        for key in ("objective", "optimizer", "lr_schedule"):
+        for key in ("objective", "optimizer", "lr_schedule", "kl_schedule"):
             setattr(self, key, _as_spec(f"train.{key}", getattr(self, key)))
         lr = self.optimizer.get("lr", 1.0)
         if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):

@@ -136,10 +136,39 @@ def burda(optimizer, base=3.0):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def kl_weight(step: int, beta: float, warmup_steps: int) -> float:
-    """beta, ramped linearly from 0 over the first ``warmup_steps`` steps."""
-    if warmup_steps <= 0:
-        return beta
-    return beta * min(1.0, step / warmup_steps)
+# -- KL weight (beta) schedules: step -> weight ---------------------------------
+
+kl_schedules = Registry("kl_schedule", context=("beta", "steps_per_epoch"))
+
+
+@kl_schedules.register("constant")
+def constant_beta(beta):
+    """beta at every step."""
+    return lambda step: beta
+
+
+@kl_schedules.register("linear")
+def linear_warmup(beta, steps_per_epoch, warmup_epochs=10.0):
+    """KL warm-up: beta ramped linearly from 0 over ``warmup_epochs`` epochs, then held."""
+    if warmup_epochs < 0:
+        raise ValueError("warmup_epochs must be >= 0")
+    steps = warmup_epochs * steps_per_epoch
+    return lambda step: beta if step >= steps else beta * step / steps
+
+
+@kl_schedules.register("cyclical")
+def cyclical(beta, steps_per_epoch, cycle_epochs=10.0, ramp_fraction=0.5):
+    """Cyclical annealing (Fu et al. 2019): in each cycle of ``cycle_epochs``
+    epochs, beta rises linearly from 0 over the first ``ramp_fraction`` of
+    the cycle and is held for the rest."""
+    if cycle_epochs <= 0 or not 0 < ramp_fraction <= 1:
+        raise ValueError("cycle_epochs must be > 0 and ramp_fraction in (0, 1]")
+    period = cycle_epochs * steps_per_epoch
+
+    def weight(step):
+        phase = (step % period) / period
+        return beta * min(1.0, phase / ramp_fraction)
+
+    return weight
 
 

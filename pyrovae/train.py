@@ -23,7 +23,7 @@ from .config import Config, load_config
 from .data import Batches, Splits
 from .errors import DataError, TrainingDiverged
 from .evaluate import elbo_terms
-from .optim import kl_weight, objectives, optimizers, schedules
+from .optim import kl_schedules, objectives, optimizers, schedules
 from .runs import RunDir, load_checkpoint, load_model_state, save_checkpoint
 
 __all__ = ["train", "Trainer", "resolve_device"]
@@ -88,7 +88,7 @@ class Trainer:
         self.params = [p for p in self.vae.parameters() if p.requires_grad]
         self.optimizer = optimizers.build(tc.optimizer, params=self.params)
         self.scheduler = schedules.build(tc.lr_schedule, optimizer=self.optimizer, epochs=tc.epochs)
-        self.warmup_steps = int(round(tc.warmup_epochs * len(self.batches)))
+        self.kl_weight = kl_schedules.build(tc.kl_schedule, beta=tc.beta, steps_per_epoch=len(self.batches))
         self.state = TrainState()
 
     # -- checks --------------------------------------------------------------
@@ -175,7 +175,7 @@ class Trainer:
         total, count, skipped = 0.0, 0, 0
         bar = self._progress_bar()
         for i, x in enumerate(self.batches):
-            beta = kl_weight(st.step, tc.beta, self.warmup_steps)
+            beta = self.kl_weight(st.step)
             loss = self._step(x, beta)
             norm = self._grad_norm()
             if not (math.isfinite(loss) and math.isfinite(norm)):

@@ -12,7 +12,7 @@ import pyrovae
 from pyrovae.data import load_data
 from pyrovae.errors import TrainingDiverged
 from pyrovae.evaluate import elbo_terms
-from pyrovae.optim import objectives
+from pyrovae.optim import kl_schedules, objectives
 from pyrovae.runs import RunDir, load_checkpoint
 from pyrovae.train import Trainer
 
@@ -145,10 +145,26 @@ def test_iwae_loss_is_below_elbo_loss():
 
 
 def test_kl_warmup_ramps_beta():
-    cfg, splits, vae = setup(train={**tiny_config()["train"], "epochs": 3, "warmup_epochs": 2.0, "beta": 0.5})
+    schedule = {"name": "linear", "warmup_epochs": 2.0}
+    cfg, splits, vae = setup(train={**tiny_config()["train"], "epochs": 3, "kl_schedule": schedule, "beta": 0.5})
     history = pyrovae.train(vae, splits, cfg)
-    betas = [r["beta"] for r in history]
+    betas = [r["beta"] for r in history]  # beta at each epoch's last step
     assert betas[0] == pytest.approx(0.25, abs=0.02) and betas[1] == pytest.approx(0.5, abs=0.02) and betas[2] == 0.5
+
+
+@pytest.mark.parametrize("name", kl_schedules.names())
+def test_kl_schedules(name):
+    steps = 10
+    weight = kl_schedules.build({"name": name}, beta=2.0, steps_per_epoch=steps)
+    values = [weight(s) for s in range(0, 400)]
+    assert all(0.0 <= v <= 2.0 for v in values)
+    assert max(values) == 2.0
+    if name == "linear":  # 10 epochs of warm-up, then constant
+        assert values[0] == 0.0 and values[50] == pytest.approx(1.0) and values[100:] == [2.0] * 300
+    if name == "cyclical":  # cycles of 100 steps: ramp over 50, hold for 50
+        assert values[0] == values[100] == 0.0 and values[25] == pytest.approx(1.0) and values[75] == 2.0
+    if name == "constant":
+        assert values == [2.0] * 400
 
 
 def test_autoencoder_baseline_loss_is_reconstruction_only():
