@@ -1,6 +1,7 @@
 """pyrovae: variational autoencoders written the Pyro way."""
 
 from .config import Config, DataConfig, ModelConfig, TrainConfig, load_config
+from .evaluate import evaluate, log_likelihood
 from .errors import CheckpointError, ConfigError, DataError, PyrovaeError, RunDirError, TrainingDiverged
 from .guides import GuideFamily, register_guide
 from .likelihoods import Likelihood, register_likelihood
@@ -36,6 +37,8 @@ __all__ = [
     "Trainer",
     "load_run",
     "load_data",
+    "log_likelihood",
+    "evaluate",
     "draw_samples",
     "encode_data",
     "impute",

@@ -18,7 +18,7 @@ from .errors import PyrovaeError
 __all__ = ["main", "COMMANDS"]
 
 #: sub-command modules in pyrovae.commands, in the order ``--help`` lists them
-COMMANDS = ["train", "list", "plot", "sample", "encode", "impute"]
+COMMANDS = ["train", "evaluate", "list", "plot", "sample", "encode", "impute"]
 
 
 def build_parser() -> argparse.ArgumentParser:

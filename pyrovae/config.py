@@ -154,7 +154,6 @@ class TrainConfig:
     :ivar progress: show a progress bar.
     :ivar eval_batch_size: batch size of the validation pass.
     :ivar validate_model: run Pyro's argument validation during training (slower).
-    :ivar compile: wrap the training loss in ``torch.compile``.
     :ivar skip_nonfinite: skip (with a warning) a batch whose loss is NaN/inf instead of stopping.
     :ivar sample_every: write reconstruction and sample PNGs every N epochs (0: only at the end).
     """
@@ -173,7 +172,6 @@ class TrainConfig:
     progress: bool = True
     eval_batch_size: int = 1000
     validate_model: bool = False
-    compile: bool = False
     skip_nonfinite: bool = False
     sample_every: int = 0
 

@@ -18,6 +18,7 @@ __all__ = [
     "seeded",
     "draw_samples",
     "encode_data",
+    "prior_draws",
     "prior_quantiles",
     "latent_activity",
     "traversal_codes",
@@ -81,12 +82,24 @@ def encode_data(vae, x: torch.Tensor, batch_size: int = 1000, num_samples: int =
 
 
 @torch.no_grad()
+def prior_draws(vae, n: int) -> torch.Tensor:
+    """``n`` draws ``(n, latent_dim)`` of the latent the decoder reads, from
+    the model: z ~ p(z), passed down the stochastic layers of a
+    hierarchical VAE (``vae.upper``) when it has them."""
+    z = vae.prior().sample((n,))
+    for layer in reversed(getattr(vae, "upper", ())):
+        z = layer.decode(z).sample()
+    return z
+
+
+@torch.no_grad()
 def prior_quantiles(vae, levels: torch.Tensor, num_draws: int = 4000, seed: Optional[int] = 0) -> torch.Tensor:
-    """Per-dimension quantiles of the prior's marginals at ``levels`` (in
-    (0, 1)), estimated from ``num_draws`` seeded draws, so they exist for
-    every prior. Returns ``(len(levels), latent_dim)``."""
+    """Per-dimension quantiles at ``levels`` (in (0, 1)) of the marginals
+    of the latent the decoder reads, estimated from ``num_draws`` seeded
+    :func:`prior_draws`, so they exist for every prior. Returns
+    ``(len(levels), latent_dim)``."""
     with seeded(seed, vae.device):
-        draws = vae.prior().sample((num_draws,)).cpu()
+        draws = prior_draws(vae, num_draws).cpu()
     return torch.quantile(draws, levels.to(draws.dtype), dim=0)
 
 

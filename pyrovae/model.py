@@ -244,7 +244,7 @@ class VAE(nn.Module):
             if obs_mask is None:
                 pyro.sample("x", p_x, obs=x)
             else:
-                pyro.sample("x", p_x, obs=x, obs_mask=obs_mask)
+                observe_masked("x", p_x, x, obs_mask)
         return z
 
     def guide(self, x: torch.Tensor, num_data: Optional[int] = None, beta: float = 1.0, obs_mask=None):
@@ -303,6 +303,30 @@ def _code(q) -> torch.Tensor:
         return q.mean
     except NotImplementedError:
         return q.rsample()
+
+
+def observe_masked(name: str, fn, obs: torch.Tensor, obs_mask: torch.Tensor) -> torch.Tensor:
+    """Pyro's ``obs_mask`` down to single data elements.
+
+    ``pyro.sample(name, fn, obs=obs, obs_mask=m)`` takes a mask over
+    ``fn.batch_shape`` only: one flag per data point. Here ``fn`` is p(x|z)
+    with the data shape as event shape, and ``obs_mask`` is bool
+    ``(B, *data_shape)`` (True = observed). As Pyro does, this makes two
+    sites: ``{name}_observed`` scores only the observed elements and
+    ``{name}_unobserved`` samples the others from p(x|z); ``{name}`` is a
+    deterministic site with the two interleaved. Needs ``fn`` to be an
+    ``Independent`` over elements (every registered likelihood is).
+    """
+    obs_mask = torch.as_tensor(obs_mask, dtype=torch.bool, device=obs.device)
+    if obs_mask.shape != obs.shape:
+        raise DataError(
+            f"obs_mask has shape {tuple(obs_mask.shape)} but the data has shape {tuple(obs.shape)}; "
+            "give one bool per data element (True = observed)"
+        )
+    base, n = fn.base_dist, fn.reinterpreted_batch_ndims
+    observed = pyro.sample(f"{name}_observed", base.mask(obs_mask).to_event(n), obs=obs)
+    unobserved = pyro.sample(f"{name}_unobserved", base.mask(~obs_mask).to_event(n))
+    return pyro.deterministic(name, torch.where(obs_mask, observed, unobserved), event_dim=n)
 
 
 def _model_section(cfg: Any) -> ModelConfig:

@@ -12,11 +12,14 @@ of ``w x h`` inches saves as a ``100w x 100h`` pixel PNG.
 from __future__ import annotations
 
 import math
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import List, Mapping, Optional, Sequence, Tuple
 
 import torch
 
+from .errors import DataError
+
 __all__ = [
+    "image_shape_problem",
     "as_images",
     "image_grid",
     "image_rows_figure",
@@ -44,26 +47,39 @@ def _figure(width: float, height: float):
     return Figure(figsize=(round(width * DPI) / DPI, round(height * DPI) / DPI), dpi=DPI)
 
 
+def image_shape_problem(data_shape) -> Optional[str]:
+    """``None`` if data points of ``data_shape`` can be drawn as images,
+    else why not: images are ``(1 or 3, H, W)``, ``(H, W)`` or flat of a
+    square size (784 -> 28x28)."""
+    data_shape = tuple(data_shape)
+    if len(data_shape) == 1 and math.isqrt(data_shape[0]) ** 2 == data_shape[0]:
+        return None
+    if len(data_shape) == 2 or (len(data_shape) == 3 and data_shape[0] in (1, 3)):
+        return None
+    return f"data points of shape {data_shape} cannot be drawn as images"
+
+
 def as_images(x: torch.Tensor, value_range: Tuple[float, float] = (0.0, 1.0)) -> torch.Tensor:
     """``(N, *data_shape)`` -> ``(N, H, W)`` or ``(N, H, W, 3)`` in [0, 1].
 
     Flat data of a square size (784) is shown as a square image.
+
+    :raises DataError: for data that are not images (see :func:`image_shape_problem`).
     """
+    problem = image_shape_problem(x.shape[1:])
+    if problem:
+        raise DataError(problem)
     x = x.detach().float().cpu()
     lo, hi = value_range
     x = ((x - lo) / (hi - lo)).clamp(0, 1)
     if x.dim() == 2:
         side = math.isqrt(x.shape[1])
-        if side * side != x.shape[1]:
-            raise ValueError(f"cannot show flat data of size {x.shape[1]} as an image")
         return x.reshape(-1, side, side)
     if x.dim() == 4 and x.shape[1] == 1:
         return x[:, 0]
-    if x.dim() == 4 and x.shape[1] == 3:
+    if x.dim() == 4:
         return x.permute(0, 2, 3, 1)
-    if x.dim() == 3:
-        return x
-    raise ValueError(f"cannot show data of shape {tuple(x.shape[1:])} as images")
+    return x
 
 
 def image_grid(images: torch.Tensor, nrow: int, pad: int = 1) -> torch.Tensor:
@@ -255,7 +271,7 @@ def imputation_figure(x_true: torch.Tensor, mask: torch.Tensor, imputed: torch.T
     hidden = ~_rgb(as_images(mask.float(), (0.0, 1.0)) > 0.5)
     masked = torch.where(hidden, torch.tensor(MISSING_COLOUR).expand_as(truth), truth)
     images = torch.cat([masked, filled, truth])
-    return _rows_figure(images, len(x_true), title, row_labels=["masked input", "imputation", "truth"], width=7.5)
+    return _rows_figure(images, len(x_true), title, row_labels=["input (red: hidden)", "imputation", "truth"], width=7.5)
 
 
 def training_curves_figure(records: Sequence[Mapping[str, float]], title="Training curves"):

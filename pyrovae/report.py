@@ -2,10 +2,11 @@
 
 :data:`FIGURES` maps each figure's file stem to a builder that computes
 its tensors from a :class:`PlotInputs` (the VAE, test inputs and labels,
-metrics records, a seed) and draws them with :mod:`pyrovae.plots`. A
-builder returns ``None`` when its figure does not apply (the 2-D manifold
-of a 50-D latent, training curves without metrics). Each builder seeds its
-own draws, so a figure does not depend on which others were drawn.
+metrics records, a seed) and draws them with :mod:`pyrovae.plots`.
+A builder returns a Figure, or a string saying why its figure does not apply
+(the 2-D manifold of a 50-D latent, training curves without metrics, images
+of data that are not images). Each builder seeds its own draws, so a figure
+does not depend on which others were drawn.
 
 :func:`write_plots` writes all of them (``pyrovae plot``);
 :func:`write_figures` writes reconstructions and samples at the end of
@@ -14,9 +15,10 @@ training.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
 
 import torch
 
@@ -77,26 +79,43 @@ class PlotInputs:
         return encode_data(self.vae, self.x[:n], seed=self.seed)["mean"]
 
 
+def _needs_images(builder):
+    """Make ``builder`` say why not, instead of drawing, for data that are not images."""
+
+    @functools.wraps(builder)
+    def wrapped(inp: PlotInputs):
+        return plots.image_shape_problem(inp.vae.data_shape) or builder(inp)
+
+    return wrapped
+
+
+@_needs_images
 def reconstructions(inp: PlotInputs):
+    """The first 32 test inputs above E[x | code(x)]."""
     x = inp.x[:32]
     with torch.no_grad():
         x_rec = inp.vae.reconstruct(x.to(inp.vae.device)).cpu()
     return plots.reconstruction_figure(x, x_rec, inp.value_range, title="Test inputs and their reconstructions")
 
 
+@_needs_images
 def samples(inp: PlotInputs):
+    """``num_samples`` decoder means E[x|z], z ~ p(z)."""
     s = draw_samples(inp.vae, inp.num_samples, seed=inp.seed).cpu()
     return plots.samples_figure(s, inp.value_range, title=f"{inp.num_samples} samples from the prior (decoder means)")
 
 
 def latent_scatter(inp: PlotInputs):
+    """Posterior means of up to ``max_points`` test inputs, coloured by label."""
     labels = inp.labels[: inp.max_points] if inp.labels is not None else None
     return plots.latent_scatter_figure(inp.codes(inp.max_points), labels, title="Latent means of the test set")
 
 
+@_needs_images
 def manifold(inp: PlotInputs):
+    """E[x|z] over a ``grid_size``² grid of prior quantiles 0.05..0.95 (2-D latents only)."""
     if inp.vae.latent_dim != 2:
-        return None
+        return f"the latent is {inp.vae.latent_dim}-D; the manifold grid needs a 2-D latent"
     levels = torch.linspace(0.05, 0.95, inp.grid_size)
     values = prior_quantiles(inp.vae, levels, seed=inp.seed)
     images = inp.decode_mean(manifold_codes(values))
@@ -104,7 +123,10 @@ def manifold(inp: PlotInputs):
                                  title="The learned 2-D manifold (grid over prior quantiles 0.05-0.95)")
 
 
+@_needs_images
 def traversals(inp: PlotInputs):
+    """Starting from the code of the first test input, each of the most active
+    dimensions (variance of the posterior means) runs through prior quantiles 0.03..0.97."""
     codes = inp.codes(inp.max_points)
     activity = latent_activity(codes)
     dims = activity.argsort(descending=True)[: inp.max_traversal_dims].sort().values.tolist()
@@ -112,15 +134,16 @@ def traversals(inp: PlotInputs):
     values = prior_quantiles(inp.vae, levels, seed=inp.seed)
     images = inp.decode_mean(traversal_codes(codes[0], values, dims))
     d = inp.vae.latent_dim
-    which = "every dimension" if len(dims) == d else f"the {len(dims)} most active of {d} dimensions"
-    return plots.traversal_figure(images, dims, levels.tolist(), inp.value_range,
-                                  title=f"Latent traversals around the code of a test input ({which})")
+    which = "all dimensions" if len(dims) == d else f"the {len(dims)} most active of {d} dimensions"
+    return plots.traversal_figure(images, dims, levels.tolist(), inp.value_range, title=f"Latent traversals ({which})")
 
 
+@_needs_images
 def interpolations(inp: PlotInputs, pairs: int = 6):
+    """Straight lines between the codes of test inputs ``i`` and ``pairs + i``."""
     pairs = min(pairs, len(inp.x) // 2)
     if pairs == 0:
-        return None
+        return "interpolations need at least two test points"
     x_a, x_b = inp.x[:pairs], inp.x[pairs : 2 * pairs]
     codes = inp.codes(2 * pairs)
     images = inp.decode_mean(interpolation_codes(codes[:pairs], codes[pairs:], inp.steps))
@@ -128,12 +151,13 @@ def interpolations(inp: PlotInputs, pairs: int = 6):
 
 
 def training_curves(inp: PlotInputs):
+    """Losses and validation terms from the metrics records."""
     if not inp.records:
-        return None
+        return "there are no metrics records (metrics.jsonl)"
     return plots.training_curves_figure(inp.records)
 
 
-#: file stem -> builder(PlotInputs) -> Figure or None, in the order they are written
+#: file stem -> builder(PlotInputs) -> Figure, or a string saying why it does not apply; in writing order
 FIGURES: Dict[str, Callable[[PlotInputs], Any]] = {
     "reconstructions": reconstructions,
     "samples": samples,
@@ -146,19 +170,19 @@ FIGURES: Dict[str, Callable[[PlotInputs], Any]] = {
 
 
 @torch.no_grad()
-def write_plots(inp: PlotInputs, out_dir, only: Optional[Sequence[str]] = None) -> Dict[str, Optional[Path]]:
+def write_plots(inp: PlotInputs, out_dir, only: Optional[Sequence[str]] = None) -> Dict[str, Union[Path, str]]:
     """Write the figures of :data:`FIGURES` (or those named in ``only``) as
-    ``out_dir/<name>.png``. Returns ``{name: path}``, with ``None`` for a
-    figure that does not apply to this model."""
+    ``out_dir/<name>.png``. Returns ``{name: path}``, or for a figure that
+    does not apply to this model ``{name: "why not"}``."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     inp.vae.eval()
-    written: Dict[str, Optional[Path]] = {}
+    written: Dict[str, Union[Path, str]] = {}
     for name in only or FIGURES:
         with seeded(inp.seed, inp.vae.device):
             fig = FIGURES[name](inp)
-        if fig is None:
-            written[name] = None
+        if isinstance(fig, str):
+            written[name] = fig
             continue
         path = out_dir / f"{name}.png"
         plots.save_figure(fig, path)
@@ -172,4 +196,4 @@ def write_figures(vae, splits, run_dir, n: int = 64, seed: int = 0) -> List[Path
     and ``samples.png`` (``n`` samples from the prior) into ``run_dir``."""
     x, y = splits.test if len(splits.test[0]) else splits.train
     inp = PlotInputs(vae, x[:32], y[:32], seed=seed, num_samples=n)
-    return [p for p in write_plots(inp, run_dir, only=["reconstructions", "samples"]).values() if p is not None]
+    return [p for p in write_plots(inp, run_dir, only=["reconstructions", "samples"]).values() if isinstance(p, Path)]

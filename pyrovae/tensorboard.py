@@ -5,7 +5,8 @@
 metrics record as a scalar (``train_loss``, ``val_loss``,
 ``val_reconstruction``, ``val_kl``, ``beta``, ``lr``, ``seconds``, ...) and,
 every ``image_every`` epochs and after the last one, a grid of samples
-from the prior and one of inputs above their reconstructions. View with
+from the prior and one of inputs above their reconstructions (for image
+data). View with
 ``tensorboard --logdir RUN_DIR/tensorboard``.
 
 The trainer calls ``on_epoch_end(trainer, record)`` after each epoch and
@@ -23,7 +24,7 @@ import torch
 
 from .errors import ConfigError
 from .latents import draw_samples, seeded
-from .plots import as_images, image_grid
+from .plots import as_images, image_grid, image_shape_problem
 
 __all__ = ["TensorBoardCallback"]
 
@@ -61,7 +62,8 @@ class TensorBoardCallback:
         for key, value in record.items():
             if key != "epoch" and isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
                 self.writer.add_scalar(key, value, epoch)
-        if epoch % self.image_every == 0 or epoch >= trainer.cfg.train.epochs:
+        images_due = epoch % self.image_every == 0 or epoch >= trainer.cfg.train.epochs
+        if images_due and image_shape_problem(trainer.vae.data_shape) is None:
             self.log_images(trainer.vae, self._inputs(trainer), epoch)
         self.writer.flush()
 

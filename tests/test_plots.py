@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from pyrovae import cli, load_data, load_run
+from pyrovae import DataError, cli, load_data, load_run
 from pyrovae import plots
 from pyrovae.report import FIGURES, PlotInputs, write_figures, write_plots
 from pyrovae.runs import RunDir
@@ -61,7 +61,7 @@ def inputs(run):
 @pytest.mark.parametrize("name", list(FIGURES))
 def test_each_figure_is_a_good_png(inputs, name, tmp_path):
     fig = FIGURES[name](inputs)
-    assert fig is not None, f"{name} should apply to a 2-D latent with metrics"
+    assert not isinstance(fig, str), f"{name} should apply to a 2-D latent with metrics: {fig}"
     assert fig.axes[0].get_title(), f"{name} has no title"
     path = tmp_path / f"{name}.png"
     plots.save_figure(fig, path)
@@ -81,11 +81,23 @@ def test_plot_command_writes_every_figure(run):
         assert_good_png(run / "plots" / f"{name}.png")
 
 
-def test_figures_that_do_not_apply_are_skipped(inputs):
-    vae5 = type("Stub", (), {})  # only latent_dim and records matter to these two
-    vae5.latent_dim = 5
-    assert FIGURES["manifold"](PlotInputs(vae5, inputs.x)) is None
-    assert FIGURES["training_curves"](PlotInputs(inputs.vae, inputs.x, records=[])) is None
+def test_figures_that_do_not_apply_say_why(inputs, tmp_path):
+    vae5 = type("Stub", (), {"latent_dim": 5, "data_shape": (1, 8, 8)})
+    assert "2-D latent" in FIGURES["manifold"](PlotInputs(vae5, inputs.x))
+    no_records = PlotInputs(inputs.vae, inputs.x, records=[])
+    assert "metrics" in FIGURES["training_curves"](no_records)
+    written = write_plots(no_records, tmp_path, only=["training_curves", "samples"])
+    assert isinstance(written["training_curves"], str) and written["samples"].exists()
+
+
+def test_data_that_are_not_images():
+    assert plots.image_shape_problem((784,)) is None and plots.image_shape_problem((3, 8, 8)) is None
+    assert "cannot be drawn" in plots.image_shape_problem((10,))
+    with pytest.raises(DataError, match="cannot be drawn"):
+        plots.as_images(torch.zeros(2, 10))
+    not_images = type("Stub", (), {"latent_dim": 2, "data_shape": (10,)})
+    for name in ("reconstructions", "samples", "manifold", "traversals", "interpolations"):
+        assert "cannot be drawn" in FIGURES[name](PlotInputs(not_images, torch.zeros(4, 10)))
 
 
 def test_end_of_training_figures(run, inputs, tmp_path):
@@ -131,3 +143,18 @@ def test_plot_of_a_run_without_checkpoint_is_a_clear_error(run, tmp_path, capsys
     (tmp_path / "config.yaml").write_text((run / "config.yaml").read_text())
     assert cli.main(["plot", str(tmp_path)]) == 2
     assert "no checkpoint" in capsys.readouterr().err
+
+
+def test_hierarchical_vae_figures(inputs, tmp_path):
+    """Traversals and the manifold decode the bottom latent, whose quantiles
+    come from draws down the hierarchy (the prior is over the top one)."""
+    from pyrovae import VAE
+
+    vae = VAE.from_config({"latent_dim": 2, "encoder": {"name": "mlp", "hidden": [8]}, "decoder": {"name": "mlp", "hidden": [8]},
+                           "likelihood": "continuous_bernoulli",
+                           "hierarchy": [{"latent_dim": 3, "encoder": {"name": "mlp", "hidden": [8]}, "decoder": {"name": "mlp", "hidden": [8]}}]},
+                          data_shape=(1, 8, 8)).eval()
+    written = write_plots(PlotInputs(vae, inputs.x, inputs.labels, grid_size=5), tmp_path,
+                          only=["samples", "manifold", "traversals", "interpolations", "latent_scatter"])
+    for path in written.values():
+        assert_good_png(path, min_variance=1e-5)

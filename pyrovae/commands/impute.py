@@ -46,7 +46,7 @@ def cmd_impute(args) -> int:
     from ..data import load_data
     from ..errors import DataError, RunDirError
     from ..impute import imputation_errors, impute, make_mask, mask_tag
-    from ..plots import imputation_figure, save_figure
+    from ..plots import image_shape_problem, imputation_figure, save_figure
     from ..runs import load_run
 
     vae, cfg, _ = load_run(args.run_dir, which=args.which)
@@ -79,14 +79,17 @@ def cmd_impute(args) -> int:
     out = Path(args.out) if args.out else Path(args.run_dir) / "imputation"
     tag = mask_tag(args.mask)
     k = min(args.show, n)
-    fig = imputation_figure(x[:k], mask[:k], result.mean[:k], vae.likelihood.value_range,
-                            title=f"Imputation ({args.method}, mask {args.mask}): posterior mean of the hidden pixels")
+    not_images = image_shape_problem(vae.data_shape)
     try:
         out.mkdir(parents=True, exist_ok=True)
-        save_figure(fig, out / f"imputation-{tag}.png")
         (out / f"imputation-{tag}.json").write_text(json.dumps(report, indent=2) + "\n")
+        if not not_images:
+            fig = imputation_figure(x[:k], mask[:k], result.mean[:k], vae.likelihood.value_range,
+                                    title=f"Imputation ({args.method}, mask {tag})")
+            save_figure(fig, out / f"imputation-{tag}.png")
     except OSError as e:
         raise RunDirError(f"cannot write to {out}: {e}") from None
     print(json.dumps(report, indent=2))
-    print(f"wrote {out / f'imputation-{tag}.png'} and .json", file=sys.stderr)
+    print(f"wrote {out / f'imputation-{tag}.json'}"
+          + (f"; no figure: {not_images}" if not_images else f" and imputation-{tag}.png"), file=sys.stderr)
     return 0

@@ -33,15 +33,7 @@ def cmd_plot(args) -> int:
     records = RunDir(args.run_dir).read_metrics()
     inp = PlotInputs(vae, x, labels, records, seed=args.seed, num_samples=args.num_samples, max_points=args.max_points)
     out = Path(args.out) if args.out else Path(args.run_dir) / "plots"
-    for name, path in write_plots(inp, out, only=args.only).items():
-        print(f"wrote {path}" if path else f"skipped {name}: {_why_skipped(name, vae)}", file=sys.stderr)
+    for name, result in write_plots(inp, out, only=args.only).items():
+        print(f"wrote {result}" if isinstance(result, Path) else f"skipped {name}: {result}", file=sys.stderr)
     return 0
 
-
-def _why_skipped(name: str, vae) -> str:
-    reasons = {
-        "manifold": f"the latent is {vae.latent_dim}-D; the manifold grid needs a 2-D latent",
-        "training_curves": "metrics.jsonl has no records",
-        "interpolations": "fewer than two test points",
-    }
-    return reasons.get(name, "does not apply to this model")

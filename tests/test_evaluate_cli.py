@@ -1,0 +1,93 @@
+"""``pyrovae evaluate RUN_DIR``: eval.json, the table, the splits and the
+errors a user can make, on a tiny run trained on the synthetic source."""
+
+import json
+import math
+
+import pytest
+import torch
+
+from pyrovae import evaluate
+from pyrovae.cli import main
+from pyrovae.data import load_data
+from pyrovae.runs import load_run
+
+from tiny_run import one_thread, train_tiny_run
+
+REQUIRED = ("split", "num_samples", "log_likelihood", "log_likelihood_stderr", "elbo", "kl", "reconstruction",
+            "active_units")
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("evalrun") / "run"
+    train_tiny_run(path, epochs=1)
+    return path
+
+
+@pytest.fixture(autouse=True)
+def single_thread():
+    with one_thread():
+        yield
+
+
+def cli(*args):
+    return main(["evaluate", *map(str, args), "--no-compile"])
+
+
+def test_writes_eval_json_matching_the_library(run_dir, capsys):
+    assert cli(run_dir, "--iw-samples", 12, "--seed", 3, "--no-progress") == 0
+    out = capsys.readouterr().out
+    assert "log p(x), IS" in out and "active units" in out
+    record = json.loads((run_dir / "eval.json").read_text())
+    for key in REQUIRED:
+        assert key in record, key
+    assert record["split"] == "test" and record["num_samples"] == 12 and record["num_points"] == 200
+    assert not list(run_dir.glob(".eval.json*"))  # the temporary file was renamed away
+    # the same numbers as the library on the same (fixed) binarization and seed
+    vae, cfg, _ = load_run(run_dir)
+    x = load_data(cfg.data).test[0]
+    summary = evaluate(vae, x, 12, seed=3).summary()
+    for key in ("log_likelihood", "log_likelihood_stderr", "elbo", "kl", "reconstruction", "active_units"):
+        assert math.isclose(record[key], summary[key], rel_tol=1e-6, abs_tol=1e-6), key
+    assert record["log_likelihood"] >= record["elbo"]
+
+
+def test_progress_bar_and_other_splits(run_dir, tmp_path, capsys):
+    out = tmp_path / "val.json"
+    assert cli(run_dir, "-k", 3, "--split", "val", "--limit", 20, "--out", out) == 0
+    err = capsys.readouterr().err
+    assert "log p(x)" in err and "pass" in err  # tqdm's bar on stderr
+    record = json.loads(out.read_text())
+    assert record["split"] == "val" and record["num_points"] == 20
+    assert cli(run_dir, "-k", 2, "--split", "train", "--limit", 10, "--out", tmp_path / "t.json", "--no-progress") == 0
+
+
+def test_val_split_needs_val_size(tmp_path, capsys):
+    run = tmp_path / "noval"
+    train_tiny_run(run, epochs=0)
+    cfg_text = (run / "config.yaml").read_text().replace("val_size: 200", "val_size: 0")
+    (run / "config.yaml").write_text(cfg_text)
+    assert cli(run, "-k", 2, "--split", "val", "--no-progress") == 2
+    assert "val_size" in capsys.readouterr().err
+
+
+def test_missing_and_broken_run_directories(tmp_path, run_dir, capsys):
+    assert cli(tmp_path / "nope", "--no-progress") == 2
+    assert "does not exist" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert cli(tmp_path / "empty", "--no-progress") == 2
+    assert "not a pyrovae run directory" in capsys.readouterr().err
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.yaml").write_text((run_dir / "config.yaml").read_text())
+    (broken / "checkpoint.pt").write_bytes((run_dir / "checkpoint.pt").read_bytes()[:100])
+    assert cli(broken, "--no-progress") == 2
+    assert "not a readable pyrovae checkpoint" in capsys.readouterr().err
+
+
+def test_k_below_one_is_refused(run_dir, capsys):
+    with pytest.raises(SystemExit) as e:
+        cli(run_dir, "--iw-samples", 0)
+    assert e.value.code == 2
+    assert "positive integer" in capsys.readouterr().err
