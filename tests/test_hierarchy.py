@@ -75,3 +75,14 @@ def test_bad_hierarchy_entries():
         pyrovae.VAE.from_config({"hierarchy": [{"size": 3}]}, data_shape=SHAPE)
     with pytest.raises(ConfigError, match=r"model.hierarchy\[0\].latent_dim must be an integer >= 1"):
         pyrovae.VAE.from_config({"hierarchy": [{}]}, data_shape=SHAPE)
+
+
+def test_importance_sampling_runs_unchanged_on_two_layers():
+    """log p(x) by IS is above the ELBO on average and rises with K."""
+    vae = pyrovae.VAE.from_config({**TWO_LAYER, "guide": {"name": "iaf", "num_flows": 1, "hidden": [8]}}, data_shape=SHAPE)
+    x = vae.sample(20, mean=False)
+    elbo = elbo_terms(vae, x, 50)["elbo"].mean()
+    ll_10 = pyrovae.log_likelihood(vae, x, num_samples=10, seed=0).mean()
+    ll_300 = pyrovae.log_likelihood(vae, x, num_samples=300, seed=0).mean()
+    assert torch.isfinite(ll_300)
+    assert elbo < ll_10 + 0.05 < ll_300 + 0.1
