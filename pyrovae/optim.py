@@ -31,26 +31,25 @@ def _check_particles(num_particles):
         raise ValueError(f"num_particles must be a positive integer, got {num_particles!r}")
 
 
-@objectives.register("elbo")
-def elbo(num_particles=1, vectorize_particles=True):
-    """Trace_ELBO: the standard reparameterized ELBO (Monte Carlo KL)."""
+def _particle_elbo(cls, num_particles, vectorize_particles):
     _check_particles(num_particles)
-    return Trace_ELBO(
+    return cls(
         num_particles=num_particles,
         vectorize_particles=vectorize_particles and num_particles > 1,
         max_plate_nesting=MAX_PLATE_NESTING,
     )
+
+
+@objectives.register("elbo")
+def elbo(num_particles=1, vectorize_particles=True):
+    """Trace_ELBO: the standard reparameterized ELBO (Monte Carlo KL)."""
+    return _particle_elbo(Trace_ELBO, num_particles, vectorize_particles)
 
 
 @objectives.register("meanfield")
 def meanfield(num_particles=1, vectorize_particles=True):
     """TraceMeanField_ELBO: analytic KL(q || p) where torch has one registered."""
-    _check_particles(num_particles)
-    return TraceMeanField_ELBO(
-        num_particles=num_particles,
-        vectorize_particles=vectorize_particles and num_particles > 1,
-        max_plate_nesting=MAX_PLATE_NESTING,
-    )
+    return _particle_elbo(TraceMeanField_ELBO, num_particles, vectorize_particles)
 
 
 @objectives.register("iwae")
