@@ -61,12 +61,17 @@ DEFAULT_NUM_SAMPLES = 1000
 #: Burda et al. (2015): a latent unit is active when Cov_x(E_q[z_i | x]) exceeds this
 ACTIVE_UNIT_THRESHOLD = 1e-2
 #: decoder passes (particles x data points) per traced chunk when the caller
-#: sets neither ``batch_size`` nor ``chunk_size``; small enough that the
-#: likelihood's intermediates stay in the CPU caches, large enough that
-#: Pyro's per-trace bookkeeping is a few per cent (see experiments/bench_loglik.py)
-DEFAULT_CHUNK_PASSES = 2000
+#: sets neither ``batch_size`` nor ``chunk_size``: large enough that Pyro's
+#: per-trace bookkeeping costs a few per cent, small enough that each of the
+#: likelihood's intermediates stays around 10 MB for MNIST (the fastest
+#: setting measured by experiments/bench_loglik.py --sweep on 2 CPU cores)
+DEFAULT_CHUNK_PASSES = 4000
 #: data points per chunk by default
 DEFAULT_BATCH_SIZE = 20
+#: with ``compile=None`` the likelihood's log-density is compiled from this
+#: many decoder passes (N x K) on: about a minute of eager work, so the few
+#: seconds of compilation pay for themselves
+AUTO_COMPILE_PASSES = 10_000_000
 #: data points per batch of the reconstruction-error pass
 RECONSTRUCTION_BATCH = 500
 
@@ -318,7 +323,7 @@ def _importance_stats(
     seed: Optional[int],
     progress: bool,
     with_codes: bool,
-    compile: bool = False,
+    compile: Optional[bool] = None,
     desc: str = "log p(x)",
 ) -> Dict[str, torch.Tensor]:
     """The streaming core: for each data chunk, draw the K importance samples
@@ -330,7 +335,9 @@ def _importance_stats(
     n = x.shape[0]
     batch_size, chunk_size = _chunk_sizes(n, num_samples, batch_size, chunk_size)
     particle_chunks = _balanced(num_samples, chunk_size)
-    obs_log_prob = _LogProb(compile)
+    if compile is None:
+        compile = n * num_samples >= AUTO_COMPILE_PASSES
+    obs_log_prob = _LogProb(bool(compile))
     out: Dict[str, List[torch.Tensor]] = {k: [] for k in ("lse", "lse2", "log_lik", "log_prior", "log_q", "codes")}
     bar = _progress(n * num_samples, progress, desc)
     try:
@@ -398,7 +405,7 @@ def log_likelihood(
     seed: Optional[int] = None,
     return_stats: bool = False,
     progress: bool = False,
-    compile: bool = False,
+    compile: Optional[bool] = None,
 ):
     """Importance-sampled log-likelihood of each data point, in nats::
 
@@ -408,7 +415,9 @@ def log_likelihood(
     module notes), so it works for any prior, likelihood and guide and for
     models with several latent sites. The estimate is a stochastic lower
     bound on log p(x) whose expectation rises towards it as K grows; with
-    K = 1 it is a single-sample ELBO.
+    K = 1 it is a single-sample ELBO. (A guide without a density, such as
+    the ``delta`` guide of a plain autoencoder, gives log p(x, z) at its
+    code instead: not an estimate of log p(x).)
 
     :param vae: a :class:`~pyrovae.model.VAE`, or any object with Pyro
         ``model(x)`` and ``guide(x)`` that use ``pyro.plate("data", dim=-1)``.
@@ -417,7 +426,7 @@ def log_likelihood(
     :param int batch_size: data points per chunk (default: 20).
     :param int chunk_size: importance samples per chunk; memory grows with
         ``batch_size * chunk_size`` decoder outputs, never with K
-        (default: about 2000 / batch_size).
+        (default: about 4000 / batch_size).
     :param int seed: seed for a forked RNG, so the result is repeatable and
         the global RNG is left as it was (None: draw from the global RNG).
     :param bool return_stats: also return the per-point standard error and
@@ -425,9 +434,10 @@ def log_likelihood(
     :param bool progress: show a progress bar (decoder passes) on stderr.
     :param bool compile: evaluate the observed sites' log-densities through
         ``torch.compile``, which fuses the likelihood's elementwise work
-        (about 1.3x faster for the Bernoulli MNIST model). The first call
-        compiles for a few seconds, so it pays off for large N x K; falls
-        back to eager (with a warning) if compilation fails.
+        (about 1.35x faster for the Bernoulli MNIST model on 2 CPU cores).
+        The first call in a process compiles for a few seconds, so the
+        default (None) compiles only from N x K >= 10^7 decoder passes.
+        Falls back to eager (with a warning) if compilation fails.
     :returns: ``(N,)`` tensor of log p(x) estimates in nats, or an
         :class:`ISResult` of ``(N,)`` tensors if ``return_stats``.
     :raises ConfigError: for ``num_samples``, ``batch_size`` or ``chunk_size`` < 1.
@@ -541,7 +551,7 @@ def evaluate(
     seed: Optional[int] = 0,
     active_threshold: float = ACTIVE_UNIT_THRESHOLD,
     progress: bool = False,
-    compile: bool = False,
+    compile: Optional[bool] = None,
 ) -> Evaluation:
     """The metrics papers report, per data point and as means.
 

@@ -10,10 +10,18 @@ A run directory holds::
 
 Checkpoints are loaded with ``torch.load(weights_only=True)``, which never
 runs code from the file.
+
+Crash safety: every file is replaced atomically (temporary file in the same
+directory, ``fsync``, ``os.replace``), so a crash at any moment leaves the
+previous or the new version, never a torn one. A write that fails (disk
+full, directory gone or read-only) raises :class:`RunDirError` and leaves
+the previous version in place. Temporary files left by a killed process
+(``.checkpoint.pt.*.tmp``) are removed on ``--resume``.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import tempfile
@@ -99,9 +107,34 @@ class RunDir:
 
     # -- metrics -----------------------------------------------------------
     def append_metrics(self, record: Dict[str, Any]) -> None:
-        with open(self.metrics, "a") as f:
-            f.write(json.dumps(record) + "\n")
-            f.flush()
+        try:
+            with open(self.metrics, "a") as f:
+                f.write(json.dumps(record) + "\n")
+                f.flush()
+        except OSError as e:
+            raise RunDirError(
+                f"could not append to {self.metrics} ({e.strerror or e}); the checkpoint of this epoch is saved. "
+                "Free disk space or make the run directory writable, then continue with --resume"
+            ) from None
+
+    def write_metrics(self, records: List[Dict[str, Any]]) -> None:
+        """Replace ``metrics.jsonl`` by ``records`` (atomically)."""
+        try:
+            _atomic_write_text(self.metrics, "".join(json.dumps(r) + "\n" for r in records))
+        except OSError as e:
+            raise RunDirError(
+                f"could not write {self.metrics} ({e.strerror or e}); free disk space or make the run directory writable"
+            ) from None
+
+    def remove_stale_temp_files(self) -> List[Path]:
+        """Delete temporary files that a killed process left behind; returns them."""
+        stale = [p for p in self.path.glob(".*.tmp") if any(p.name.startswith(f".{a}.") for a in ARTIFACTS)]
+        for p in stale:
+            try:
+                p.unlink(missing_ok=True)
+            except OSError as e:
+                raise RunDirError(f"cannot clean up {p} ({e.strerror or e}); make the run directory writable") from None
+        return stale
 
     def read_metrics(self) -> List[Dict[str, Any]]:
         if not self.metrics.exists():
@@ -133,24 +166,54 @@ def _atomic_write_text(path: Path, text: str) -> None:
         raise
 
 
+def _fsync_directory(path: Path) -> None:
+    """Make a rename in ``path`` durable (POSIX; a no-op where directories cannot be opened)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 def save_checkpoint(state: Dict[str, Any], path) -> None:
     """Write ``state`` atomically: a temporary file in the same directory,
     flushed to disk, then renamed over ``path``. A crash at any moment
-    leaves either the old or the new checkpoint, never a torn one."""
+    leaves either the old or the new checkpoint, never a torn one.
+
+    The state is serialized in memory first (so the file write fails with
+    the operating system's own error, e.g. "No space left on device",
+    rather than an error from inside torch's zip writer).
+
+    :raises RunDirError: when the file cannot be written; the previous
+        checkpoint at ``path`` is then left as it was.
+    """
     path = Path(path)
-    state = {"format": CHECKPOINT_FORMAT, **state}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    buffer = io.BytesIO()
+    torch.save({"format": CHECKPOINT_FORMAT, **state}, buffer)
+    tmp = None
     try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
+            f.write(buffer.getbuffer())
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+        _fsync_directory(path.parent)
     except OSError as e:
-        Path(tmp).unlink(missing_ok=True)
-        raise RunDirError(f"could not write checkpoint {path} ({e}); the previous checkpoint is intact") from None
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        raise RunDirError(
+            f"could not write checkpoint {path} ({e.strerror or e}); the previous checkpoint is intact. "
+            "Free disk space or make the run directory writable, then continue with --resume"
+        ) from None
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
         raise
 
 

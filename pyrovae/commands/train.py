@@ -23,38 +23,74 @@ def add_parser(sub):
 
 
 def cmd_train(args) -> int:
+    """Train; under ``torchrun`` every process runs this (see :mod:`pyrovae.distributed`)."""
+    from .. import distributed
+
+    ctx = distributed.init()
+    try:
+        return _train(args, ctx)
+    except PyrovaeError as e:
+        # errors that every rank shares are printed by rank 0 alone
+        if ctx.is_main or not getattr(e, "shared", False):
+            if not ctx.is_main:
+                e.args = (f"(rank {ctx.rank}) {e}",) + e.args[1:]
+            raise
+        return 2
+    finally:
+        distributed.shutdown()
+
+
+def _train(args, ctx) -> int:
     import pyro
 
-    from ..config import load_config
+    from .. import distributed
+    from ..config import Config, load_config
     from ..data import load_data
+    from ..errors import TrainingDiverged
     from ..model import VAE
     from ..runs import RunDir
     from ..train import Trainer
     from ..report import write_figures
 
+    def on_main(fn):
+        try:
+            return distributed.on_main(fn, ctx)
+        except PyrovaeError as e:
+            e.shared = True
+            raise
+
     if args.resume:
         run_path = args.out if args.resume is True else args.resume
         if run_path is None:
             raise PyrovaeError("--resume needs a run directory: --resume RUN_DIR")
-        run = RunDir.existing(run_path)
-        cfg = run.read_config().override(args.overrides)
+        # rank 0 reads the run's config and shares it: other nodes need no copy of the run
+        saved = on_main(lambda: RunDir.existing(run_path).read_config().to_dict())
+        run = RunDir(run_path)
+        cfg = Config.from_dict(saved).override(args.overrides)
     else:
         cfg = load_config(args.config, args.overrides)
-        out = args.out or Path("runs") / time.strftime("%Y%m%d-%H%M%S")
-        RunDir.check_available(out, overwrite=args.overwrite)  # fail fast, before loading data
+        out = on_main(lambda: str(args.out or Path("runs") / time.strftime("%Y%m%d-%H%M%S")))
+        on_main(lambda: RunDir.check_available(out, overwrite=args.overwrite))  # fail fast, before loading data
     pyro.set_rng_seed(cfg.train.seed)
     splits = load_data(cfg.data)
     vae = VAE.from_config(cfg, data_shape=splits.data_shape)
     # nothing is written until the config, data and model are known to be good
     if not args.resume:
-        run = RunDir.create(out, overwrite=args.overwrite)
+        on_main(lambda: RunDir.create(out, overwrite=args.overwrite))
+        run = RunDir(out)
     trainer = Trainer(vae, splits, cfg, run_dir=run.path)
+    say = (lambda msg: print(msg, file=sys.stderr)) if ctx.is_main else (lambda msg: None)
     if args.resume:
         trainer.resume()
-        print(f"resuming {run.path} after epoch {trainer.state.epoch}", file=sys.stderr)
-    cfg.to_yaml(run.config)
-    print(f"run directory: {run.path}", file=sys.stderr)
-    trainer.fit()
-    for path in write_figures(trainer.vae, splits, run.path):
-        print(f"wrote {path}", file=sys.stderr)
+        say(f"resuming {run.path} after epoch {trainer.state.epoch}")
+    on_main(lambda: cfg.to_yaml(run.config))
+    say(f"run directory: {run.path}" + (f" ({ctx.world_size} processes)" if ctx.enabled else ""))
+    try:
+        trainer.fit()
+    except TrainingDiverged as e:
+        e.shared = True  # every rank sees the same summed loss
+        raise
+    if ctx.is_main:
+        for path in write_figures(trainer.vae, splits, run.path):
+            say(f"wrote {path}")
     return 0

@@ -1,0 +1,162 @@
+"""Render the results of ``experiments/reproduce.py`` into a markdown table
+and a figure of the per-epoch curves.
+
+::
+
+    python experiments/render_results.py                 # writes results.md and curves.png
+    python experiments/render_results.py --print         # also prints the table (for the README)
+
+Reads every ``experiments/results/*.json`` whose ``kind`` is ``reproduce``
+and writes ``experiments/results/results.md`` (ours, the paper's, the gap,
+the budget, converged or not) and ``experiments/results/curves.png`` (test
+ELBO per epoch, and validation ELBO where the config holds a validation set).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+
+
+def load_results(results_dir):
+    out = []
+    for path in sorted(Path(results_dir).glob("*.json")):
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            print(f"skipping {path}: {e}", file=sys.stderr)
+            continue
+        if isinstance(record, dict) and record.get("kind") == "reproduce":
+            out.append(record)
+    return out
+
+
+def _fmt(value, fmt="{:.2f}", none="—"):
+    return none if value is None else fmt.format(value)
+
+
+def _budget(r) -> str:
+    minutes = r["train_seconds"] / 60
+    if r.get("budget_minutes") is not None:
+        head = f"{r['budget_minutes']:g} min budget"
+    elif r.get("epochs_limit") is not None:
+        head = f"{r['epochs_limit']} epochs"
+    else:
+        head = "full plan"
+    return f"{head}: {r['epochs_run']} of {r['epochs_planned']} epochs, {minutes:.1f} min"
+
+
+def _converged(r) -> str:
+    if r.get("converged"):
+        return "yes (early stopping)" if r.get("stopped_by") == "early_stopping" else "yes (all epochs)"
+    why = {"budget": "no: cut by the budget", "epochs": "no: cut by --epochs"}.get(r.get("stopped_by"), "no")
+    return why
+
+
+def table(records) -> str:
+    head = ("| config | paper's NLL | ours: NLL (K, test points) | gap | test ELBO | active units "
+            "| budget / epochs run | converged |")
+    lines = [head, "|---|---:|---:|---:|---:|---:|---|---|"]
+    for r in records:
+        paper = r.get("paper") or {}
+        paper_nll = paper.get("nll")
+        paper_txt = _fmt(paper_nll)
+        if paper_nll is not None and paper.get("verified") is False:
+            paper_txt += " (unverified)"
+        gap = r.get("gap")
+        gap_txt = _fmt(gap, "{:+.2f}")
+        ours = f"{r['nll']:.2f} (K={r['iw_samples']}, {r['test_points']})"
+        if r.get("overrides"):
+            ours += " ¹"
+        lines.append(
+            f"| `{r['name']}` | {paper_txt} | {ours} | {gap_txt} | {r['elbo']:.2f} "
+            f"| {r['active_units']} / {r['latent_units']} | {_budget(r)} | {_converged(r)} |"
+        )
+    notes = []
+    for r in records:
+        bits = []
+        if r.get("overrides"):
+            bits.append("overrides " + ", ".join(f"`{o}`" for o in r["overrides"]))
+        note = (r.get("test") or {}).get("eval_note")
+        if note:
+            bits.append(note)
+        if bits:
+            notes.append(f"- `{r['name']}`: " + "; ".join(bits) + ".")
+    text = "\n".join(lines)
+    if notes:
+        text += "\n\n¹ run with config overrides:\n" + "\n".join(notes)
+    machines = {(r["machine"]["cpu_count"], r["machine"]["cpu"], r["machine"].get("gpu"), r["machine"]["torch"]) for r in records}
+    commits = {((r.get("git") or {}).get("commit") or "?")[:10] + ("+dirty" if (r.get("git") or {}).get("dirty") else "") for r in records}
+    if machines:
+        m = "; ".join(f"{c} CPU cores ({cpu}), {'GPU ' + gpu if gpu else 'no GPU'}, torch {t}" for c, cpu, gpu, t in sorted(machines, key=str))
+        text += f"\n\nNLL in nats (lower is better), IS with K importance samples on the test set. Machine: {m}. Commit: {', '.join(sorted(commits))}."
+    return text
+
+
+def curves_figure(records, path) -> bool:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    records = [r for r in records if r.get("curve")]
+    if not records:
+        return False
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for i, r in enumerate(records):
+        color = f"C{i % 10}"
+        epochs = [c["epoch"] for c in r["curve"]]
+        if any("test_elbo" in c for c in r["curve"]):
+            ax.plot(epochs, [-c.get("test_elbo", float("nan")) for c in r["curve"]], color=color, marker=".",
+                    label=f"{r['name']}: test -ELBO")
+        if any("val_loss" in c for c in r["curve"]):
+            ax.plot(epochs, [c.get("val_loss", float("nan")) for c in r["curve"]], color=color, ls="--",
+                    label=f"{r['name']}: validation -ELBO")
+        ax.scatter([epochs[-1]], [r["nll"]], color=color, marker="*", s=120, zorder=3)
+        paper = (r.get("paper") or {}).get("nll")
+        if paper is not None:
+            ax.axhline(paper, color=color, ls=":", lw=1)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("nats per test image (lower is better)")
+    ax.set_title("Per-epoch -ELBO (lines), final IS NLL (stars), paper's NLL (dotted)")
+    finite = [v for r in records for c in r["curve"] for v in (-c.get("test_elbo", float("nan")), c.get("val_loss", float("nan"))) if v == v]
+    finite += [r["nll"] for r in records]
+    if finite:
+        low = min(finite + [(r.get("paper") or {}).get("nll") or float("inf") for r in records])
+        high = sorted(finite)[int(0.9 * (len(finite) - 1))]
+        ax.set_ylim(low - 2, max(high, low + 5) + 2)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="upper right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--results-dir", default=str(RESULTS))
+    p.add_argument("--print", dest="show", action="store_true", help="print the table")
+    args = p.parse_args(argv)
+    results_dir = Path(args.results_dir)
+    records = load_results(results_dir)
+    if not records:
+        print(f"no reproduce results in {results_dir}", file=sys.stderr)
+        return 1
+    text = table(records)
+    (results_dir / "results.md").write_text(text + "\n")
+    print(f"wrote {results_dir / 'results.md'}", file=sys.stderr)
+    if curves_figure(records, results_dir / "curves.png"):
+        print(f"wrote {results_dir / 'curves.png'}", file=sys.stderr)
+    if args.show:
+        print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

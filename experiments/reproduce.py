@@ -1,0 +1,395 @@
+"""Reproduce one row of the results table: train a config, score it with
+importance sampling, and write ``experiments/results/<config>.json``.
+
+::
+
+    python experiments/reproduce.py experiments/configs/burda_vae_1l.yaml --budget-minutes 15
+    python experiments/reproduce.py experiments/configs/vamp_vae_vampprior.yaml --epochs 5 --iw-samples 1000
+    python experiments/render_results.py            # the markdown table and curves.png
+
+Training runs the library's :class:`pyrovae.Trainer` one epoch at a time
+(the config's ``train.epochs`` stays the plan, so learning-rate and KL
+schedules follow the paper's run length), and stops:
+
+- after ``--epochs E`` epochs, or
+- with ``--budget-minutes M``, before an epoch that would end past the
+  budget (judged from the mean epoch time so far; at least one epoch runs), or
+- at the config's own end (``train.epochs`` or early stopping, ``train.patience``).
+
+After every epoch the ELBO of the test set (one sample, beta = 1) is
+recorded, next to the trainer's training loss and validation ELBO where the
+config holds a validation split; the curve shows how far from converged a
+budgeted run is. The test curve is only displayed; the model evaluated is
+the last one, or the one with the best validation ELBO when the config
+holds out a validation set (early stopping).
+
+Evaluation: :func:`pyrovae.evaluate` with ``--iw-samples K`` (default
+5000, the literature's setting) on the whole test set. When the estimated
+evaluation time exceeds ``--max-eval-minutes``, K falls back to
+``--fallback-iw-samples`` and the JSON says so.
+
+The paper's figure is read from the config's comment header
+(``# paper_nll: 86.76``, ``# paper_source: ...``, ``# paper_verified: false``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import os
+import platform
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+import pyro
+
+from pyrovae import VAE, load_config, load_data
+from pyrovae.evaluate import elbo_terms, evaluate, log_likelihood
+from pyrovae.runs import RunDir
+from pyrovae.train import Trainer
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+RESULTS = HERE / "results"
+
+
+# -- the config's header ------------------------------------------------------
+
+
+def paper_info(config_path) -> dict:
+    """``paper_*`` fields from the config's leading comment block."""
+    info = {"nll": None, "source": None, "verified": None}
+    lines = []
+    for line in Path(config_path).read_text().splitlines():
+        if not line.startswith("#"):
+            break
+        lines.append(line.lstrip("#").strip())
+    text = "\n".join(lines)
+    m = re.search(r"^paper_nll:\s*([0-9.]+)", text, re.M)
+    if m:
+        info["nll"] = float(m.group(1))
+    m = re.search(r"^paper_source:\s*(.+(?:\n  .+)*)", text, re.M)
+    if m:
+        info["source"] = " ".join(part.strip() for part in m.group(1).splitlines())
+    m = re.search(r"^paper_verified:\s*(\w+)", text, re.M)
+    if m:
+        info["verified"] = m.group(1).lower() == "true"
+    elif info["nll"] is not None:
+        info["verified"] = True
+    info["header"] = lines
+    return info
+
+
+# -- machine and code ------------------------------------------------------------
+
+
+def git_commit() -> dict:
+    def git(*args):
+        try:
+            return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=10).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+
+    commit = git("rev-parse", "HEAD") or None
+    dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
+    return {"commit": commit, "dirty": dirty}
+
+
+def machine() -> dict:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    cuda = torch.cuda.is_available()
+    return {
+        "cpu_count": os.cpu_count(),
+        "cpu": cpu,
+        "torch_threads": torch.get_num_threads(),
+        "gpu": torch.cuda.get_device_name(0) if cuda else None,
+        "torch": torch.__version__,
+        "pyro": pyro.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
+
+
+def load_average() -> float | None:
+    try:
+        return round(os.getloadavg()[0], 2)
+    except OSError:
+        return None
+
+
+# -- training ----------------------------------------------------------------------
+
+
+def test_elbo(vae, x, batch_size=1000) -> float:
+    """Mean one-sample ELBO (beta = 1) of ``x`` in nats, from the library's ELBO terms."""
+    was_training = vae.training
+    vae.eval()
+    total = 0.0
+    with torch.no_grad(), pyro.validation_enabled(False):
+        for start in range(0, len(x), batch_size):
+            total += float(elbo_terms(vae, x[start : start + batch_size])["elbo"].sum())
+    vae.train(was_training)
+    return total / len(x)
+
+
+def train(cfg, splits, run_dir, epochs=None, budget_minutes=None, x_test=None, log=print):
+    """Train epoch by epoch; returns (vae, curve, info)."""
+    pyro.set_rng_seed(cfg.train.seed)
+    vae = VAE.from_config(cfg, data_shape=splits.data_shape)
+    run = RunDir.create(run_dir, overwrite=True)
+    cfg.to_yaml(run.config)
+    # the trainer keeps its own copy, whose train.epochs we move one epoch at a time
+    trainer = Trainer(vae, splits, copy.deepcopy(cfg), run_dir=run.path)
+    planned = cfg.train.epochs
+    limit = planned if epochs is None else min(epochs, planned)
+    patience = cfg.train.patience
+    best_state, curve = None, []
+    start = time.perf_counter()
+    stopped_by = "epochs"
+    while trainer.state.epoch < limit:
+        trainer.cfg.train.epochs = trainer.state.epoch + 1
+        trainer.fit()
+        record = dict(trainer.state.history[-1])
+        if x_test is not None:
+            record["test_elbo"] = test_elbo(trainer.vae, x_test)
+        record["elapsed"] = time.perf_counter() - start
+        curve.append(record)
+        (Path(run_dir) / "curve.json").write_text(json.dumps(curve))
+        val = record.get("val_loss")
+        if val is not None and val <= trainer.state.best_val:
+            best_state = {k: v.detach().clone() for k, v in trainer.vae.state_dict().items()}
+        log(
+            f"epoch {record['epoch']:>4}  train {record['train_loss']:.2f}"
+            + (f"  val {-val:.2f}" if val is not None else "")
+            + (f"  test ELBO {record['test_elbo']:.2f}" if "test_elbo" in record else "")
+            + f"  lr {record['lr']:.2e}  beta {record['beta']:.2f}  {record['seconds']:.1f}s  ({record['elapsed'] / 60:.1f} min)"
+        )
+        if patience is not None and trainer.state.bad_epochs >= patience:
+            stopped_by = "early_stopping"
+            break
+        if budget_minutes is not None and trainer.state.epoch < limit:
+            elapsed = time.perf_counter() - start
+            per_epoch = elapsed / len(curve)
+            if elapsed + per_epoch > budget_minutes * 60:
+                stopped_by = "budget"
+                break
+    trainer.cfg.train.epochs = planned
+    seconds = time.perf_counter() - start
+    vae = trainer.vae
+    which = "last"
+    if best_state is not None:
+        vae.load_state_dict(best_state)
+        which = "best_validation"
+    info = {"stopped_by": stopped_by, "train_seconds": round(seconds, 1), "evaluated_weights": which,
+            "epochs_limit": epochs, "budget_minutes": budget_minutes}
+    (Path(run_dir) / "train_info.json").write_text(json.dumps(info))
+    return vae, curve, info
+
+
+def load_trained(cfg, splits, run_dir, budget_minutes=None, epochs=None):
+    """For ``--eval-only``: the weights, curve and training info a previous
+    (possibly interrupted-at-evaluation) run left in ``run_dir``."""
+    from pyrovae import load_run
+
+    run_dir = Path(run_dir)
+    val = splits.val is not None
+    which = "best" if val and (run_dir / "best.pt").exists() else "checkpoint"
+    vae, _, _ = load_run(run_dir, which=which)
+    if (run_dir / "curve.json").exists():
+        curve = json.loads((run_dir / "curve.json").read_text())
+    else:
+        curve = RunDir(run_dir).read_metrics()
+    if (run_dir / "train_info.json").exists():
+        info = json.loads((run_dir / "train_info.json").read_text())
+    else:
+        # a run stopped before it wrote train_info.json: infer what the metrics say
+        epochs_run = len(curve)
+        patience = cfg.train.patience
+        stopped = "epochs" if epochs is not None and epochs_run >= epochs else ("budget" if budget_minutes else "unknown")
+        if patience is not None and len(curve) > patience:
+            best = min(range(epochs_run), key=lambda i: curve[i].get("val_loss", math.inf))
+            if epochs_run - 1 - best >= patience:
+                stopped = "early_stopping"
+        info = {"stopped_by": stopped, "train_seconds": round(sum(r["seconds"] for r in curve), 1),
+                "train_seconds_note": "sum of the trainer's epoch times from metrics.jsonl (the per-epoch test ELBO is not included)",
+                "budget_minutes": budget_minutes, "epochs_limit": epochs}
+    info["evaluated_weights"] = "best_validation" if which == "best" else "last"
+    info["eval_only"] = True
+    return vae, curve, info
+
+
+# -- evaluation ---------------------------------------------------------------------
+
+
+def estimate_eval_seconds(vae, x, k, compile) -> float:
+    """Time a small importance-sampling pass and scale it to len(x) x k."""
+    n = min(len(x), 20)
+    kk = min(k, 500)
+    log_likelihood(vae, x[:n], kk, seed=1, compile=compile)  # warm-up (and compilation)
+    t = time.perf_counter()
+    log_likelihood(vae, x[:n], kk, seed=2, compile=compile)
+    dt = time.perf_counter() - t
+    return dt * (len(x) / n) * (k / kk)
+
+
+def score(vae, x, k, fallback_k, max_minutes, compile, log=print):
+    requested = k
+    note = None
+    est = estimate_eval_seconds(vae, x, k, compile)
+    log(f"evaluation estimate: {len(x)} points x K={k}: {est / 60:.1f} min")
+    if max_minutes is not None and est > max_minutes * 60 and fallback_k < k:
+        note = (f"K={k} was estimated at {est / 60:.1f} min, over --max-eval-minutes {max_minutes}; "
+                f"evaluated with K={fallback_k} instead")
+        log(note)
+        k = fallback_k
+    start = time.perf_counter()
+    result = evaluate(vae, x, k, seed=0, compile=compile)
+    seconds = time.perf_counter() - start
+    summary = result.summary()
+    summary.update({"iw_samples_requested": requested, "eval_seconds": round(seconds, 1), "eval_note": note})
+    return summary
+
+
+# -- main -----------------------------------------------------------------------------
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("config", help="a YAML file in experiments/configs")
+    stop = p.add_mutually_exclusive_group()
+    stop.add_argument("--budget-minutes", type=float, help="training wall-time budget (whole epochs)")
+    stop.add_argument("--epochs", type=int, help="train this many epochs (at most the config's train.epochs)")
+    p.add_argument("--iw-samples", "-k", type=int, default=5000, help="importance samples K (default 5000)")
+    p.add_argument("--fallback-iw-samples", type=int, default=1000,
+                   help="K used when K=--iw-samples would exceed --max-eval-minutes (default 1000)")
+    p.add_argument("--max-eval-minutes", type=float, default=None,
+                   help="fall back to --fallback-iw-samples when the estimate exceeds this (default: never)")
+    p.add_argument("--test-limit", type=int, default=None, help="evaluate only the first N test points (smoke tests)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="config override, recorded in the JSON (e.g. data.subset=1000)")
+    p.add_argument("--out-dir", default=str(RESULTS), help="where <config>.json goes (default experiments/results)")
+    p.add_argument("--run-dir", default=None, help="run directory for checkpoints (default runs/reproduce/<config>)")
+    p.add_argument("--name", default=None, help="result name (default: the config's file stem)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    p.add_argument("--no-compile", dest="compile", action="store_false",
+                   help="evaluate eagerly (no torch.compile of the likelihood)")
+    p.add_argument("--no-test-curve", dest="test_curve", action="store_false",
+                   help="skip the per-epoch test ELBO")
+    p.add_argument("--eval-only", action="store_true",
+                   help="skip training: evaluate the run already in --run-dir (give the same --budget-minutes/--epochs "
+                        "and --set as the training run, so that the record describes it)")
+    p.add_argument("--quiet", action="store_true")
+    args = p.parse_args(argv)
+    if args.epochs is not None and args.epochs < 1:
+        p.error("--epochs must be >= 1")
+    if args.budget_minutes is not None and args.budget_minutes <= 0:
+        p.error("--budget-minutes must be > 0")
+    if args.iw_samples < 1 or args.fallback_iw_samples < 1:
+        p.error("K must be >= 1")
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    log = (lambda *a: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    config_path = Path(args.config)
+    name = args.name or config_path.stem
+    cfg = load_config(config_path, args.overrides)
+    paper = paper_info(config_path)
+    run_dir = Path(args.run_dir) if args.run_dir else ROOT / "runs" / "reproduce" / name
+    started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    load_before = load_average()
+
+    splits = load_data(cfg.data)
+    x_test = splits.test[0]
+    if args.test_limit is not None:
+        x_test = x_test[: args.test_limit]
+    log(f"{name}: {len(splits.train[0])} training points, "
+        f"{0 if splits.val is None else len(splits.val[0])} validation, {len(x_test)} test; "
+        f"plan {cfg.train.epochs} epochs" + (f", budget {args.budget_minutes} min" if args.budget_minutes else "")
+        + (f", {args.epochs} epochs" if args.epochs else ""))
+
+    if args.eval_only:
+        vae, curve, info = load_trained(cfg, splits, run_dir, args.budget_minutes, args.epochs)
+        log(f"evaluating the run in {run_dir} ({len(curve)} epochs, {info['evaluated_weights']} weights)")
+    else:
+        vae, curve, info = train(cfg, splits, run_dir, epochs=args.epochs, budget_minutes=args.budget_minutes,
+                                 x_test=x_test if args.test_curve else None, log=log)
+    summary = score(vae, x_test.to(vae.device), args.iw_samples, args.fallback_iw_samples,
+                    args.max_eval_minutes, args.compile, log=log)
+
+    epochs_run = len(curve)
+    planned = cfg.train.epochs
+    converged = info["stopped_by"] == "early_stopping" or (epochs_run >= planned and info.get("epochs_limit") is None)
+    nll = -summary["log_likelihood"]
+    record = {
+        "kind": "reproduce",
+        "name": name,
+        "config": str(config_path.resolve().relative_to(ROOT)) if config_path.resolve().is_relative_to(ROOT) else str(config_path),
+        "overrides": args.overrides,
+        "paper": {k: v for k, v in paper.items() if k != "header"},
+        "nll": nll,
+        "gap": None if paper["nll"] is None else nll - paper["nll"],
+        "elbo": summary["elbo"],
+        "test": summary,
+        "active_units": summary["active_units"],
+        "latent_units": summary["latent_units"],
+        "iw_samples": summary["num_samples"],
+        "test_points": len(x_test),
+        "train_points": len(splits.train[0]),
+        "epochs_run": epochs_run,
+        "epochs_planned": planned,
+        "budget_minutes": info.get("budget_minutes", args.budget_minutes),
+        "epochs_limit": info.get("epochs_limit", args.epochs),
+        "eval_only": bool(info.get("eval_only")),
+        "train_seconds_note": info.get("train_seconds_note"),
+        "stopped_by": info["stopped_by"],
+        "converged": converged,
+        "evaluated_weights": info["evaluated_weights"],
+        "train_seconds": info["train_seconds"],
+        "eval_seconds": summary["eval_seconds"],
+        "wall_seconds": round(info["train_seconds"] + summary["eval_seconds"], 1),
+        "seconds_per_epoch": round(info["train_seconds"] / max(epochs_run, 1), 2),
+        "machine": machine(),
+        "load_average": {"before": load_before, "after": load_average()},
+        "git": git_commit(),
+        "started": started,
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "curve": [
+            {k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()
+             if k in ("epoch", "train_loss", "val_loss", "val_reconstruction", "val_kl", "test_elbo", "lr", "beta", "seconds", "elapsed")}
+            for r in curve
+        ],
+        "run_dir": str(run_dir),
+    }
+    out_dir = Path(args.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    out = out_dir / f"{name}.json"
+    out.write_text(json.dumps(record, indent=2) + "\n")
+    paper_txt = "" if paper["nll"] is None else f" (paper {paper['nll']:.2f}, gap {record['gap']:+.2f})"
+    log(f"{name}: NLL {nll:.2f} nats with K={summary['num_samples']} on {len(x_test)} test points{paper_txt}; "
+        f"ELBO {summary['elbo']:.2f}; {summary['active_units']}/{summary['latent_units']} active units; "
+        f"{epochs_run} epochs ({info['stopped_by']}) in {info['train_seconds'] / 60:.1f} min")
+    log(f"wrote {out}")
+    print(json.dumps({"nll": nll, "epochs_run": epochs_run, "out": str(out)}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,220 @@
+"""Data-parallel training on CPU with two gloo processes.
+
+One ``torch.multiprocessing`` spawn runs every two-process check (starting
+processes is the slow part); a ``torchrun`` launch then resumes the run that
+the spawned processes wrote through the CLI.
+"""
+
+import json
+import math
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+import yaml
+
+import pyro
+import pyro.distributions as dist
+
+import pyrovae
+from pyrovae import distributed
+from pyrovae.data import Batches, load_data
+from pyrovae.runs import load_checkpoint
+from pyrovae.train import Trainer
+
+from helpers import tiny_config
+
+WORLD = 2
+TESTS = Path(__file__).parent
+
+
+class FixedNoiseNormal(dist.Normal):
+    """A Normal whose reparameterized draw is ``loc + scale * eps`` with a
+    given ``eps``: the same noise for a data point whichever process draws it."""
+
+    def __init__(self, loc, scale, eps):
+        super().__init__(loc, scale)
+        self.eps = eps
+
+    def expand(self, batch_shape, _instance=None):
+        shape = torch.Size(batch_shape)
+        return FixedNoiseNormal(self.loc.expand(shape), self.scale.expand(shape), self.eps.expand(shape))
+
+    def rsample(self, sample_shape=torch.Size()):
+        return self.loc + self.scale * self.eps.expand(self.loc.shape)
+
+
+def fix_noise(vae):
+    """Make q(z|x)'s draw a fixed function of x: eps = x @ R (R seeded)."""
+    d = math.prod(vae.data_shape)
+    r = torch.randn(d, vae.latent_dim, generator=torch.Generator().manual_seed(5)) / math.sqrt(d)
+    encode = vae.encode
+
+    def fixed(x):
+        base = encode(x).base_dist
+        return FixedNoiseNormal(base.loc, base.scale, x.flatten(-len(vae.data_shape)) @ r).to_event(1)
+
+    vae.encode = fixed
+
+
+def step_config(objective="elbo"):
+    """SGD: unlike Adam's first step, its step shows a wrongly scaled gradient."""
+    train = {**tiny_config()["train"], "objective": {"name": objective, "num_particles": 2}, "optimizer": {"name": "sgd", "lr": 1e-4}}
+    return pyrovae.load_config(tiny_config(train=train))
+
+
+def one_step(objective, x, world_rank=None):
+    """Build the tiny model (seed 0), take one optimizer step on ``x`` (this
+    rank's share when ``world_rank`` is given) with fixed noise; the weights after it."""
+    cfg = step_config(objective)
+    pyro.set_rng_seed(0)
+    splits = load_data(cfg.data)
+    vae = pyrovae.VAE.from_config(cfg, data_shape=splits.data_shape)
+    fix_noise(vae)
+    trainer = Trainer(vae, splits, cfg)
+    if world_rank is not None:
+        x = x[world_rank[1] :: world_rank[0]]
+    with pyro.validation_enabled(False):
+        loss = trainer._step(x, 1.0)
+    trainer.optimizer.step()
+    return loss, {k: v.detach().clone() for k, v in vae.state_dict().items()}
+
+
+def global_batch():
+    cfg = step_config()
+    return load_data(cfg.data).train[0][:100]  # two ranks x 50
+
+
+def _worker(rank, port, out):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(WORLD), LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    sys.path.insert(0, str(TESTS))
+    out = Path(out)
+    result = {}
+    x = global_batch()
+    # 1. one step with fixed noise, DDP (elbo) and the hand-written all_reduce (iwae)
+    for objective in ("elbo", "iwae"):
+        loss, weights = one_step(objective, x, (WORLD, rank))
+        torch.save(weights, out / f"step-{objective}-{rank}.pt")
+        result[f"loss-{objective}"] = loss
+    # 2. each rank draws its own noise
+    cfg = pyrovae.load_config(tiny_config(data={**tiny_config()["data"], "binarize": "dynamic"}))
+    splits = load_data(cfg.data)
+    trainer = Trainer(pyrovae.VAE.from_config(cfg, data_shape=splits.data_shape), splits, cfg)
+    result["latent_noise"] = torch.rand(3).tolist()
+    result["binarization_noise"] = torch.rand(3, generator=trainer.batches.noise_generator).tolist()
+    result["first_batch"] = next(iter(trainer.batches)).sum().item()
+    # 3. several steps: the weights stay bitwise identical on every rank
+    history = trainer.fit()
+    result["fit_losses"] = [r["train_loss"] for r in history]
+    torch.save(trainer.vae.state_dict(), out / f"final-{rank}.pt")
+    # 4. the CLI trains for several epochs; rank 0 alone writes
+    config = out / "tiny.yaml"
+    if rank == 0:
+        config.write_text(yaml.safe_dump(tiny_config(data={**tiny_config()["data"], "binarize": "dynamic"}, train={**tiny_config()["train"], "epochs": 4})))
+    distributed.on_main(lambda: None, distributed.env_context())  # barrier
+    os.environ["MASTER_PORT"] = str(port + 1)  # the trainer above owns the first group; the CLI makes its own
+    distributed.shutdown()
+    from pyrovae.cli import main
+
+    result["exit"] = main(["train", "--config", str(config), "--out", str(out / "run")])
+    (out / f"result-{rank}.json").write_text(json.dumps(result))
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def two_processes(tmp_path_factory):
+    """Runs :func:`_worker` on two spawned gloo processes once for the module."""
+    out = tmp_path_factory.mktemp("ddp")
+    mp.start_processes(_worker, args=(_free_port(), str(out)), nprocs=WORLD, join=True, start_method="spawn")
+    results = [json.loads((out / f"result-{r}.json").read_text()) for r in range(WORLD)]
+    return out, results
+
+
+@pytest.mark.parametrize("objective", ["elbo", "iwae"])
+def test_one_step_matches_one_process_on_the_concatenated_batch(two_processes, objective):
+    out, results = two_processes
+    loss, expected = one_step(objective, global_batch())
+    pyro.set_rng_seed(0)
+    start = pyrovae.VAE.from_config(step_config(), data_shape=(1, 8, 8)).state_dict()
+    for r in results:  # every rank reports the loss summed over both ranks' batches
+        assert r[f"loss-{objective}"] == pytest.approx(loss, rel=1e-6)
+    for rank in range(WORLD):
+        got = torch.load(out / f"step-{objective}-{rank}.pt", weights_only=True)
+        for name, value in expected.items():
+            assert not torch.equal(value, start[name]) or name.endswith(("loc", "scale")), name  # the step moved it
+            assert (got[name] - value).abs().max() <= 1e-6, (rank, name, (got[name] - value).abs().max())
+
+
+def test_parameters_stay_bitwise_identical_and_the_loss_goes_down(two_processes):
+    out, results = two_processes
+    assert [r["exit"] for r in results] == [0, 0]
+    run = out / "run"
+    state = load_checkpoint(run / "checkpoint.pt")
+    assert state["world_size"] == WORLD and len(state["rng"]["ranks"]) == WORLD
+    metrics = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [m["epoch"] for m in metrics] == [1, 2, 3, 4]  # written once, by rank 0
+    losses = [m["train_loss"] for m in metrics]
+    assert losses[-1] < losses[0] - 1.0 and all(math.isfinite(v) for v in losses)
+    assert sorted(p.name for p in run.iterdir()) == sorted(
+        ["config.yaml", "checkpoint.pt", "best.pt", "metrics.jsonl", "reconstructions.png", "samples.png"]
+    )
+    # the Python API's fit (40 steps, each rank with its own binarization and noise)
+    weights = [torch.load(out / f"final-{r}.pt", weights_only=True) for r in range(WORLD)]
+    start = pyrovae.VAE.from_config(tiny_config(), data_shape=(1, 8, 8)).state_dict()
+    for name in weights[0]:
+        assert torch.equal(weights[0][name], weights[1][name]), name
+        assert weights[0][name].dtype != torch.float32 or not torch.equal(weights[0][name], start[name]) or name.endswith(("loc", "scale"))
+    assert results[0]["fit_losses"] == results[1]["fit_losses"]
+    assert results[0]["fit_losses"][-1] < results[0]["fit_losses"][0]
+
+
+def test_each_rank_draws_its_own_noise(two_processes):
+    _, results = two_processes
+    for key in ("latent_noise", "binarization_noise", "first_batch"):
+        assert results[0][key] != results[1][key], key
+
+
+def test_batches_split_each_global_batch_between_ranks():
+    x = torch.arange(23.0).unsqueeze(1)
+    single = [b.squeeze(1).tolist() for b in Batches(x, 10, seed=3)]
+    shards = [[b.squeeze(1).tolist() for b in Batches(x, 10, seed=3, rank=r, world_size=2)] for r in range(2)]
+    assert len(shards[0]) == len(shards[1]) == 3  # the last global batch (3 points) is kept: 3 >= 2 ranks
+    for step, batch in enumerate(single):
+        assert sorted(shards[0][step] + shards[1][step]) == sorted(batch)
+    assert len(Batches(torch.zeros(21, 1), 10, world_size=2)) == 2  # a last batch of 1 point < 2 ranks is dropped
+
+
+def test_torchrun_resumes_the_run(two_processes):
+    """``torchrun -m pyrovae train --resume`` continues the run the spawned processes wrote."""
+    out, _ = two_processes
+    run = out / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port", str(_free_port()),
+           "-m", "pyrovae", "train", "--resume", str(run), "--set", "train.epochs=5"]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stderr.count("resuming") == 1 and "after epoch 4" in result.stderr
+    assert [json.loads(l)["epoch"] for l in (run / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3, 4, 5]
+    assert load_checkpoint(run / "checkpoint.pt")["epoch"] == 5
+
+
+def test_process_group_errors_are_clear(monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "5")
+    with pytest.raises(pyrovae.ConfigError, match="launch with torchrun"):
+        distributed.init()
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.delenv("MASTER_ADDR", raising=False)
+    with pytest.raises(pyrovae.ConfigError, match="MASTER_ADDR"):
+        distributed.init()

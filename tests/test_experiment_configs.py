@@ -1,0 +1,69 @@
+"""Every config in experiments/configs loads strictly and builds a VAE."""
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+import pyrovae
+
+CONFIGS = Path(__file__).resolve().parent.parent / "experiments" / "configs"
+FILES = sorted(CONFIGS.glob("*.yaml"))
+MNIST_SHAPE = (1, 28, 28)
+
+
+def _reproduce():
+    spec = importlib.util.spec_from_file_location("reproduce", CONFIGS.parent / "reproduce.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_there_are_configs():
+    assert len(FILES) >= 10
+
+
+@pytest.mark.parametrize("path", FILES, ids=[p.stem for p in FILES])
+def test_config_loads_and_builds(path):
+    cfg = pyrovae.load_config(path)
+    vae = pyrovae.VAE.from_config(cfg, data_shape=MNIST_SHAPE)
+    assert vae.latent_dim == cfg.model.latent_dim
+    # the prior is over the top latent of the hierarchy
+    top = cfg.model.hierarchy[-1]["latent_dim"] if cfg.model.hierarchy else cfg.model.latent_dim
+    assert tuple(vae.prior().event_shape) == (top,)
+
+
+@pytest.mark.parametrize("path", FILES, ids=[p.stem for p in FILES])
+def test_config_names_its_source(path):
+    first = path.read_text().splitlines()[0]
+    assert first.startswith("#"), f"{path.name} needs a comment header naming its source"
+
+
+def test_paper_figures_are_read_from_the_headers():
+    reproduce = _reproduce()
+    expected = {
+        "burda_vae_1l": 86.76,
+        "burda_iwae_1l_k5": 85.54,
+        "burda_iwae_1l_k50": 84.78,
+        "burda_vae_2l": 85.33,
+        "burda_iwae_2l_k50": 82.90,
+        "vamp_vae_vampprior": 85.57,
+    }
+    for stem, nll in expected.items():
+        info = reproduce.paper_info(CONFIGS / f"{stem}.yaml")
+        assert info["nll"] == pytest.approx(nll), stem
+        assert info["source"]
+    assert reproduce.paper_info(CONFIGS / "vamp_vae_vampprior.yaml")["verified"] is False
+    assert reproduce.paper_info(CONFIGS / "conv_vae.yaml")["nll"] is None
+
+
+def test_burda_rows_copy_the_paper_settings():
+    for stem, k in (("burda_vae_1l", 1), ("burda_iwae_1l_k5", 5), ("burda_iwae_1l_k50", 50),
+                    ("burda_vae_2l", 1), ("burda_iwae_2l_k50", 50)):
+        cfg = pyrovae.load_config(CONFIGS / f"{stem}.yaml")
+        assert cfg.data.binarize == "dynamic" and cfg.data.val_size == 0
+        assert cfg.train.batch_size == 20 and cfg.train.epochs == 3280
+        assert cfg.train.lr_schedule["name"] == "burda"
+        assert cfg.train.optimizer == {"name": "adam", "lr": 0.001, "betas": [0.9, 0.999], "eps": 0.0001}
+        assert cfg.train.objective["num_particles"] == k
+        assert cfg.train.objective["name"] == ("elbo" if k == 1 else "iwae")
