@@ -24,9 +24,11 @@ Run::
     python experiments/bench_loglik.py --run runs/mnist   # a trained run's weights
     python experiments/bench_loglik.py --sweep            # pyrovae chunk shapes only
 
-The machine's other load distorts timings: the script prints the load
-average before and after. Full-run estimate: 10,000 x 5,000 passes at the
-measured rate.
+The machine's other load distorts timings, and multi-threaded torch
+operations suffer most (each waits for a descheduled thread): the script
+prints the load average before and after; on a busy machine compare with
+``--threads 1``. Full-run estimate: 10,000 x 5,000 passes at the measured
+rate.
 """
 
 from __future__ import annotations

@@ -5,7 +5,6 @@ import json
 import math
 
 import pytest
-import torch
 
 from pyrovae import evaluate
 from pyrovae.cli import main
@@ -91,3 +90,16 @@ def test_k_below_one_is_refused(run_dir, capsys):
         cli(run_dir, "--iw-samples", 0)
     assert e.value.code == 2
     assert "positive integer" in capsys.readouterr().err
+
+
+def test_probe_adds_representation_scores(run_dir, tmp_path, capsys):
+    pytest.importorskip("sklearn")
+    out = tmp_path / "probe.json"
+    assert cli(run_dir, "-k", 2, "--probe", "--probe-train", 300, "--out", out, "--no-progress") == 0
+    probe = json.loads(out.read_text())["probe"]
+    assert probe["fit_split"] == "train" and probe["fit_points"] == 300
+    for key in ("knn_accuracy", "logreg_accuracy", "kmeans_nmi", "kmeans_purity"):
+        assert 0.0 <= probe[key] <= 1.0, key
+    # 4 well-separated prototypes: the codes of a trained model classify far above chance (0.25)
+    assert probe["knn_accuracy"] > 0.5 and probe["logreg_accuracy"] > 0.5
+    assert "latent probe:" in capsys.readouterr().out

@@ -62,13 +62,18 @@ def add_parser(sub):
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                    help="torch.compile the likelihood's log-density: a few seconds of compiling, then about "
                         "1.35x faster (default: only for N x K >= 10^7 decoder passes)")
+    p.add_argument("--probe", action="store_true",
+                   help="also fit k-NN, logistic regression and k-means on the latent means of training points "
+                        "and score them on the evaluated split (needs scikit-learn: pip install -e '.[probe]')")
+    p.add_argument("--probe-train", type=_positive, default=10000, metavar="N",
+                   help="training points the probe is fitted on (default 10000)")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="hide the progress bar")
     p.add_argument("--out", help="the JSON file to write (default RUN_DIR/eval.json)")
     p.set_defaults(func=cmd_evaluate)
 
 
 def _split_data(cfg, split: str):
-    """The split's data as the run saw it, binarized with the fixed seeds."""
+    """The split's data ``(x, labels)`` as the run saw it, binarized with the fixed seeds."""
     import torch
 
     from ..data import binarize, load_data
@@ -83,7 +88,20 @@ def _split_data(cfg, split: str):
     if split == "train" and cfg.data.binarize == "dynamic":
         # dynamic binarization draws fresh images every epoch; score one fixed draw
         x = binarize(x, torch.Generator().manual_seed(cfg.data.binarize_seed + 2))
-    return x
+    return x, pair[1]
+
+
+def _probe(vae, cfg, args, x, labels):
+    """Latent-probe scores: fit on training codes, score on the evaluated split's codes."""
+    from ..latents import encode_data
+    from ..probe import latent_probe
+
+    fit_split = "train" if args.split != "train" else "val"
+    x_fit, y_fit = _split_data(cfg, fit_split)
+    n = args.probe_train
+    fit_codes = encode_data(vae, x_fit[:n].to(x.device))["mean"]
+    codes = encode_data(vae, x)["mean"]
+    return {"fit_split": fit_split, "fit_points": len(fit_codes), **latent_probe(fit_codes, y_fit[:n], codes, labels, seed=args.seed)}
 
 
 def _format_table(summary, header: str) -> str:
@@ -123,9 +141,9 @@ def cmd_evaluate(args) -> int:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     vae, cfg, state = load_run(args.run_dir, which=args.which, device=device)
-    x = _split_data(cfg, args.split)
+    x, labels = _split_data(cfg, args.split)
     if args.limit is not None:
-        x = x[: args.limit]
+        x, labels = x[: args.limit], labels[: args.limit]
     x = x.to(device)
     out = Path(args.out) if args.out else Path(args.run_dir) / "eval.json"
     print(f"evaluating {args.run_dir} ({args.which}.pt) on {len(x)} {args.split} points with K={args.num_samples} "
@@ -155,6 +173,8 @@ def cmd_evaluate(args) -> int:
         "decoder_passes_per_second": round(len(x) * args.num_samples / seconds, 1),
         "pyrovae_version": __version__,
     }
+    if args.probe:
+        record["probe"] = _probe(vae, cfg, args, x, labels)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         _atomic_write_text(out, json.dumps(record, indent=2) + "\n")
@@ -163,5 +183,7 @@ def cmd_evaluate(args) -> int:
     header = (f"{args.run_dir} ({args.which}.pt), {args.split} split: {len(x)} points, "
               f"K={args.num_samples}, {seconds:.1f} s")
     print(_format_table(summary, header))
+    if args.probe:
+        print("latent probe: " + ", ".join(f"{k} {v:.3f}" for k, v in record["probe"].items() if isinstance(v, float)))
     print(f"wrote {out}", file=sys.stderr)
     return 0
