@@ -67,7 +67,8 @@ class DataConfig:
     :ivar quantize: map grey values in [0, 1] to integer levels 0..255 (categorical likelihood).
     :ivar val_size: training points held out for validation (0: train on all).
     :ivar subset: use only the first ``subset`` training points (quick runs).
-    :ivar options: extra options of the data source (for example ``synthetic``'s ``num_points``).
+    :ivar options: extra options of the data source (for example ``synthetic``'s ``num_points``, or
+        ``npy``'s ``mmap: true`` to train on a memory-mapped float32 file larger than memory).
     """
 
     name: str = "mnist"
@@ -154,7 +155,8 @@ class TrainConfig:
     :ivar progress: show a progress bar.
     :ivar eval_batch_size: batch size of the validation pass.
     :ivar validate_model: run Pyro's argument validation during training (slower).
-    :ivar skip_nonfinite: skip (with a warning) a batch whose loss is NaN/inf instead of stopping.
+    :ivar skip_nonfinite: skip (with a warning) a batch whose loss or gradient norm is NaN/inf instead of
+        stopping (the gradient norm is then computed every step).
     :ivar sample_every: write reconstruction and sample PNGs every N epochs (0: only at the end).
     """
 

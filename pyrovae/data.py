@@ -391,20 +391,25 @@ def _row_blocks(x: torch.Tensor):
         yield start, x[start : start + rows]
 
 
-def _blocks(x: torch.Tensor):
+def _blocks(x: torch.Tensor, release: Optional[Callable[[], None]] = None):
     """``(first_row, block)`` pairs covering ``x``: the whole tensor when it
-    is small, else consecutive rows of about CHECK_BLOCK elements each."""
+    is small, else consecutive rows of about CHECK_BLOCK elements each.
+    ``release`` is called after each block (for a memory-mapped ``x``: so
+    that a pass over the file does not map all of it)."""
     if x.numel() <= CHECK_BLOCK or x.dim() == 0:
         yield 0, x
-        return
-    yield from _row_blocks(x)
+    else:
+        for start, block in _row_blocks(x):
+            yield start, block
+            if release is not None:
+                release()
 
 
-def check_finite(x: torch.Tensor, what: str) -> None:
+def check_finite(x: torch.Tensor, what: str, release: Optional[Callable[[], None]] = None) -> None:
     """Raise :class:`DataError` if ``x`` holds NaN or inf. Large tensors are
     checked a block of rows at a time, so memory stays bounded."""
     count, first = 0, None
-    for start, block in _blocks(x):
+    for start, block in _blocks(x, release):
         bad = ~torch.isfinite(block)
         n = int(bad.sum())
         if n and first is None:
@@ -417,9 +422,9 @@ def check_finite(x: torch.Tensor, what: str) -> None:
         )
 
 
-def _in_unit_interval(x: torch.Tensor) -> bool:
+def _in_unit_interval(x: torch.Tensor, release: Optional[Callable[[], None]] = None) -> bool:
     """Whether every value of ``x`` lies in [0, 1] (checked in blocks of rows)."""
-    return all(not bool(((b < 0) | (b > 1)).any()) for _, b in _blocks(x))
+    return all(not bool(((b < 0) | (b > 1)).any()) for _, b in _blocks(x, release))
 
 
 def binarize(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -445,8 +450,9 @@ def load_data(cfg: DataConfig) -> Splits:
             "data.binarize: static and data.quantize make an in-memory copy of the whole training set, "
             "which defeats data.options.mmap; use data.binarize: dynamic or none without quantize"
         )
+    release = splits.release_pages if splits.mapped is not None else None
     for split, pair in (("train", splits.train), ("test", splits.test)):
-        check_finite(pair[0], f"the {split} data")
+        check_finite(pair[0], f"the {split} data", release)
         if len(pair[0]) and pair[0].shape[1:] != splits.train[0].shape[1:]:
             raise DataError(f"{split} points have shape {tuple(pair[0].shape[1:])}, train points {splits.data_shape}")
     x, y = splits.train
@@ -462,7 +468,7 @@ def load_data(cfg: DataConfig) -> Splits:
     splits.train = (x, y)
     if cfg.binarize != "none":
         for split, pair in (("train", splits.train), ("validation", splits.val), ("test", splits.test)):
-            if pair is not None and not _in_unit_interval(pair[0]):
+            if pair is not None and not _in_unit_interval(pair[0], release):
                 raise DataError(f"binarization needs {split} values in [0, 1]; rescale the data or set data.binarize: none")
         fixed = lambda pair, seed: (binarize(pair[0], torch.Generator().manual_seed(seed)), pair[1])  # noqa: E731
         splits.test = fixed(splits.test, cfg.binarize_seed)
@@ -474,7 +480,6 @@ def load_data(cfg: DataConfig) -> Splits:
         q = lambda pair: ((pair[0] * 255).round_().clamp_(0, 255), pair[1])  # noqa: E731
         splits.train, splits.test = q(splits.train), q(splits.test)
         splits.val = q(splits.val) if splits.val is not None else None
-    splits.release_pages()  # the checks above read every page of a mapped file
     return splits
 
 

@@ -184,5 +184,13 @@ class Registry:
             return factory(**ctx, **kwargs)
         except PyrovaeError:
             raise
+        except (MemoryError, RuntimeError) as e:
+            if not isinstance(e, MemoryError) and "allocat" not in str(e):
+                raise
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ConfigError(
+                f"{self.kind} {name!r} with options {kwargs} is too large to build here ({first}); "
+                "choose smaller sizes"
+            ) from None
         except (TypeError, ValueError) as e:
             raise ConfigError(f"{self.kind} {name!r} with options {kwargs}: {e}") from e
