@@ -157,7 +157,10 @@ class TrainConfig:
     :ivar validate_model: run Pyro's argument validation during training (slower).
     :ivar skip_nonfinite: skip (with a warning) a batch whose loss or gradient norm is NaN/inf instead of
         stopping (the gradient norm is then computed every step).
-    :ivar sample_every: write reconstruction and sample PNGs every N epochs (0: only at the end).
+    :ivar sample_every: also write reconstruction and sample PNGs to ``RUN_DIR/figures/epoch-N/``
+        every N epochs (0: only the final ones in the run directory).
+    :ivar tensorboard: log scalars every epoch, and sample and reconstruction images every
+        ``sample_every`` epochs (5 when 0), to ``RUN_DIR/tensorboard`` (``pip install -e '.[tensorboard]'``).
     """
 
     epochs: int = 10
@@ -176,6 +179,7 @@ class TrainConfig:
     validate_model: bool = False
     skip_nonfinite: bool = False
     sample_every: int = 0
+    tensorboard: bool = False
 
     def __post_init__(self):
         _check_min("train.epochs", self.epochs, 0)

@@ -34,7 +34,7 @@ from .latents import (
     traversal_codes,
 )
 
-__all__ = ["PlotInputs", "FIGURES", "write_plots", "write_figures"]
+__all__ = ["PlotInputs", "FIGURES", "write_plots", "write_figures", "EpochFigures"]
 
 
 @dataclass
@@ -197,3 +197,21 @@ def write_figures(vae, splits, run_dir, n: int = 64, seed: int = 0) -> List[Path
     x, y = splits.test if len(splits.test[0]) else splits.train
     inp = PlotInputs(vae, x[:32], y[:32], seed=seed, num_samples=n)
     return [p for p in write_plots(inp, run_dir, only=["reconstructions", "samples"]).values() if isinstance(p, Path)]
+
+
+class EpochFigures:
+    """A trainer callback (``train.sample_every: N``): reconstructions and
+    samples every N epochs into ``RUN_DIR/figures/epoch-NNNN/``. The samples
+    use a forked RNG, so the training run is unchanged."""
+
+    def __init__(self, run_dir, every: int):
+        self.out = Path(run_dir) / "figures"
+        self.every = every
+
+    def on_epoch_end(self, trainer, record) -> None:
+        if record["epoch"] % self.every == 0:
+            write_figures(trainer.vae, trainer.splits, self.out / f"epoch-{record['epoch']:04d}")
+            trainer.vae.train()
+
+    def on_train_end(self, trainer) -> None:
+        pass

@@ -24,6 +24,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
@@ -46,6 +47,8 @@ ARTIFACTS = (
     "samples.png",
     "eval.json",
 )
+#: the folders pyrovae writes into a run directory (``--overwrite`` removes these too)
+ARTIFACT_DIRS = ("plots", "figures", "tensorboard", "imputation")
 
 
 class RunDir:
@@ -81,6 +84,8 @@ class RunDir:
         if run.path.exists():
             for name in ARTIFACTS:
                 (run.path / name).unlink(missing_ok=True)
+            for name in ARTIFACT_DIRS:
+                shutil.rmtree(run.path / name, ignore_errors=True)
         try:
             run.path.mkdir(parents=True, exist_ok=True)
             probe = run.path / ".pyrovae-write-test"

@@ -89,9 +89,12 @@ class Trainer:
         :func:`~pyrovae.config.load_config` takes).
     :param run_dir: where to write config, checkpoints and metrics (None: nowhere).
     :param bool dynamic_binarize: resample binary data every batch.
+    :param list callbacks: objects with ``on_epoch_end(trainer, record)`` and
+        ``on_train_end(trainer)``, called on every rank (the TensorBoard and
+        per-epoch figure callbacks that the config adds run on rank 0 only).
     """
 
-    def __init__(self, vae, data, cfg=None, run_dir=None, dynamic_binarize=None):
+    def __init__(self, vae, data, cfg=None, run_dir=None, dynamic_binarize=None, callbacks=None):
         self.cfg = load_config(cfg)
         tc = self.cfg.train
         self.dist = distributed.init()
@@ -125,6 +128,15 @@ class Trainer:
         self.scheduler = schedules.build(tc.lr_schedule, optimizer=self.optimizer, epochs=tc.epochs)
         self.kl_weight = kl_schedules.build(tc.kl_schedule, beta=tc.beta, steps_per_epoch=len(self.batches))
         self.state = TrainState()
+        self.callbacks = list(callbacks or [])
+        if tc.sample_every and self.run is not None:
+            from .report import EpochFigures
+
+            self.callbacks.append(EpochFigures(self.run.path, tc.sample_every))
+        if tc.tensorboard and self.run is not None:
+            from .tensorboard import TensorBoardCallback
+
+            self.callbacks.append(TensorBoardCallback(self.run.path / "tensorboard", image_every=tc.sample_every or 5))
         self._grad_norm = self._pick_grad_norm()
         self.ddp = None
         if self.dist.enabled:
@@ -326,23 +338,35 @@ class Trainer:
         tc = self.cfg.train
         st = self.state
         validation = contextlib.nullcontext() if tc.validate_model else pyro.validation_enabled(False)
-        with validation:
-            while st.epoch < tc.epochs:
-                record = self._train_epoch()
-                self._check_parameters()
-                record.update(self.validate())
-                record["seconds"] = time.perf_counter() - record.pop("_start")
-                st.history.append(record)
-                improved = record.get("val_loss", -math.inf) < st.best_val
-                if "val_loss" in record:
-                    st.best_val = min(st.best_val, record["val_loss"])
-                    st.bad_epochs = 0 if improved else st.bad_epochs + 1
-                self._save(record, improved)
-                self._report(record)
-                if tc.patience is not None and st.bad_epochs >= tc.patience:
-                    self._log(f"early stopping: no better validation loss for {tc.patience} epochs")
-                    break
+        try:
+            with validation:
+                self._fit_epochs()
+        finally:
+            for callback in self.callbacks:
+                callback.on_train_end(self)
         return st.history
+
+    def _fit_epochs(self) -> None:
+        """Epochs until ``train.epochs`` or early stopping."""
+        tc = self.cfg.train
+        st = self.state
+        while st.epoch < tc.epochs:
+            record = self._train_epoch()
+            self._check_parameters()
+            record.update(self.validate())
+            record["seconds"] = time.perf_counter() - record.pop("_start")
+            st.history.append(record)
+            improved = record.get("val_loss", -math.inf) < st.best_val
+            if "val_loss" in record:
+                st.best_val = min(st.best_val, record["val_loss"])
+                st.bad_epochs = 0 if improved else st.bad_epochs + 1
+            self._save(record, improved)
+            self._report(record)
+            for callback in self.callbacks:
+                callback.on_epoch_end(self, record)
+            if tc.patience is not None and st.bad_epochs >= tc.patience:
+                self._log(f"early stopping: no better validation loss for {tc.patience} epochs")
+                break
 
     def _train_epoch(self) -> Dict[str, Any]:
         st = self.state

@@ -52,8 +52,11 @@ def test_overwrite_replaces_only_pyrovae_files(tmp_path, config_file):
     out = tmp_path / "run"
     assert train(config_file, out) == 0
     (out / "notes.txt").write_text("mine")
+    (out / "plots").mkdir()
+    (out / "plots" / "old.png").write_bytes(b"old")
     assert train(config_file, out, "--overwrite", "--set", "train.epochs=1") == 0
     assert (out / "notes.txt").read_text() == "mine"
+    assert not (out / "plots").exists()
     assert len((out / "metrics.jsonl").read_text().splitlines()) == 1
 
 

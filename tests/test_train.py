@@ -228,3 +228,28 @@ def test_minibatch_elbo_estimates_full_data_elbo():
     pyro.set_rng_seed(1)
     batch = Trace_ELBO().loss(vae.model, vae.guide, x)
     assert full == pytest.approx(batch * 1000 / 20, rel=1e-5)
+
+
+def test_config_callbacks_write_figures_and_tensorboard(tmp_path):
+    cfg, splits, vae = setup(train={**tiny_config()["train"], "epochs": 2, "sample_every": 1, "tensorboard": True})
+    run = RunDir.create(tmp_path / "run")
+    Trainer(vae, splits, cfg, run_dir=run.path).fit()
+    for epoch in (1, 2):
+        assert (run.path / "figures" / f"epoch-{epoch:04d}" / "samples.png").stat().st_size > 0
+    pytest.importorskip("tensorboard")
+    assert list((run.path / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def test_custom_callback_sees_every_epoch():
+    seen = []
+
+    class Recorder:
+        def on_epoch_end(self, trainer, record):
+            seen.append(record["epoch"])
+
+        def on_train_end(self, trainer):
+            seen.append("end")
+
+    cfg, splits, vae = setup()
+    Trainer(vae, splits, cfg, callbacks=[Recorder()]).fit()
+    assert seen == [1, 2, "end"]
