@@ -163,7 +163,7 @@ class TrainConfig:
         ``sample_every`` epochs (5 when 0), to ``RUN_DIR/tensorboard`` (``pip install -e '.[tensorboard]'``).
     """
 
-    epochs: int = 10
+    epochs: int = 30
     batch_size: int = 100
     objective: Spec = _spec("elbo", num_particles=1)
     optimizer: Spec = _spec("adam", lr=1e-3)
