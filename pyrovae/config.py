@@ -159,6 +159,9 @@ class TrainConfig:
         stopping (the gradient norm is then computed every step).
     :ivar sample_every: also write reconstruction and sample PNGs to ``RUN_DIR/figures/epoch-N/``
         every N epochs (0: only the final ones in the run directory).
+    :ivar threads: CPU threads for torch in ``pyrovae train`` (null: torch's default, one per
+        core). One is the default: these small networks gain little from a second thread, and on a
+        machine where other jobs run, two threads can be ten times slower than one.
     :ivar tensorboard: log scalars every epoch, and sample and reconstruction images every
         ``sample_every`` epochs (5 when 0), to ``RUN_DIR/tensorboard`` (``pip install -e '.[tensorboard]'``).
     """
@@ -180,12 +183,15 @@ class TrainConfig:
     skip_nonfinite: bool = False
     sample_every: int = 0
     tensorboard: bool = False
+    threads: Optional[int] = 1
 
     def __post_init__(self):
         _check_min("train.epochs", self.epochs, 0)
         _check_min("train.batch_size", self.batch_size, 1)
         _check_min("train.eval_batch_size", self.eval_batch_size, 1)
         _check_min("train.sample_every", self.sample_every, 0)
+        if self.threads is not None:
+            _check_min("train.threads", self.threads, 1)
         if not (math.isfinite(self.beta) and self.beta >= 0):
             raise ConfigError(f"train.beta must be a finite number >= 0, got {self.beta}")
         if self.grad_clip is not None and not (self.grad_clip > 0 and math.isfinite(self.grad_clip)):

@@ -71,6 +71,10 @@ def _train(args, ctx) -> int:
         cfg = load_config(args.config, args.overrides)
         out = on_main(lambda: str(args.out or Path("runs") / time.strftime("%Y%m%d-%H%M%S")))
         on_main(lambda: RunDir.check_available(out, overwrite=args.overwrite))  # fail fast, before loading data
+    if cfg.train.threads is not None:
+        import torch
+
+        torch.set_num_threads(cfg.train.threads)
     pyro.set_rng_seed(cfg.train.seed)
     splits = load_data(cfg.data)
     vae = VAE.from_config(cfg, data_shape=splits.data_shape)
