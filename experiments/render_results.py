@@ -32,6 +32,14 @@ def load_results(results_dir):
             print(f"skipping {path}: {e}", file=sys.stderr)
             continue
         if isinstance(record, dict) and record.get("kind") == "reproduce":
+            config = HERE.parent / record.get("config", "")
+            if config.is_file():  # the config's header is the source of truth for the paper's figure
+                sys.path.insert(0, str(HERE))
+                from reproduce import paper_info
+
+                record["paper"] = {k: v for k, v in paper_info(config).items() if k != "header"}
+                if record["paper"]["nll"] is not None:
+                    record["gap"] = record["nll"] - record["paper"]["nll"]
             out.append(record)
     return out
 
@@ -58,10 +66,34 @@ def _converged(r) -> str:
     return why
 
 
+def _notes(r):
+    """What a reader must know about one row: overrides, a reduced evaluation, an unfinished warm-up."""
+    out = []
+    if r.get("overrides"):
+        out.append("config overrides " + ", ".join(f"`{o}`" for o in r["overrides"]))
+    note = (r.get("test") or {}).get("eval_note")
+    if note:
+        out.append(note)
+    requested = (r.get("test") or {}).get("iw_samples_requested")
+    if requested and requested != r["iw_samples"] and not note:
+        out.append(f"evaluated with K={r['iw_samples']} instead of {requested}")
+    if r["iw_samples"] < 5000 and not note:
+        out.append(f"K={r['iw_samples']} (not the paper's 5000)")
+    if r.get("test_points") and r.get("test_points") < 10000:
+        out.append(f"only the first {r['test_points']} test points")
+    last_beta = (r.get("curve") or [{}])[-1].get("beta")
+    if last_beta is not None and last_beta < 1:
+        out.append(f"KL warm-up unfinished: the last epoch trained at beta = {last_beta:.2f}")
+    if r.get("eval_only"):
+        out.append("evaluated by a second `--eval-only` pass over the saved run")
+    return out
+
+
 def table(records) -> str:
     head = ("| config | paper's NLL | ours: NLL (K, test points) | gap | test ELBO | active units "
             "| budget / epochs run | converged |")
     lines = [head, "|---|---:|---:|---:|---:|---:|---|---|"]
+    notes = []
     for r in records:
         paper = r.get("paper") or {}
         paper_nll = paper.get("nll")
@@ -71,25 +103,16 @@ def table(records) -> str:
         gap = r.get("gap")
         gap_txt = _fmt(gap, "{:+.2f}")
         ours = f"{r['nll']:.2f} (K={r['iw_samples']}, {r['test_points']})"
-        if r.get("overrides"):
-            ours += " ¹"
+        if _notes(r):
+            ours += f" [{len(notes) + 1}]"
+            notes.append(f"[{len(notes) + 1}] `{r['name']}`: " + "; ".join(_notes(r)) + ".")
         lines.append(
             f"| `{r['name']}` | {paper_txt} | {ours} | {gap_txt} | {r['elbo']:.2f} "
             f"| {r['active_units']} / {r['latent_units']} | {_budget(r)} | {_converged(r)} |"
         )
-    notes = []
-    for r in records:
-        bits = []
-        if r.get("overrides"):
-            bits.append("overrides " + ", ".join(f"`{o}`" for o in r["overrides"]))
-        note = (r.get("test") or {}).get("eval_note")
-        if note:
-            bits.append(note)
-        if bits:
-            notes.append(f"- `{r['name']}`: " + "; ".join(bits) + ".")
     text = "\n".join(lines)
     if notes:
-        text += "\n\n¹ run with config overrides:\n" + "\n".join(notes)
+        text += "\n\n" + "\n".join(notes)
     machines = {(r["machine"]["cpu_count"], r["machine"]["cpu"], r["machine"].get("gpu"), r["machine"]["torch"]) for r in records}
     commits = {((r.get("git") or {}).get("commit") or "?")[:10] + ("+dirty" if (r.get("git") or {}).get("dirty") else "") for r in records}
     if machines:
@@ -128,8 +151,10 @@ def curves_figure(records, path) -> bool:
     finite += [r["nll"] for r in records]
     if finite:
         low = min(finite + [(r.get("paper") or {}).get("nll") or float("inf") for r in records])
-        high = sorted(finite)[int(0.9 * (len(finite) - 1))]
-        ax.set_ylim(low - 2, max(high, low + 5) + 2)
+        # the top: every run's last epoch and final NLL stay in view (early epochs may leave it)
+        last = [v for r in records for v in (-r["curve"][-1].get("test_elbo", float("nan")), r["curve"][-1].get("val_loss", float("nan")), r["nll"]) if v == v]
+        high = max(last)
+        ax.set_ylim(low - 2, high + 0.15 * (high - low) + 2)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="upper right")
     fig.tight_layout()
