@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from .sample import _positive
+from . import positive_int
 
 SPLITS = ("train", "val", "test")
 
@@ -15,7 +15,7 @@ def add_parser(sub):
     p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by pyrovae train")
     p.add_argument("--split", choices=SPLITS, default="test", help="which split to encode (default test)")
     p.add_argument("--out", help="the .npz file (default RUN_DIR/codes-SPLIT.npz)")
-    p.add_argument("--batch-size", type=_positive, default=1000, help="points encoded at once (default 1000)")
+    p.add_argument("--batch-size", type=positive_int, default=1000, help="points encoded at once (default 1000)")
     p.add_argument("--seed", type=int, default=0,
                    help="seed of the Monte Carlo estimate for guides without closed-form moments (default 0)")
     p.add_argument("--which", choices=["checkpoint", "best"], default="checkpoint",

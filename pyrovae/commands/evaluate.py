@@ -18,17 +18,10 @@ import sys
 import time
 from pathlib import Path
 
+from . import positive_int
+
 SPLITS = ("test", "val", "train")
 
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
 
 
 def add_parser(sub):
@@ -41,21 +34,21 @@ def add_parser(sub):
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by pyrovae train")
-    p.add_argument("--iw-samples", "-k", type=_positive, default=DEFAULT_NUM_SAMPLES, dest="num_samples", metavar="K",
+    p.add_argument("--iw-samples", "-k", type=positive_int, default=DEFAULT_NUM_SAMPLES, dest="num_samples", metavar="K",
                    help=f"importance samples per data point (default {DEFAULT_NUM_SAMPLES}; "
                         "5000 is the literature setting)")
     p.add_argument("--split", choices=SPLITS, default="test",
                    help="which split to evaluate (default test; val needs data.val_size > 0)")
-    p.add_argument("--batch-size", type=_positive, default=None,
+    p.add_argument("--batch-size", type=positive_int, default=None,
                    help="data points per chunk (default: pyrovae.evaluate's choice)")
-    p.add_argument("--chunk-size", type=_positive, default=None,
+    p.add_argument("--chunk-size", type=positive_int, default=None,
                    help="importance samples per chunk; memory grows with batch size x chunk size, not with K")
-    p.add_argument("--limit", type=_positive, default=None, help="evaluate only the first N points of the split")
+    p.add_argument("--limit", type=positive_int, default=None, help="evaluate only the first N points of the split")
     p.add_argument("--seed", type=int, default=0, help="seed of the importance samples (default 0)")
     p.add_argument("--which", choices=["checkpoint", "best"], default="checkpoint",
                    help="the latest checkpoint or the one with the best validation loss")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or auto")
-    p.add_argument("--threads", type=_positive, default=None,
+    p.add_argument("--threads", type=positive_int, default=None,
                    help="CPU threads for torch (default: torch's choice, one per core). On a machine that "
                         "other jobs keep busy, 1 thread can be several times faster than 2, because "
                         "multi-threaded operations wait for a descheduled thread")
@@ -65,7 +58,7 @@ def add_parser(sub):
     p.add_argument("--probe", action="store_true",
                    help="also fit k-NN, logistic regression and k-means on the latent means of training points "
                         "and score them on the evaluated split (needs scikit-learn: pip install -e '.[probe]')")
-    p.add_argument("--probe-train", type=_positive, default=10000, metavar="N",
+    p.add_argument("--probe-train", type=positive_int, default=10000, metavar="N",
                    help="training points the probe is fitted on (default 10000)")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="hide the progress bar")
     p.add_argument("--out", help="the JSON file to write (default RUN_DIR/eval.json)")

@@ -8,7 +8,7 @@ import json
 import sys
 from pathlib import Path
 
-from .sample import _positive
+from . import positive_int
 
 
 def add_parser(sub):
@@ -23,17 +23,17 @@ def add_parser(sub):
     p.add_argument("--method", choices=imputers.names(), default="importance",
                    help="importance: importance resampling with the guide as proposal (default); "
                         "gibbs: Metropolis-within-Gibbs (see pyrovae.impute)")
-    p.add_argument("--particles", type=_positive, dest="num_particles", help="importance: proposals per point (default 100)")
-    p.add_argument("--steps", type=_positive, help="gibbs: sampler steps (default 100)")
+    p.add_argument("--particles", type=positive_int, dest="num_particles", help="importance: proposals per point (default 100)")
+    p.add_argument("--steps", type=positive_int, help="gibbs: sampler steps (default 100)")
     p.add_argument("--burn-in", type=int, dest="burn_in", help="gibbs: steps left out of the estimate (default 20)")
     p.add_argument("--pseudo-gibbs", action="store_const", const=False, dest="metropolis",
                    help="gibbs: accept every proposal (Rezende et al. 2014) instead of the Metropolis correction")
     p.add_argument("--split", choices=["test", "val", "train"], default="test", help="which split to damage (default test)")
-    p.add_argument("--limit", type=_positive, default=1000, help="impute the first N points (default 1000)")
+    p.add_argument("--limit", type=positive_int, default=1000, help="impute the first N points (default 1000)")
     p.add_argument("--fill", choices=["mean", "zero"], default="mean",
                    help="what the guide sees in hidden pixels: the training mean per pixel (default) or zeros")
     p.add_argument("--seed", type=int, default=0, help="seed of the random mask and of the sampler (default 0)")
-    p.add_argument("--show", type=_positive, default=8, help="examples in the figure (default 8)")
+    p.add_argument("--show", type=positive_int, default=8, help="examples in the figure (default 8)")
     p.add_argument("--out", help="folder for imputation-TAG.png and .json (default RUN_DIR/imputation)")
     p.add_argument("--which", choices=["checkpoint", "best"], default="checkpoint",
                    help="the latest checkpoint or the one with the best validation loss")

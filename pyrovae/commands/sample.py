@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from . import positive_int
+
 SUFFIXES = (".png", ".npy")
 
 
@@ -16,20 +18,11 @@ def _out_path(text: str) -> Path:
     return path
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
-
 
 def add_parser(sub):
     p = sub.add_parser("sample", help="draw new data points from the prior, as a PNG grid or a .npy array")
     p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by pyrovae train")
-    p.add_argument("-n", "--num", type=_positive, default=64, help="number of samples (default 64)")
+    p.add_argument("-n", "--num", type=positive_int, default=64, help="number of samples (default 64)")
     p.add_argument("--out", type=_out_path, help="FILE.png (a grid) or FILE.npy (float32 array (n, *data_shape)); "
                    "default RUN_DIR/plots/samples-seedS.png")
     p.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same samples (default 0)")
