@@ -28,7 +28,6 @@ import importlib.metadata
 import mmap as _mmap
 import os
 import pickle
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, List, Optional, Tuple

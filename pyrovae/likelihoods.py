@@ -10,7 +10,6 @@ distribution whose event shape is the data shape.
 
 from __future__ import annotations
 
-import math
 from typing import Tuple
 
 import torch

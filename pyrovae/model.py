@@ -14,8 +14,6 @@ and importance sampling.
 from __future__ import annotations
 
 import contextlib
-import math
-import os
 import uuid
 from typing import Any, Optional, Tuple
 
@@ -25,7 +23,7 @@ from torch import nn
 import pyro
 import pyro.poutine as poutine
 
-from .config import Config, ModelConfig, load_config
+from .config import ModelConfig, load_config
 from .errors import ConfigError, DataError
 from .guides import guides
 from .likelihoods import likelihoods

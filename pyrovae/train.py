@@ -31,7 +31,7 @@ import torch
 import pyro
 
 from . import distributed
-from .config import Config, load_config
+from .config import load_config
 from .data import Batches, Splits
 from .errors import CheckpointError, ConfigError, DataError, TrainingDiverged
 from .evaluate import elbo_terms
