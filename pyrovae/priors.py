@@ -7,6 +7,8 @@ moves with ``.to(device)`` and is saved with the model.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -66,11 +68,56 @@ class LearnedNormalPrior(Prior):
         return dist.Normal(self.loc, self.log_scale.exp()).to_event(1)
 
 
+class DiagonalNormalMixture(dist.TorchDistribution):
+    """A mixture of K diagonal Gaussians over R^D, with batch shape ``()``.
+
+    ``log_prob`` expands the Gaussian exponent into matrix products,
+    ``-z^2 @ (1/(2 s^2))^T + z @ (m/s^2)^T + c_k`` (in float64, so that small
+    scales lose no precision), instead of building the ``(*batch, K, D)``
+    tensor that ``MixtureSameFamily`` builds: the VampPrior's 500 components
+    then cost a matrix product per point.
+
+    :param logits: ``(K,)`` unnormalized mixture log-weights.
+    :param locs: ``(K, D)`` component means.
+    :param scales: ``(K, D)`` component standard deviations.
+    """
+
+    arg_constraints = {}
+    support = torch.distributions.constraints.real_vector
+    has_rsample = False
+
+    def __init__(self, logits, locs, scales, validate_args=None):
+        self.logits = logits - logits.logsumexp(-1)
+        self.locs, self.scales = locs, scales
+        super().__init__(torch.Size(), locs.shape[-1:], validate_args=validate_args)
+
+    def log_prob(self, z):
+        shape = z.shape[:-1]
+        z64 = z.reshape(-1, z.shape[-1]).double()
+        prec = self.scales.double().pow(-2)
+        locs = self.locs.double()
+        const = (
+            -0.5 * (locs.pow(2) * prec).sum(-1)
+            - self.scales.double().log().sum(-1)
+            - 0.5 * z.shape[-1] * math.log(2 * math.pi)
+        )
+        log_n = -0.5 * z64.pow(2) @ prec.T + z64 @ (locs * prec).T + const
+        return (log_n + self.logits.double()).logsumexp(-1).to(z.dtype).reshape(shape)
+
+    def sample(self, sample_shape=torch.Size()):
+        with torch.no_grad():
+            k = torch.distributions.Categorical(logits=self.logits).sample(sample_shape)
+            eps = torch.randn(*k.shape, self.locs.shape[-1], dtype=self.locs.dtype, device=self.locs.device)
+            return self.locs[k] + self.scales[k] * eps
+
+    @property
+    def mean(self):
+        return (self.logits.exp().unsqueeze(-1) * self.locs).sum(0)
+
+
 def _gaussian_mixture(logits, locs, scales) -> dist.TorchDistribution:
     """Mixture of diagonal Gaussians; ``locs, scales``: ``(K, latent_dim)``."""
-    return dist.MixtureSameFamily(
-        dist.Categorical(logits=logits), dist.Normal(locs, scales).to_event(1)
-    )
+    return DiagonalNormalMixture(logits, locs, scales)
 
 
 @register_prior("mog")
@@ -122,6 +169,9 @@ class VampPrior(Prior):
     def dist(self):
         components = self._posterior(self.pseudo_inputs)
         logits = self.pseudo_inputs.new_zeros(self.pseudo_inputs.shape[0])
+        base = getattr(components, "base_dist", None)
+        if isinstance(components, dist.Independent) and type(base) is dist.Normal:
+            return _gaussian_mixture(logits, base.loc, base.scale)  # the fast path
         return dist.MixtureSameFamily(dist.Categorical(logits=logits), components)
 
 
