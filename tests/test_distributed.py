@@ -90,7 +90,7 @@ def global_batch():
     return load_data(cfg.data).train[0][:100]  # two ranks x 50
 
 
-def _worker(rank, port, out):
+def _worker(rank, port, cli_port, out):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(WORLD), LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
     sys.path.insert(0, str(TESTS))
@@ -118,7 +118,7 @@ def _worker(rank, port, out):
     if rank == 0:
         config.write_text(yaml.safe_dump(tiny_config(data={**tiny_config()["data"], "binarize": "dynamic"}, train={**tiny_config()["train"], "epochs": 4})))
     distributed.on_main(lambda: None, distributed.env_context())  # barrier
-    os.environ["MASTER_PORT"] = str(port + 1)  # the trainer above owns the first group; the CLI makes its own
+    os.environ["MASTER_PORT"] = str(cli_port)  # the trainer above owns the first group; the CLI makes its own
     distributed.shutdown()
     from pyrovae.cli import main
 
@@ -126,17 +126,27 @@ def _worker(rank, port, out):
     (out / f"result-{rank}.json").write_text(json.dumps(result))
 
 
+def _free_ports(n=2):
+    """``n`` distinct free ports (held open together while they are picked)."""
+    sockets = [socket.socket() for _ in range(n)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
 def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return _free_ports(1)[0]
 
 
 @pytest.fixture(scope="module")
 def two_processes(tmp_path_factory):
     """Runs :func:`_worker` on two spawned gloo processes once for the module."""
     out = tmp_path_factory.mktemp("ddp")
-    mp.start_processes(_worker, args=(_free_port(), str(out)), nprocs=WORLD, join=True, start_method="spawn")
+    mp.start_processes(_worker, args=(*_free_ports(2), str(out)), nprocs=WORLD, join=True, start_method="spawn")
     results = [json.loads((out / f"result-{r}.json").read_text()) for r in range(WORLD)]
     return out, results
 
