@@ -47,6 +47,9 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling module, also when loaded by path
+from provenance import cpu_name, git_commit, load_average  # noqa: E402
+
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 PEERS = ("pyrovae", "pyro", "pythae")
@@ -359,35 +362,8 @@ def worker(args) -> int:
 # -- the driver ------------------------------------------------------------------------
 
 
-def load_average():
-    try:
-        return round(os.getloadavg()[0], 2)
-    except OSError:
-        return None
-
-
-def git_commit():
-    root = HERE.parent
-
-    def git(*a):
-        try:
-            return subprocess.run(["git", *a], cwd=root, capture_output=True, text=True, timeout=10).stdout.strip()
-        except (OSError, subprocess.SubprocessError):
-            return ""
-
-    return {"commit": git("rev-parse", "HEAD") or None, "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
-
-
 def machine(threads):
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"cpu_count": os.cpu_count(), "cpu": cpu, "gpu": None, "torch_threads": threads,
+    return {"cpu_count": os.cpu_count(), "cpu": cpu_name(), "gpu": None, "torch_threads": threads,
             "python": platform.python_version()}
 
 

@@ -41,7 +41,6 @@ import math
 import os
 import platform
 import re
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -50,6 +49,8 @@ import torch
 
 import pyro
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling module, also when loaded by path
+from provenance import cpu_name, git_commit, load_average  # noqa: E402
 from pyrovae import VAE, load_config, load_data
 from pyrovae.evaluate import elbo_terms, evaluate, log_likelihood
 from pyrovae.runs import RunDir
@@ -90,27 +91,8 @@ def paper_info(config_path) -> dict:
 # -- machine and code ------------------------------------------------------------
 
 
-def git_commit() -> dict:
-    def git(*args):
-        try:
-            return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=10).stdout.strip()
-        except (OSError, subprocess.SubprocessError):
-            return ""
-
-    commit = git("rev-parse", "HEAD") or None
-    dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
-    return {"commit": commit, "dirty": dirty}
-
-
 def machine() -> dict:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_name()
     cuda = torch.cuda.is_available()
     return {
         "cpu_count": os.cpu_count(),
@@ -122,13 +104,6 @@ def machine() -> dict:
         "python": platform.python_version(),
         "platform": platform.platform(),
     }
-
-
-def load_average() -> float | None:
-    try:
-        return round(os.getloadavg()[0], 2)
-    except OSError:
-        return None
 
 
 # -- training ----------------------------------------------------------------------

@@ -13,3 +13,9 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
     return value
+
+
+def add_which_argument(parser) -> None:
+    """``--which checkpoint|best``: which of a run's checkpoints to load."""
+    parser.add_argument("--which", choices=["checkpoint", "best"], default="checkpoint",
+                        help="the latest checkpoint or the one with the best validation loss")

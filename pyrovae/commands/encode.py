@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from . import positive_int
+from . import add_which_argument, positive_int
 
 SPLITS = ("train", "val", "test")
 
@@ -18,8 +18,7 @@ def add_parser(sub):
     p.add_argument("--batch-size", type=positive_int, default=1000, help="points encoded at once (default 1000)")
     p.add_argument("--seed", type=int, default=0,
                    help="seed of the Monte Carlo estimate for guides without closed-form moments (default 0)")
-    p.add_argument("--which", choices=["checkpoint", "best"], default="checkpoint",
-                   help="the latest checkpoint or the one with the best validation loss")
+    add_which_argument(p)
     p.set_defaults(func=cmd_encode)
 
 

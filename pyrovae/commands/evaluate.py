@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import positive_int
+from . import add_which_argument, positive_int
 
 SPLITS = ("test", "val", "train")
 
@@ -45,8 +45,7 @@ def add_parser(sub):
                    help="importance samples per chunk; memory grows with batch size x chunk size, not with K")
     p.add_argument("--limit", type=positive_int, default=None, help="evaluate only the first N points of the split")
     p.add_argument("--seed", type=int, default=0, help="seed of the importance samples (default 0)")
-    p.add_argument("--which", choices=["checkpoint", "best"], default="checkpoint",
-                   help="the latest checkpoint or the one with the best validation loss")
+    add_which_argument(p)
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or auto")
     p.add_argument("--threads", type=positive_int, default=None,
                    help="CPU threads for torch (default: torch's choice, one per core). On a machine that "

@@ -8,7 +8,7 @@ import json
 import sys
 from pathlib import Path
 
-from . import positive_int
+from . import add_which_argument, positive_int
 
 
 def add_parser(sub):
@@ -35,8 +35,7 @@ def add_parser(sub):
     p.add_argument("--seed", type=int, default=0, help="seed of the random mask and of the sampler (default 0)")
     p.add_argument("--show", type=positive_int, default=8, help="examples in the figure (default 8)")
     p.add_argument("--out", help="folder for imputation-TAG.png and .json (default RUN_DIR/imputation)")
-    p.add_argument("--which", choices=["checkpoint", "best"], default="checkpoint",
-                   help="the latest checkpoint or the one with the best validation loss")
+    add_which_argument(p)
     p.set_defaults(func=cmd_impute)
 
 

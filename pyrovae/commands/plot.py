@@ -5,6 +5,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from . import add_which_argument
+
 
 def add_parser(sub):
     from ..report import FIGURES
@@ -12,8 +14,7 @@ def add_parser(sub):
     p = sub.add_parser("plot", help="write reconstructions, samples, latent and training-curve figures as PNGs")
     p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by pyrovae train")
     p.add_argument("--out", help="folder for the PNGs (default: RUN_DIR/plots)")
-    p.add_argument("--which", choices=["checkpoint", "best"], default="checkpoint",
-                   help="the latest checkpoint or the one with the best validation loss")
+    add_which_argument(p)
     p.add_argument("--only", nargs="+", choices=list(FIGURES), metavar="NAME",
                    help=f"write only these figures: {', '.join(FIGURES)}")
     p.add_argument("--seed", type=int, default=0, help="seed of the samples and prior quantiles (default 0)")

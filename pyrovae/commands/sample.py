@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from . import positive_int
+from . import add_which_argument, positive_int
 
 SUFFIXES = (".png", ".npy")
 
@@ -28,8 +28,7 @@ def add_parser(sub):
     p.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same samples (default 0)")
     p.add_argument("--draw", action="store_true",
                    help="draw x ~ p(x|z) instead of showing the decoder mean E[x|z]")
-    p.add_argument("--which", choices=["checkpoint", "best"], default="checkpoint",
-                   help="the latest checkpoint or the one with the best validation loss")
+    add_which_argument(p)
     p.set_defaults(func=cmd_sample)
 
 
