@@ -7,9 +7,9 @@ importance sampling, and write ``experiments/results/<config>.json``.
     python experiments/reproduce.py experiments/configs/vamp_vae_vampprior.yaml --epochs 5 --iw-samples 1000
     python experiments/render_results.py            # the markdown table and curves.png
 
-Training runs the library's :class:`pyrovae.Trainer` one epoch at a time
-(the config's ``train.epochs`` stays the plan, so learning-rate and KL
-schedules follow the paper's run length), and stops:
+Training is one :meth:`pyrovae.Trainer.fit` call (the config's
+``train.epochs`` stays the plan, so learning-rate and KL schedules follow
+the paper's run length); a callback stops it:
 
 - after ``--epochs E`` epochs, or
 - with ``--budget-minutes M``, before an epoch that would end past the
@@ -35,7 +35,6 @@ The paper's figure is read from the config's comment header
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import math
 import os
@@ -121,58 +120,66 @@ def test_elbo(vae, x, batch_size=1000) -> float:
     return total / len(x)
 
 
-def train(cfg, splits, run_dir, epochs=None, budget_minutes=None, x_test=None, log=print):
-    """Train epoch by epoch; returns (vae, curve, info)."""
-    pyro.set_rng_seed(cfg.train.seed)
-    vae = VAE.from_config(cfg, data_shape=splits.data_shape)
-    run = RunDir.create(run_dir, overwrite=True)
-    cfg.to_yaml(run.config)
-    # the trainer keeps its own copy, whose train.epochs we move one epoch at a time
-    trainer = Trainer(vae, splits, copy.deepcopy(cfg), run_dir=run.path)
-    planned = cfg.train.epochs
-    limit = planned if epochs is None else min(epochs, planned)
-    patience = cfg.train.patience
-    best_state, curve = None, []
-    start = time.perf_counter()
-    stopped_by = "epochs"
-    while trainer.state.epoch < limit:
-        trainer.cfg.train.epochs = trainer.state.epoch + 1
-        trainer.fit()
-        record = dict(trainer.state.history[-1])
-        if x_test is not None:
-            record["test_elbo"] = test_elbo(trainer.vae, x_test)
-        record["elapsed"] = time.perf_counter() - start
-        curve.append(record)
-        (Path(run_dir) / "curve.json").write_text(json.dumps(curve))
+class CurveAndBudget:
+    """Trainer callback: after every epoch, record the test ELBO and the
+    elapsed time in ``curve.json``, keep the best-validation weights, and
+    stop the run at ``--epochs`` or before an epoch that would end past the
+    budget (judged from the mean epoch time so far)."""
+
+    def __init__(self, run_dir, x_test=None, epochs=None, budget_minutes=None, log=print):
+        self.run_dir = Path(run_dir)
+        self.x_test, self.epochs, self.budget_minutes, self.log = x_test, epochs, budget_minutes, log
+        self.curve, self.best_state = [], None
+        self.start = time.perf_counter()
+
+    def on_epoch_end(self, trainer, record) -> None:
+        record = dict(record)
+        if self.x_test is not None:
+            record["test_elbo"] = test_elbo(trainer.vae, self.x_test)
+        record["elapsed"] = time.perf_counter() - self.start
+        self.curve.append(record)
+        (self.run_dir / "curve.json").write_text(json.dumps(self.curve))
         val = record.get("val_loss")
         if val is not None and val <= trainer.state.best_val:
-            best_state = {k: v.detach().clone() for k, v in trainer.vae.state_dict().items()}
-        log(
+            self.best_state = {k: v.detach().clone() for k, v in trainer.vae.state_dict().items()}
+        self.log(
             f"epoch {record['epoch']:>4}  train {record['train_loss']:.2f}"
             + (f"  val {-val:.2f}" if val is not None else "")
             + (f"  test ELBO {record['test_elbo']:.2f}" if "test_elbo" in record else "")
             + f"  lr {record['lr']:.2e}  beta {record['beta']:.2f}  {record['seconds']:.1f}s  ({record['elapsed'] / 60:.1f} min)"
         )
-        if patience is not None and trainer.state.bad_epochs >= patience:
-            stopped_by = "early_stopping"
-            break
-        if budget_minutes is not None and trainer.state.epoch < limit:
-            elapsed = time.perf_counter() - start
-            per_epoch = elapsed / len(curve)
-            if elapsed + per_epoch > budget_minutes * 60:
-                stopped_by = "budget"
-                break
-    trainer.cfg.train.epochs = planned
-    seconds = time.perf_counter() - start
+        if self.epochs is not None and trainer.state.epoch >= self.epochs:
+            trainer.request_stop("epochs")
+        elif self.budget_minutes is not None:
+            per_epoch = record["elapsed"] / len(self.curve)
+            if record["elapsed"] + per_epoch > self.budget_minutes * 60:
+                trainer.request_stop("budget")
+
+    def on_train_end(self, trainer) -> None:
+        pass
+
+
+def train(cfg, splits, run_dir, epochs=None, budget_minutes=None, x_test=None, log=print):
+    """Train with one :meth:`Trainer.fit` call (the config's ``train.epochs``
+    stays the plan that schedules follow); returns (vae, curve, info)."""
+    pyro.set_rng_seed(cfg.train.seed)
+    vae = VAE.from_config(cfg, data_shape=splits.data_shape)
+    run = RunDir.create(run_dir, overwrite=True)
+    cfg.to_yaml(run.config)
+    recorder = CurveAndBudget(run.path, x_test, epochs, budget_minutes, log)
+    trainer = Trainer(vae, splits, cfg, run_dir=run.path, callbacks=[recorder])
+    trainer.fit()
+    seconds = time.perf_counter() - recorder.start
+    stopped_by = trainer.stop_reason or "epochs"  # None: the config's own train.epochs
     vae = trainer.vae
     which = "last"
-    if best_state is not None:
-        vae.load_state_dict(best_state)
+    if recorder.best_state is not None:
+        vae.load_state_dict(recorder.best_state)
         which = "best_validation"
     info = {"stopped_by": stopped_by, "train_seconds": round(seconds, 1), "evaluated_weights": which,
             "epochs_limit": epochs, "budget_minutes": budget_minutes}
     (Path(run_dir) / "train_info.json").write_text(json.dumps(info))
-    return vae, curve, info
+    return vae, recorder.curve, info
 
 
 def load_trained(cfg, splits, run_dir, budget_minutes=None, epochs=None):

@@ -11,6 +11,7 @@ import math
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 import pyro.distributions as dist
 import pyro.distributions.transforms as T
@@ -154,20 +155,37 @@ class VampPrior(Prior):
     :param int num_components: K, the number of pseudo-inputs.
     :param float init_mean: mean of the initial pseudo-inputs.
     :param float init_std: standard deviation of the initial pseudo-inputs.
+    :param list bounds: ``[low, high]`` to clamp the pseudo-inputs into with a
+        hardtanh, as Tomczak & Welling do for data in [0, 1]; ``null`` leaves them free.
     """
 
-    def __init__(self, latent_dim, data_shape, posterior, num_components=500, init_mean=0.5, init_std=0.05):
+    def __init__(self, latent_dim, data_shape, posterior, num_components=500, init_mean=0.5, init_std=0.05,
+                 bounds=None):
         super().__init__(latent_dim)
         if num_components < 1:
             raise ValueError("num_components must be at least 1")
+        if bounds is not None:
+            if len(bounds) != 2 or not float(bounds[0]) < float(bounds[1]):
+                raise ValueError(f"bounds must be [low, high] with low < high, got {bounds}")
+            if not float(bounds[0]) <= init_mean <= float(bounds[1]):
+                raise ValueError(f"init_mean {init_mean} lies outside bounds {list(bounds)}; the clamped "
+                                 "pseudo-inputs would get no gradient")
+            bounds = (float(bounds[0]), float(bounds[1]))
+        self.bounds = bounds
         self.pseudo_inputs = nn.Parameter(
             init_mean + init_std * torch.randn(num_components, *data_shape)
         )
         # A plain attribute (not a submodule): the encoder belongs to the guide.
         self.__dict__["_posterior"] = posterior
 
+    def inputs(self) -> torch.Tensor:
+        """The pseudo-inputs, ``(num_components, *data_shape)``, clamped to ``bounds`` if set."""
+        if self.bounds is None:
+            return self.pseudo_inputs
+        return F.hardtanh(self.pseudo_inputs, *self.bounds)
+
     def dist(self):
-        components = self._posterior(self.pseudo_inputs)
+        components = self._posterior(self.inputs())
         logits = self.pseudo_inputs.new_zeros(self.pseudo_inputs.shape[0])
         base = getattr(components, "base_dist", None)
         if isinstance(components, dist.Independent) and type(base) is dist.Normal:

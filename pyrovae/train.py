@@ -92,6 +92,7 @@ class Trainer:
     :param list callbacks: objects with ``on_epoch_end(trainer, record)`` and
         ``on_train_end(trainer)``, called on every rank (the TensorBoard and
         per-epoch figure callbacks that the config adds run on rank 0 only).
+        A callback ends training early with :meth:`request_stop`.
     """
 
     def __init__(self, vae, data, cfg=None, run_dir=None, dynamic_binarize=None, callbacks=None):
@@ -128,6 +129,7 @@ class Trainer:
         self.scheduler = schedules.build(tc.lr_schedule, optimizer=self.optimizer, epochs=tc.epochs)
         self.kl_weight = kl_schedules.build(tc.kl_schedule, beta=tc.beta, steps_per_epoch=len(self.batches))
         self.state = TrainState()
+        self.stop_reason: Optional[str] = None  # set by request_stop() or early stopping
         self.callbacks = list(callbacks or [])
         if tc.sample_every and self.run is not None:
             from .report import EpochFigures
@@ -333,24 +335,41 @@ class Trainer:
         self.vae.train()
         return {"val_loss": -totals["elbo"] / n, "val_reconstruction": -totals["reconstruction"] / n, "val_kl": totals["kl"] / n}
 
-    def fit(self) -> List[Dict[str, Any]]:
-        """Train until ``train.epochs`` or early stopping; returns the metrics history."""
+    def request_stop(self, reason: str) -> None:
+        """Stop after the current epoch (its checkpoint is written first).
+
+        For callbacks: a time budget, a target metric, a user's own rule. In a
+        data-parallel run the ranks stop together once any of them asks.
+        """
+        self.stop_reason = str(reason)
+
+    def fit(self, max_epochs: Optional[int] = None) -> List[Dict[str, Any]]:
+        """Train until ``train.epochs``, early stopping or :meth:`request_stop`;
+        returns the metrics history.
+
+        :param int max_epochs: stop once this many epochs in all are done
+            (``state.epoch``), sooner than ``train.epochs``. Schedules keep
+            following ``train.epochs``, so a later ``fit()`` carries on the
+            same run as if it had never paused.
+        """
         tc = self.cfg.train
         st = self.state
+        self.stop_reason = None
+        until = tc.epochs if max_epochs is None else min(int(max_epochs), tc.epochs)
         validation = contextlib.nullcontext() if tc.validate_model else pyro.validation_enabled(False)
         try:
             with validation:
-                self._fit_epochs()
+                self._fit_epochs(until)
         finally:
             for callback in self.callbacks:
                 callback.on_train_end(self)
         return st.history
 
-    def _fit_epochs(self) -> None:
-        """Epochs until ``train.epochs`` or early stopping."""
+    def _fit_epochs(self, until: int) -> None:
+        """Epochs until epoch ``until``, early stopping or a stop request."""
         tc = self.cfg.train
         st = self.state
-        while st.epoch < tc.epochs:
+        while st.epoch < until:
             record = self._train_epoch()
             self._check_parameters()
             record.update(self.validate())
@@ -365,8 +384,21 @@ class Trainer:
             for callback in self.callbacks:
                 callback.on_epoch_end(self, record)
             if tc.patience is not None and st.bad_epochs >= tc.patience:
+                self.stop_reason = "early_stopping"
                 self._log(f"early stopping: no better validation loss for {tc.patience} epochs")
                 break
+            if self._stop_requested():
+                self._log(f"stopped after epoch {st.epoch}: {self.stop_reason}")
+                break
+
+    def _stop_requested(self) -> bool:
+        """Whether any rank's callbacks asked to stop (ranks must agree, or they hang)."""
+        asked = self.stop_reason is not None
+        if self.dist.enabled:
+            asked = distributed.all_reduce_sum([float(asked)], device=self.device)[0] > 0
+            if asked and self.stop_reason is None:
+                self.stop_reason = "another rank asked to stop"
+        return asked
 
     def _train_epoch(self) -> Dict[str, Any]:
         st = self.state

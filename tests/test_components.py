@@ -279,3 +279,33 @@ def test_fast_gaussian_mixture_matches_mixture_same_family():
     assert fast.log_prob(z.reshape(4, 100, 5)).shape == (4, 100)
     draws = fast.sample((20000,))
     assert torch.allclose(draws.mean(0), reference.mean, atol=0.05)
+
+
+def test_gated_dense_is_a_sigmoid_gated_linear_map():
+    from pyrovae.nets import GatedDense
+
+    layer = GatedDense(5, 3)
+    x = torch.randn(4, 5)
+    w, v = layer.linear.weight.split(3), layer.linear.bias.split(3)
+    expected = (x @ w[0].T + v[0]) * torch.sigmoid(x @ w[1].T + v[1])
+    assert torch.allclose(layer(x), expected, atol=1e-6)
+
+
+def test_he_init_has_variance_two_over_fan_in():
+    vae = pyrovae.VAE.from_config(
+        {"latent_dim": 4, "encoder": {"name": "gated_mlp", "hidden": [400], "init": "he"}}, data_shape=(900,)
+    )
+    first = vae.encoder.net[0].linear
+    assert abs(first.weight.var().item() - 2 / 900) < 0.05 * 2 / 900
+    assert torch.all(first.bias == 0)
+
+
+def test_vamp_bounds_clamp_the_pseudo_inputs():
+    vae = build(prior={"name": "vamp", "num_components": 6, "init_mean": 0.5, "init_std": 2.0, "bounds": [0, 1]})
+    raw = vae.prior_module.pseudo_inputs
+    assert (raw < 0).any() and (raw > 1).any()  # the raw parameters leave [0, 1] ...
+    u = vae.prior_module.inputs()
+    assert u.min() >= 0 and u.max() <= 1  # ... the inputs the encoder sees do not
+    assert torch.equal(u, raw.clamp(0, 1))
+    with pytest.raises(ConfigError, match="low < high"):
+        build(prior={"name": "vamp", "bounds": [1, 0]})

@@ -253,3 +253,39 @@ def test_custom_callback_sees_every_epoch():
     cfg, splits, vae = setup()
     Trainer(vae, splits, cfg, callbacks=[Recorder()]).fit()
     assert seen == [1, 2, "end"]
+
+
+def test_fit_in_pieces_equals_one_fit():
+    """fit(max_epochs) pauses a run; the schedules follow train.epochs, so
+    fitting 1 + 2 epochs gives the same weights as fitting 3 at once."""
+    sections = dict(train={"epochs": 3, "lr_schedule": {"name": "burda", "base": 1.5}})
+    cfg, splits, vae = setup(**sections)
+    whole = Trainer(vae, splits, cfg)
+    whole.fit()
+    cfg, splits, vae = setup(**sections)
+    paused = Trainer(vae, splits, cfg)
+    assert len(paused.fit(max_epochs=1)) == 1 and paused.state.epoch == 1
+    paused.fit()
+    assert paused.state.epoch == 3
+    for a, b in zip(whole.vae.state_dict().values(), paused.vae.state_dict().values()):
+        assert torch.equal(a, b)
+    assert [r["lr"] for r in whole.state.history] == [r["lr"] for r in paused.state.history]
+
+
+def test_a_callback_can_stop_training(tmp_path):
+    class StopAtTwo:
+        def on_epoch_end(self, trainer, record):
+            if record["epoch"] == 2:
+                trainer.request_stop("enough")
+
+        def on_train_end(self, trainer):
+            pass
+
+    cfg, splits, vae = setup(train={"epochs": 5})
+    run = RunDir.create(tmp_path / "run")
+    trainer = Trainer(vae, splits, cfg, run_dir=run.path, callbacks=[StopAtTwo()])
+    trainer.fit()
+    assert trainer.state.epoch == 2 and trainer.stop_reason == "enough"
+    assert [json.loads(l)["epoch"] for l in run.metrics.read_text().splitlines()] == [1, 2]
+    trainer.fit()  # a new fit() call carries on
+    assert trainer.state.epoch == 5 and trainer.stop_reason is None
