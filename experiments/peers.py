@@ -42,6 +42,7 @@ import json
 import os
 import platform
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -108,10 +109,24 @@ def train_pyrovae(x_train, args):
     })
     pyro.set_rng_seed(args.seed)
     vae = VAE.from_config(cfg, data_shape=(PIXELS,))
-    history = Trainer(vae, x_train, cfg, dynamic_binarize=False).fit()
+
+    class EpochCPU:
+        def __init__(self):
+            self.marks = [time.process_time()]
+
+        def on_epoch_end(self, trainer, record):
+            self.marks.append(time.process_time())
+
+        def on_train_end(self, trainer):
+            pass
+
+    cpu = EpochCPU()
+    trainer = Trainer(vae, x_train, cfg, dynamic_binarize=False, callbacks=[cpu])
+    cpu.marks = [time.process_time()]
+    history = trainer.fit()
     seconds = [r["seconds"] for r in history]
     losses = [r["train_loss"] for r in history]
-    return vae, seconds, losses, {}
+    return vae, seconds, losses, {"epoch_cpu_seconds": [b - a for a, b in zip(cpu.marks, cpu.marks[1:])]}
 
 
 def make_tutorial_vae():
@@ -188,15 +203,16 @@ def train_pyro(x_train, args):
     vae = make_tutorial_vae()
     svi = SVI(vae.model, vae.guide, Adam({"lr": args.lr}), loss=Trace_ELBO())
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x_train), batch_size=args.batch_size, shuffle=True)
-    seconds, losses = [], []
+    seconds, cpu, losses = [], [], []
     for epoch in range(args.epochs):
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         epoch_loss = 0.0
         for (x,) in loader:
             epoch_loss += svi.step(x)
         seconds.append(time.perf_counter() - start)
+        cpu.append(time.process_time() - cpu_start)
         losses.append(epoch_loss / len(x_train))
-    return vae, seconds, losses, {}
+    return vae, seconds, losses, {"epoch_cpu_seconds": cpu}
 
 
 def make_pythae_vae():
@@ -242,10 +258,10 @@ def train_pythae(x_train, args):
 
     class EpochTimer(TrainingCallback):
         def on_epoch_begin(self, training_config, **kwargs):
-            marks.append(("begin", time.perf_counter()))
+            marks.append(("begin", time.perf_counter(), time.process_time()))
 
         def on_epoch_end(self, training_config, **kwargs):
-            marks.append(("end", time.perf_counter()))
+            marks.append(("end", time.perf_counter(), time.process_time()))
 
     out = str(Path(args.work_dir) / "pythae")
     Path(out).mkdir(parents=True, exist_ok=True)
@@ -259,14 +275,15 @@ def train_pythae(x_train, args):
     start = time.perf_counter()
     trainer.train()
     total = time.perf_counter() - start
-    begins = [t for kind, t in marks if kind == "begin"]
-    ends = [t for kind, t in marks if kind == "end"]
-    if len(begins) == len(ends) == args.epochs:
-        seconds = [e - b for b, e in zip(begins, ends)]
-    else:  # no callbacks fired: spread the total evenly
-        seconds = [total / args.epochs] * args.epochs
+    begins = [m[1:] for m in marks if m[0] == "begin"]
+    ends = [m[1:] for m in marks if m[0] == "end"]
+    if len(begins) != args.epochs or len(ends) != args.epochs:
+        raise RuntimeError(f"pythae's epoch callbacks fired {len(begins)}/{len(ends)} times for {args.epochs} epochs")
+    seconds = [e[0] - b[0] for b, e in zip(begins, ends)]
+    cpu = [e[1] - b[1] for b, e in zip(begins, ends)]
     model.eval()
-    return model, seconds, [], {"pythae_train_call_seconds": round(total, 2), "pythae_output_dir": out}
+    return model, seconds, [], {"pythae_train_call_seconds": round(total, 2), "pythae_output_dir": out,
+                                "epoch_cpu_seconds": cpu}
 
 
 # -- scoring -------------------------------------------------------------------------
@@ -336,9 +353,9 @@ def worker(args) -> int:
         x_test = x_test[: args.test_limit]
     rss_before = peak_rss_mb()
     trainer = {"pyrovae": train_pyrovae, "pyro": train_pyro, "pythae": train_pythae}[args.worker]
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     model, seconds, losses, extra = trainer(x_train, args)
-    wall = time.perf_counter() - start
+    wall, cpu = time.perf_counter() - start, time.process_time() - cpu_start
     rss = peak_rss_mb()
     record = {
         "name": args.worker,
@@ -346,6 +363,10 @@ def worker(args) -> int:
         "epoch_seconds": [round(s, 2) for s in seconds],
         "seconds_per_epoch": sum(seconds) / len(seconds),
         "train_wall_seconds": round(wall, 2),
+        # CPU seconds of this process (all its threads) within the epochs:
+        # what the implementation itself costs, whatever else the machine runs
+        "train_cpu_seconds": round(cpu, 2),
+        "cpu_seconds_per_epoch": sum(extra["epoch_cpu_seconds"]) / args.epochs,
         "train_losses": losses,
         "device": "cuda" if torch.cuda.is_available() else "cpu",
         "torch_threads": torch.get_num_threads(),
@@ -353,8 +374,9 @@ def worker(args) -> int:
         "peak_rss_mb": round(rss, 1),
         **extra,
     }
-    record.update(score(args.worker, model, x_test, args))
-    record["test_points"] = len(x_test)
+    if args.iw_samples > 0:  # 0: a timing-only repeat
+        record.update(score(args.worker, model, x_test, args))
+        record["test_points"] = len(x_test)
     Path(args.out).write_text(json.dumps(record, indent=2))
     return 0
 
@@ -381,24 +403,36 @@ def versions():
 
 def markdown(record) -> str:
     a = record["args"]
+    rounds = a.get("repeats", 1)
     head = (f"Equal budget: {a['epochs']} epochs each, batch {a['batch_size']}, Adam lr {a['lr']}, "
             f"784-200-200-50 tanh Bernoulli VAE, statically binarized MNIST ({record['train_points']} train); "
-            f"test NLL by pyrovae's IS evaluator, K={a['iw_samples']} on {record['test_points']} test points.")
+            f"test NLL by pyrovae's IS evaluator, K={a['iw_samples']} on {record['test_points']} test points. "
+            f"Times are medians over {rounds} training run{'s' if rounds > 1 else ''} of each implementation, "
+            "interleaved round robin; CPU s / epoch is the worker process's CPU time over its training call "
+            "divided by the epochs, which other jobs on the machine do not inflate.")
     lines = [head, "",
-             "| implementation | test NLL (pyrovae IS) | pythae get_nll | s / epoch | vs pyrovae | peak RSS (MB) | RSS added by training (MB) |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
-    base = next((r["seconds_per_epoch"] for r in record["peers"] if r["name"] == "pyrovae"), None)
+             "| implementation | test NLL (pyrovae IS) | pythae get_nll | wall s / epoch | CPU s / epoch | CPU vs pyrovae "
+             "| peak RSS (MB) | RSS added by training (MB) |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+
+    def median(r, key):
+        return r.get(f"median_{key}", r.get(key))
+
+    base = next((median(r, "cpu_seconds_per_epoch") for r in record["peers"] if r["name"] == "pyrovae" and "error" not in r), None)
     label = {"pyrovae": "pyrovae (Trainer)", "pyro": "stock Pyro (tutorial loop: SVI + pyro.optim.Adam)",
              "pythae": "pythae VAE (BaseTrainer)"}
     for r in record["peers"]:
         if "error" in r:
-            lines.append(f"| {label.get(r['name'], r['name'])} | failed: {r['error']} | | | | | |")
+            lines.append(f"| {label.get(r['name'], r['name'])} | failed: {r['error']} | | | | | | |")
             continue
         get_nll = (f"{r['pythae_get_nll']:.2f} ({r['pythae_get_nll_points']} pts; pyrovae on them: "
                    f"{r['pyrovae_eval_nll_same_points']:.2f})") if "pythae_get_nll" in r else "—"
-        ratio = f"{r['seconds_per_epoch'] / base:.2f}×" if base else "—"
-        lines.append(f"| {label.get(r['name'], r['name'])} | {r['nll']:.2f} ± {r['nll_sem']:.2f} | {get_nll} "
-                     f"| {r['seconds_per_epoch']:.1f} | {ratio} | {r['peak_rss_mb']:.0f} "
+        cpu = median(r, "cpu_seconds_per_epoch")
+        ratio = f"{cpu / base:.2f}×" if base and cpu is not None else "—"
+        nll = f"{r['nll']:.2f} ± {r['nll_sem']:.2f}" if "nll" in r else "—"
+        cpu_txt = f"{cpu:.2f}" if cpu is not None else "—"
+        lines.append(f"| {label.get(r['name'], r['name'])} | {nll} | {get_nll} "
+                     f"| {median(r, 'seconds_per_epoch'):.2f} | {cpu_txt} | {ratio} | {r['peak_rss_mb']:.0f} "
                      f"| {r['peak_rss_mb'] - r['peak_rss_mb_after_data']:.0f} |")
     m = record["machine"]
     lines += ["", f"Machine: {m['cpu_count']} CPU cores ({m['cpu']}), no GPU, {m['torch_threads']} torch threads; "
@@ -423,6 +457,9 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads in each worker (default 1: on a shared 2-core machine more threads thrash)")
     p.add_argument("--only", nargs="+", choices=PEERS, default=list(PEERS))
+    p.add_argument("--repeats", type=int, default=1,
+                   help="train each implementation this many times, round robin, and report median times "
+                        "(the first round alone is scored)")
     p.add_argument("--out-dir", default=str(RESULTS))
     p.add_argument("--work-dir", default=str(HERE.parent / "runs" / "peers"), help="scratch files (pythae's output_dir)")
     p.add_argument("--worker", choices=PEERS, help=argparse.SUPPRESS)
@@ -447,28 +484,44 @@ def main(argv=None) -> int:
     subprocess.run(prep, check=True)
     with open(args.data + ".json") as f:
         train_points = json.load(f)["train"]
-    peers = []
-    for name in args.only:
-        out = str(Path(args.work_dir) / f"{name}.json")
-        cmd = [sys.executable, __file__, "--worker", name, "--out", out, "--epochs", str(args.epochs),
-               "--batch-size", str(args.batch_size), "--lr", str(args.lr), "--seed", str(args.seed),
-               "--iw-samples", str(args.iw_samples), "--pythae-nll-limit", str(args.pythae_nll_limit),
-               "--work-dir", args.work_dir, "--data", args.data]
-        for flag, value in (("--test-limit", args.test_limit), ("--subset", args.subset), ("--threads", args.threads)):
-            if value:
-                cmd += [flag, str(value)]
-        print(f"[{time.strftime('%H:%M:%S')}] {name} ...", file=sys.stderr, flush=True)
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        if proc.returncode != 0:
-            tail = (proc.stderr or "").strip().splitlines()[-1:] or ["unknown error"]
-            print(proc.stderr[-3000:], file=sys.stderr)
-            peers.append({"name": name, "error": tail[0][:300]})
-            continue
-        r = json.loads(Path(out).read_text())
-        os.unlink(out)
-        peers.append(r)
-        print(f"  {name}: NLL {r['nll']:.2f}, {r['seconds_per_epoch']:.1f} s/epoch, peak RSS {r['peak_rss_mb']:.0f} MB",
-              file=sys.stderr, flush=True)
+    peers = {name: None for name in args.only}
+    timings = {name: [] for name in args.only}
+    for round_ in range(args.repeats):
+        # each round starts with another implementation, so slow drifts in the
+        # machine's load fall on all of them alike
+        order = args.only[round_ % len(args.only):] + args.only[: round_ % len(args.only)]
+        for name in order:
+            if round_ and peers[name] is not None and "error" in peers[name]:
+                continue
+            out = str(Path(args.work_dir) / f"{name}.json")
+            cmd = [sys.executable, __file__, "--worker", name, "--out", out, "--epochs", str(args.epochs),
+                   "--batch-size", str(args.batch_size), "--lr", str(args.lr), "--seed", str(args.seed),
+                   "--iw-samples", str(args.iw_samples if round_ == 0 else 0),
+                   "--pythae-nll-limit", str(args.pythae_nll_limit), "--work-dir", args.work_dir, "--data", args.data]
+            for flag, value in (("--test-limit", args.test_limit), ("--subset", args.subset), ("--threads", args.threads)):
+                if value:
+                    cmd += [flag, str(value)]
+            print(f"[{time.strftime('%H:%M:%S')}] round {round_ + 1}/{args.repeats}: {name} ...", file=sys.stderr, flush=True)
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+            if proc.returncode != 0:
+                tail = (proc.stderr or "").strip().splitlines()[-1:] or ["unknown error"]
+                print(proc.stderr[-3000:], file=sys.stderr)
+                peers[name] = {"name": name, "error": tail[0][:300]}
+                continue
+            r = json.loads(Path(out).read_text())
+            os.unlink(out)
+            timings[name].append({"wall": r["seconds_per_epoch"], "cpu": r["cpu_seconds_per_epoch"]})
+            if round_ == 0:
+                peers[name] = r
+            print(f"  {name}: " + (f"NLL {r['nll']:.2f}, " if "nll" in r else "")
+                  + f"{r['seconds_per_epoch']:.1f} s/epoch wall, {r['cpu_seconds_per_epoch']:.1f} CPU s/epoch, "
+                  f"peak RSS {r['peak_rss_mb']:.0f} MB", file=sys.stderr, flush=True)
+    for name, r in peers.items():
+        if r is not None and "error" not in r:
+            r["rounds"] = timings[name]
+            r["median_seconds_per_epoch"] = statistics.median(t["wall"] for t in timings[name])
+            r["median_cpu_seconds_per_epoch"] = statistics.median(t["cpu"] for t in timings[name])
+    peers = [r for r in peers.values() if r is not None]
     record = {
         "kind": "peers",
         "args": {k: v for k, v in vars(args).items() if k not in ("worker", "out", "out_dir", "work_dir", "data")},
