@@ -124,19 +124,30 @@ class CurveAndBudget:
     """Trainer callback: after every epoch, record the test ELBO and the
     elapsed time in ``curve.json``, keep the best-validation weights, and
     stop the run at ``--epochs`` or before an epoch that would end past the
-    budget (judged from the mean epoch time so far)."""
+    budget (judged from the mean epoch time of this session).
 
-    def __init__(self, run_dir, x_test=None, epochs=None, budget_minutes=None, log=print):
+    :param list curve: records of earlier sessions (``--resume``); their
+        last ``elapsed`` is where this session's clock starts.
+    """
+
+    def __init__(self, run_dir, x_test=None, epochs=None, budget_minutes=None, log=print, curve=(), best_state=None):
         self.run_dir = Path(run_dir)
         self.x_test, self.epochs, self.budget_minutes, self.log = x_test, epochs, budget_minutes, log
-        self.curve, self.best_state = [], None
+        self.curve, self.best_state = list(curve), best_state
+        self.earlier_seconds = self.curve[-1]["elapsed"] if self.curve else 0.0
+        self.session_epochs = 0
         self.start = time.perf_counter()
+
+    def session_seconds(self) -> float:
+        return time.perf_counter() - self.start
 
     def on_epoch_end(self, trainer, record) -> None:
         record = dict(record)
         if self.x_test is not None:
             record["test_elbo"] = test_elbo(trainer.vae, self.x_test)
-        record["elapsed"] = time.perf_counter() - self.start
+        self.session_epochs += 1
+        session = self.session_seconds()
+        record["elapsed"] = self.earlier_seconds + session
         self.curve.append(record)
         (self.run_dir / "curve.json").write_text(json.dumps(self.curve))
         val = record.get("val_loss")
@@ -151,25 +162,68 @@ class CurveAndBudget:
         if self.epochs is not None and trainer.state.epoch >= self.epochs:
             trainer.request_stop("epochs")
         elif self.budget_minutes is not None:
-            per_epoch = record["elapsed"] / len(self.curve)
-            if record["elapsed"] + per_epoch > self.budget_minutes * 60:
+            per_epoch = session / self.session_epochs
+            if session + per_epoch > self.budget_minutes * 60:
                 trainer.request_stop("budget")
 
     def on_train_end(self, trainer) -> None:
         pass
 
 
-def train(cfg, splits, run_dir, epochs=None, budget_minutes=None, x_test=None, log=print):
+def resumed_curve(run_dir: Path, history) -> list:
+    """The curve of the earlier sessions, cut to the checkpoint's epochs
+    (a crash can leave curve.json one epoch ahead of or behind the checkpoint;
+    epochs missing from it come back from the checkpoint's history, without
+    their test ELBO)."""
+    path = run_dir / "curve.json"
+    curve = json.loads(path.read_text()) if path.exists() else []
+    by_epoch = {r["epoch"]: r for r in curve}
+    out, elapsed = [], 0.0
+    for record in history:
+        r = by_epoch.get(record["epoch"], dict(record))
+        elapsed = r.get("elapsed", elapsed + record.get("seconds", 0.0))
+        out.append({**r, "elapsed": elapsed})
+    return out
+
+
+def train(cfg, splits, run_dir, epochs=None, budget_minutes=None, x_test=None, log=print, resume=False):
     """Train with one :meth:`Trainer.fit` call (the config's ``train.epochs``
-    stays the plan that schedules follow); returns (vae, curve, info)."""
+    stays the plan that schedules follow); returns (vae, curve, info).
+
+    With ``resume``, continue the run in ``run_dir`` from its checkpoint:
+    ``budget_minutes`` is then this session's budget and ``epochs`` the
+    total; the record's training time adds up all sessions.
+    """
+    from pyrovae.errors import ConfigError
+    from pyrovae.runs import load_checkpoint
+
     pyro.set_rng_seed(cfg.train.seed)
     vae = VAE.from_config(cfg, data_shape=splits.data_shape)
-    run = RunDir.create(run_dir, overwrite=True)
-    cfg.to_yaml(run.config)
-    recorder = CurveAndBudget(run.path, x_test, epochs, budget_minutes, log)
-    trainer = Trainer(vae, splits, cfg, run_dir=run.path, callbacks=[recorder])
+    curve, best_state, sessions = [], None, 1
+    if resume:
+        run = RunDir.existing(run_dir)
+        if run.read_config() != cfg:
+            raise ConfigError(
+                f"the run in {run_dir} was trained with another config (its config.yaml differs from this one); "
+                "resume it with the same config file and --set options, or start afresh without --resume"
+            )
+        if (run.path / "train_info.json").exists():
+            sessions = json.loads((run.path / "train_info.json").read_text()).get("sessions", 1) + 1
+    else:
+        run = RunDir.create(run_dir, overwrite=True)
+        cfg.to_yaml(run.config)
+    trainer = Trainer(vae, splits, cfg, run_dir=run.path)
+    if resume:
+        trainer.resume()
+        curve = resumed_curve(run.path, trainer.state.history)
+        if splits.val is not None and run.best.exists():
+            best_state = load_checkpoint(run.best)["model"]
+        log(f"resuming {run.path} after epoch {trainer.state.epoch} "
+            f"({curve[-1]['elapsed'] / 60 if curve else 0:.1f} min of earlier training)")
+    recorder = CurveAndBudget(run.path, x_test, epochs, budget_minutes, log, curve=curve, best_state=best_state)
+    trainer.callbacks.append(recorder)
     trainer.fit()
-    seconds = time.perf_counter() - recorder.start
+    seconds = recorder.earlier_seconds + recorder.session_seconds()
     stopped_by = trainer.stop_reason or "epochs"  # None: the config's own train.epochs
     vae = trainer.vae
     which = "last"
@@ -177,7 +231,7 @@ def train(cfg, splits, run_dir, epochs=None, budget_minutes=None, x_test=None, l
         vae.load_state_dict(recorder.best_state)
         which = "best_validation"
     info = {"stopped_by": stopped_by, "train_seconds": round(seconds, 1), "evaluated_weights": which,
-            "epochs_limit": epochs, "budget_minutes": budget_minutes}
+            "epochs_limit": epochs, "budget_minutes": budget_minutes, "sessions": sessions}
     (Path(run_dir) / "train_info.json").write_text(json.dumps(info))
     return vae, recorder.curve, info
 
@@ -271,6 +325,9 @@ def parse_args(argv=None):
                    help="evaluate eagerly (no torch.compile of the likelihood)")
     p.add_argument("--no-test-curve", dest="test_curve", action="store_false",
                    help="skip the per-epoch test ELBO")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --run-dir from its last checkpoint (same config and --set); "
+                        "--budget-minutes is then this session's budget, --epochs the total")
     p.add_argument("--eval-only", action="store_true",
                    help="skip training: evaluate the run already in --run-dir (give the same --budget-minutes/--epochs "
                         "and --set as the training run, so that the record describes it)")
@@ -282,6 +339,8 @@ def parse_args(argv=None):
         p.error("--budget-minutes must be > 0")
     if args.iw_samples < 1 or args.fallback_iw_samples < 1:
         p.error("K must be >= 1")
+    if args.resume and args.eval_only:
+        p.error("--resume trains; --eval-only does not: give one of them")
     return args
 
 
@@ -312,7 +371,7 @@ def main(argv=None) -> int:
         log(f"evaluating the run in {run_dir} ({len(curve)} epochs, {info['evaluated_weights']} weights)")
     else:
         vae, curve, info = train(cfg, splits, run_dir, epochs=args.epochs, budget_minutes=args.budget_minutes,
-                                 x_test=x_test if args.test_curve else None, log=log)
+                                 x_test=x_test if args.test_curve else None, log=log, resume=args.resume)
     summary = score(vae, x_test.to(vae.device), args.iw_samples, args.fallback_iw_samples,
                     args.max_eval_minutes, args.compile, log=log)
 
@@ -345,6 +404,7 @@ def main(argv=None) -> int:
         "converged": converged,
         "evaluated_weights": info["evaluated_weights"],
         "train_seconds": info["train_seconds"],
+        "train_sessions": info.get("sessions", 1),
         "eval_seconds": summary["eval_seconds"],
         "wall_seconds": round(info["train_seconds"] + summary["eval_seconds"], 1),
         "seconds_per_epoch": round(info["train_seconds"] / max(epochs_run, 1), 2),
@@ -374,4 +434,10 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from pyrovae.errors import PyrovaeError
+
+    try:
+        sys.exit(main())
+    except PyrovaeError as e:  # a clear message, not a traceback
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)

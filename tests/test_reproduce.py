@@ -39,3 +39,31 @@ def test_reproduce_one_epoch_then_render(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "burda_vae_1l" in proc.stdout and "86.76" in proc.stdout and "cut by --epochs" in proc.stdout
     assert (out_dir / "results.md").exists() and (out_dir / "curves.png").stat().st_size > 0
+
+
+def run_reproduce(tmp_path, *extra):
+    cmd = [
+        sys.executable, str(EXPERIMENTS / "reproduce.py"), str(EXPERIMENTS / "configs" / "burda_vae_1l.yaml"),
+        "--iw-samples", "4", "--test-limit", "20", "--threads", "1", "--no-compile", "--quiet",
+        "--set", "data.name=synthetic", "--set", "data.subset=100", "--set", "train.batch_size=50",
+        "--out-dir", str(tmp_path / "results"), "--run-dir", str(tmp_path / "run"), *extra,
+    ]
+    return subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=120)
+
+
+def test_resume_continues_a_run_across_sessions(tmp_path):
+    first = run_reproduce(tmp_path, "--epochs", "1")
+    assert first.returncode == 0, first.stderr[-3000:]
+    one = json.loads((tmp_path / "results" / "burda_vae_1l.json").read_text())
+    second = run_reproduce(tmp_path, "--epochs", "3", "--resume")
+    assert second.returncode == 0, second.stderr[-3000:]
+    three = json.loads((tmp_path / "results" / "burda_vae_1l.json").read_text())
+    assert three["epochs_run"] == 3 and three["train_sessions"] == 2
+    assert [r["epoch"] for r in three["curve"]] == [1, 2, 3]
+    assert three["curve"][0] == one["curve"][0]  # the first session's record is kept
+    elapsed = [r["elapsed"] for r in three["curve"]]
+    assert elapsed == sorted(elapsed) and three["train_seconds"] >= elapsed[-1] - 0.05  # rounded to 0.1 s
+    # resuming with another config is refused, and the run is left as it was
+    other = run_reproduce(tmp_path, "--epochs", "4", "--resume", "--set", "train.optimizer.lr=0.5")
+    assert other.returncode == 2 and other.stderr.startswith("error: ") and "another config" in other.stderr
+    assert json.loads((tmp_path / "run" / "curve.json").read_text())[-1]["epoch"] == 3
