@@ -16,6 +16,12 @@ the paper's run length); a callback stops it:
   budget (judged from the mean epoch time so far; at least one epoch runs), or
 - at the config's own end (``train.epochs`` or early stopping, ``train.patience``).
 
+``--resume`` continues the run in ``--run-dir`` from its last checkpoint
+(exactly, as :meth:`pyrovae.Trainer.resume` does), so a row can be trained
+over several sessions: ``--budget-minutes`` is then the new session's
+budget, ``--epochs`` the total, and the JSON adds up the training time
+(``train_sessions`` counts the sessions).
+
 After every epoch the ELBO of the test set (one sample, beta = 1) is
 recorded, next to the trainer's training loss and validation ELBO where the
 config holds a validation split; the curve shows how far from converged a
