@@ -67,3 +67,35 @@ def test_burda_rows_copy_the_paper_settings():
         assert cfg.train.optimizer == {"name": "adam", "lr": 0.001, "betas": [0.9, 0.999], "eps": 0.0001}
         assert cfg.train.objective["num_particles"] == k
         assert cfg.train.objective["name"] == ("elbo" if k == 1 else "iwae")
+
+
+@pytest.mark.parametrize("path", FILES, ids=[p.stem for p in FILES])
+def test_config_trains_evaluates_and_plots_through_the_cli(path, tmp_path):
+    """The user's path for every shipped config: ``pyrovae train`` (one short
+    epoch on small synthetic 8x8 images), ``pyrovae evaluate`` (IS) and
+    ``pyrovae plot`` (every figure), in process."""
+    import json
+
+    from pyrovae.cli import main
+
+    cfg = pyrovae.load_config(path)
+    run = tmp_path / "run"
+    overrides = ["data.name=synthetic", "data.subset=120", "train.epochs=1", "train.batch_size=40",
+                 "train.progress=false"]
+    if cfg.data.val_size:
+        overrides.append("data.val_size=40")
+    if cfg.model.prior.get("name") == "vamp":
+        overrides.append("model.prior.num_components=7")
+    args = ["train", "--config", str(path), "--out", str(run)]
+    for item in overrides:
+        args += ["--set", item]
+    assert main(args) == 0
+    for name in ("checkpoint.pt", "metrics.jsonl", "reconstructions.png", "samples.png"):
+        assert (run / name).stat().st_size > 0, name
+    assert main(["evaluate", str(run), "--iw-samples", "3", "--limit", "30", "--no-compile", "--no-progress"]) == 0
+    result = json.loads((run / "eval.json").read_text())
+    ll = result.get("log_likelihood", result.get("test", {}).get("log_likelihood"))
+    assert ll is not None and ll == ll and ll < 1e9  # a finite number was written
+    assert main(["plot", str(run), "-n", "4", "--max-points", "30"]) == 0
+    pngs = sorted(p.name for p in (run / "plots").glob("*.png"))
+    assert {"reconstructions.png", "samples.png", "latent_scatter.png", "training_curves.png"} <= set(pngs), pngs
