@@ -56,6 +56,9 @@ def _budget(r) -> str:
         head = f"{r['epochs_limit']} epochs"
     else:
         head = "full plan"
+    sessions = r.get("train_sessions", 1)
+    if sessions > 1:
+        head += f" (last of {sessions} sessions)"
     return f"{head}: {r['epochs_run']} of {r['epochs_planned']} epochs, {minutes:.1f} min"
 
 
@@ -122,6 +125,12 @@ def table(records) -> str:
 
 
 def curves_figure(records, path) -> bool:
+    """One panel per result: the per-epoch -ELBO (test, and validation where
+    the config holds one out) against epochs on a log axis that runs to the
+    planned epochs, so a reader sees how much of the paper's schedule the
+    budget allowed; the final IS NLL (star) and the paper's NLL (dotted)."""
+    import math
+
     import matplotlib
 
     matplotlib.use("Agg")
@@ -130,35 +139,42 @@ def curves_figure(records, path) -> bool:
     records = [r for r in records if r.get("curve")]
     if not records:
         return False
-    fig, ax = plt.subplots(figsize=(8, 5))
-    for i, r in enumerate(records):
-        color = f"C{i % 10}"
+    cols = 2 if len(records) > 1 else 1
+    rows = math.ceil(len(records) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(6.2 * cols, 3.6 * rows), squeeze=False)
+    for ax, r in zip(axes.flat, records):
         epochs = [c["epoch"] for c in r["curve"]]
-        if any("test_elbo" in c for c in r["curve"]):
-            ax.plot(epochs, [-c.get("test_elbo", float("nan")) for c in r["curve"]], color=color, marker=".",
-                    label=f"{r['name']}: test -ELBO")
-        if any("val_loss" in c for c in r["curve"]):
-            ax.plot(epochs, [c.get("val_loss", float("nan")) for c in r["curve"]], color=color, ls="--",
-                    label=f"{r['name']}: validation -ELBO")
-        ax.scatter([epochs[-1]], [r["nll"]], color=color, marker="*", s=120, zorder=3)
+        marker = "." if len(epochs) <= 60 else None
+        values = []
+        for key, sign, style, label in (("test_elbo", -1, "-", "test -ELBO"), ("val_loss", 1, "--", "validation -ELBO")):
+            if any(key in c for c in r["curve"]):
+                ys = [sign * c[key] if key in c else float("nan") for c in r["curve"]]
+                ax.plot(epochs, ys, ls=style, marker=marker, lw=1.2, label=label)
+                values += [y for y in ys if y == y]
+        ax.scatter([epochs[-1]], [r["nll"]], color="k", marker="*", s=110, zorder=3,
+                   label=f"IS NLL {r['nll']:.2f} (K={r['iw_samples']})")
         paper = (r.get("paper") or {}).get("nll")
         if paper is not None:
-            ax.axhline(paper, color=color, ls=":", lw=1)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("nats per test image (lower is better)")
-    ax.set_title("Per-epoch -ELBO (lines), final IS NLL (stars), paper's NLL (dotted)")
-    finite = [v for r in records for c in r["curve"] for v in (-c.get("test_elbo", float("nan")), c.get("val_loss", float("nan"))) if v == v]
-    finite += [r["nll"] for r in records]
-    if finite:
-        low = min(finite + [(r.get("paper") or {}).get("nll") or float("inf") for r in records])
-        # the top: every run's last epoch and final NLL stay in view (early epochs may leave it)
-        last = [v for r in records for v in (-r["curve"][-1].get("test_elbo", float("nan")), r["curve"][-1].get("val_loss", float("nan")), r["nll"]) if v == v]
-        high = max(last)
-        ax.set_ylim(low - 2, high + 0.15 * (high - low) + 2)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="upper right")
+            ax.axhline(paper, color="C3", ls=":", lw=1.2, label=f"paper {paper:.2f}")
+        planned = r.get("epochs_planned") or epochs[-1]
+        ax.set_xscale("log")
+        ax.set_xlim(0.8, max(planned, epochs[-1]) * 1.25)
+        if planned > epochs[-1]:
+            ax.axvspan(epochs[-1], planned, color="0.9", zorder=0, label="planned, not run")
+        low = min(values + [r["nll"]] + ([paper] if paper is not None else []))
+        tail = values[len(values) // 2:] or values  # the later half sets the top, early epochs may leave the view
+        high = max(tail + [r["nll"]])
+        ax.set_ylim(low - 1.5, high + max(4.0, 0.35 * (high - low)))
+        ax.set_title(f"{r['name']}: {len(epochs)} of {planned} epochs, {r.get('train_seconds', 0) / 60:.0f} min", fontsize=9)
+        ax.set_xlabel("epoch (log scale)", fontsize=8)
+        ax.set_ylabel("nats per test image", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=6.5, loc="upper right")
+    for ax in list(axes.flat)[len(records):]:
+        ax.set_visible(False)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
     return True
 
