@@ -9,7 +9,9 @@ A run directory holds::
     reconstructions.png, samples.png
 
 Checkpoints are loaded with ``torch.load(weights_only=True)``, which never
-runs code from the file.
+runs code from the file, and carry a SHA-256 digest of their contents, so a
+corrupted byte anywhere in them (tensor data included) is refused with a
+clear error instead of loading silently.
 
 Crash safety: every file is replaced atomically (temporary file in the same
 directory, ``fsync``, ``os.replace``), so a crash at any moment leaves the
@@ -21,6 +23,7 @@ the previous version in place. Temporary files left by a killed process
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -185,6 +188,36 @@ def _fsync_directory(path: Path) -> None:
         os.close(fd)
 
 
+def content_digest(obj: Any) -> str:
+    """SHA-256 (hex) of a checkpoint's contents: nested dicts (keys in sorted
+    order), lists, tuples, tensors (dtype, shape and raw bytes) and plain
+    values (their ``repr``, exact for floats). The same contents give the
+    same digest before saving and after loading."""
+    h = hashlib.sha256()
+
+    def feed(x):
+        if isinstance(x, torch.Tensor):
+            t = x.detach().cpu().contiguous()
+            h.update(f"T{t.dtype}{tuple(t.shape)}".encode())
+            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+        elif isinstance(x, dict):
+            h.update(b"{")
+            for key in sorted(x, key=repr):
+                h.update(repr(key).encode())
+                feed(x[key])
+            h.update(b"}")
+        elif isinstance(x, (list, tuple)):
+            h.update(b"[" if isinstance(x, list) else b"(")
+            for item in x:
+                feed(item)
+            h.update(b"]")
+        else:
+            h.update(f"{type(x).__name__}:{x!r};".encode())
+
+    feed(obj)
+    return h.hexdigest()
+
+
 def save_checkpoint(state: Dict[str, Any], path) -> None:
     """Write ``state`` atomically: a temporary file in the same directory,
     flushed to disk, then renamed over ``path``. A crash at any moment
@@ -199,7 +232,8 @@ def save_checkpoint(state: Dict[str, Any], path) -> None:
     """
     path = Path(path)
     buffer = io.BytesIO()
-    torch.save({"format": CHECKPOINT_FORMAT, **state}, buffer)
+    contents = {"format": CHECKPOINT_FORMAT, **state}
+    torch.save({**contents, "sha256": content_digest(contents)}, buffer)
     tmp = None
     try:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -239,6 +273,12 @@ def load_checkpoint(path, map_location="cpu") -> Dict[str, Any]:
         ) from None
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path} is not a pyrovae checkpoint (no '{CHECKPOINT_FORMAT}' marker)")
+    digest = state.pop("sha256", None)  # checkpoints of pyrovae <= 0.1.0 have none
+    if digest is not None and digest != content_digest(state):
+        raise CheckpointError(
+            f"{path} is corrupt: its contents do not match the checksum written with it (a damaged disk or "
+            "copy). Use the run's other checkpoint (best.pt or checkpoint.pt) or an earlier copy"
+        )
     return state
 
 

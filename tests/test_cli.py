@@ -77,6 +77,7 @@ def test_resume_continues_to_more_epochs(tmp_path, config_file):
         ("code", "not a readable pyrovae checkpoint"),
         ("other_model", "different model config"),
         ("missing", "no checkpoint at"),
+        ("flip", "is corrupt"),
     ],
 )
 def test_broken_checkpoints_are_refused_clearly(tmp_path, config_file, capsys, damage, message):
@@ -98,6 +99,13 @@ def test_broken_checkpoints_are_refused_clearly(tmp_path, config_file, capsys, d
         cfg.to_yaml(out / "config.yaml")
     elif damage == "missing":
         ckpt.unlink()
+    elif damage == "flip":  # one bit inside a weight tensor's raw data
+        weight = next(t for t in torch.load(ckpt, weights_only=True)["model"].values() if t.numel() >= 64)
+        raw = bytearray(ckpt.read_bytes())
+        at = raw.find(weight.numpy().tobytes()[:64])
+        assert at > 0
+        raw[at + 10] ^= 0x10
+        ckpt.write_bytes(raw)
     assert main(["train", "--resume", str(out), "--set", "train.epochs=2"]) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "pwned").exists()
