@@ -408,8 +408,8 @@ def markdown(record) -> str:
             f"784-200-200-50 tanh Bernoulli VAE, statically binarized MNIST ({record['train_points']} train); "
             f"test NLL by pyrovae's IS evaluator, K={a['iw_samples']} on {record['test_points']} test points. "
             f"Times are medians over {rounds} training run{'s' if rounds > 1 else ''} of each implementation, "
-            "interleaved round robin; CPU s / epoch is the worker process's CPU time over its training call "
-            "divided by the epochs, which other jobs on the machine do not inflate.")
+            "interleaved round robin; CPU s / epoch is the worker process's CPU time within its epochs "
+            "(between the same marks as wall s / epoch), which other jobs on the machine do not inflate.")
     lines = [head, "",
              "| implementation | test NLL (pyrovae IS) | pythae get_nll | wall s / epoch | CPU s / epoch | CPU vs pyrovae "
              "| peak RSS (MB) | RSS added by training (MB) |",

@@ -64,7 +64,7 @@ def _budget(r) -> str:
 
 def _converged(r) -> str:
     if r.get("converged"):
-        return "yes (early stopping)" if r.get("stopped_by") == "early_stopping" else "yes (all epochs)"
+        return "yes: early stopping" if r.get("stopped_by") == "early_stopping" else "yes: all planned epochs"
     why = {"budget": "no: cut by the budget", "epochs": "no: cut by --epochs"}.get(r.get("stopped_by"), "no")
     return why
 
@@ -94,7 +94,7 @@ def _notes(r):
 
 def table(records) -> str:
     head = ("| config | paper's NLL | ours: NLL (K, test points) | gap | test ELBO | active units "
-            "| budget / epochs run | converged |")
+            "| budget / epochs run | training finished |")
     lines = [head, "|---|---:|---:|---:|---:|---:|---|---|"]
     notes = []
     for r in records:
