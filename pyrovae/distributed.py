@@ -144,12 +144,28 @@ def init() -> Context:
     return ctx
 
 
-def shutdown() -> None:
-    """Leave the process group, if one was joined."""
+def shutdown(barrier: bool = False) -> None:
+    """Leave the process group, if one was joined.
+
+    :param bool barrier: wait for every rank first (after a run that ended
+        normally on all ranks), so that no rank tears its connections down
+        while another still talks to it: gloo aborts a process whose peer
+        vanished mid-exchange. Not after an error, when the other ranks may
+        never arrive.
+    """
+    import gc
+
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
+        if barrier:
+            dist.barrier()
+        # free what still refers to the group (a DDP reducer and its pending
+        # work in a reference cycle) while the interpreter is fully alive:
+        # freed during interpreter shutdown instead, gloo aborts the process
+        gc.collect()
         dist.destroy_process_group()
+        gc.collect()
 
 
 def rank_seed(seed: int, rank: int) -> int:

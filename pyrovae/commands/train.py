@@ -27,8 +27,11 @@ def cmd_train(args) -> int:
     from .. import distributed
 
     ctx = distributed.init()
+    finished = False
     try:
-        return _train(args, ctx)
+        code = _train(args, ctx)
+        finished = True
+        return code
     except PyrovaeError as e:
         # errors that every rank shares are printed by rank 0 alone
         if ctx.is_main or not getattr(e, "shared", False):
@@ -37,7 +40,7 @@ def cmd_train(args) -> int:
             raise
         return 2
     finally:
-        distributed.shutdown()
+        distributed.shutdown(barrier=finished)
 
 
 def _train(args, ctx) -> int:
