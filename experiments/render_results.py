@@ -145,12 +145,14 @@ def curves_figure(records, path) -> bool:
     for ax, r in zip(axes.flat, records):
         epochs = [c["epoch"] for c in r["curve"]]
         marker = "." if len(epochs) <= 60 else None
-        values = []
+        values, tail = [], []
         for key, sign, style, label in (("test_elbo", -1, "-", "test -ELBO"), ("val_loss", 1, "--", "validation -ELBO")):
             if any(key in c for c in r["curve"]):
                 ys = [sign * c[key] if key in c else float("nan") for c in r["curve"]]
                 ax.plot(epochs, ys, ls=style, marker=marker, lw=1.2, label=label)
-                values += [y for y in ys if y == y]
+                finite = [y for y in ys if y == y]
+                values += finite
+                tail += finite[len(finite) // 2:]  # the later half sets the top; early epochs may leave the view
         ax.scatter([epochs[-1]], [r["nll"]], color="k", marker="*", s=110, zorder=3,
                    label=f"IS NLL {r['nll']:.2f} (K={r['iw_samples']})")
         paper = (r.get("paper") or {}).get("nll")
@@ -162,7 +164,6 @@ def curves_figure(records, path) -> bool:
         if planned > epochs[-1]:
             ax.axvspan(epochs[-1], planned, color="0.9", zorder=0, label="planned, not run")
         low = min(values + [r["nll"]] + ([paper] if paper is not None else []))
-        tail = values[len(values) // 2:] or values  # the later half sets the top, early epochs may leave the view
         high = max(tail + [r["nll"]])
         ax.set_ylim(low - 1.5, high + max(4.0, 0.35 * (high - low)))
         ax.set_title(f"{r['name']}: {len(epochs)} of {planned} epochs, {r.get('train_seconds', 0) / 60:.0f} min", fontsize=9)
