@@ -218,7 +218,7 @@ def content_digest(obj: Any) -> str:
     return h.hexdigest()
 
 
-def save_checkpoint(state: Dict[str, Any], path) -> None:
+def save_checkpoint(state: Dict[str, Any], path, *more_paths) -> None:
     """Write ``state`` atomically: a temporary file in the same directory,
     flushed to disk, then renamed over ``path``. A crash at any moment
     leaves either the old or the new checkpoint, never a torn one.
@@ -227,13 +227,20 @@ def save_checkpoint(state: Dict[str, Any], path) -> None:
     the operating system's own error, e.g. "No space left on device",
     rather than an error from inside torch's zip writer).
 
+    ``more_paths`` get the same bytes, in order (serialized and hashed once).
+
     :raises RunDirError: when the file cannot be written; the previous
         checkpoint at ``path`` is then left as it was.
     """
-    path = Path(path)
     buffer = io.BytesIO()
     contents = {"format": CHECKPOINT_FORMAT, **state}
     torch.save({**contents, "sha256": content_digest(contents)}, buffer)
+    for target in (path, *more_paths):
+        _atomic_write_bytes(buffer, Path(target))
+
+
+def _atomic_write_bytes(buffer: io.BytesIO, path: Path) -> None:
+    """Write ``buffer`` to ``path`` through a synced temporary file and a rename."""
     tmp = None
     try:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")

@@ -567,9 +567,10 @@ class Trainer:
             if self.run is None:
                 return
             state = self.state_dict(ranks)
-            if improved:
-                save_checkpoint(state, self.run.best)
-            save_checkpoint(state, self.run.checkpoint)
+            if improved:  # best.pt first, as the docstring says
+                save_checkpoint(state, self.run.best, self.run.checkpoint)
+            else:
+                save_checkpoint(state, self.run.checkpoint)
             self.run.append_metrics(record)
 
         distributed.on_main(write, self.dist)

@@ -109,12 +109,13 @@ def _fail_second_checkpoint(monkeypatch, fail):
     real = train_module.save_checkpoint
     calls = {"n": 0}
 
-    def save(state, path):
-        if Path(path).name == "checkpoint.pt":
-            calls["n"] += 1
-            if calls["n"] == 2:
-                return fail(real, state, path)
-        return real(state, path)
+    def save(state, *paths):  # the trainer may write best.pt and checkpoint.pt in one call
+        for path in paths:
+            if Path(path).name == "checkpoint.pt":
+                calls["n"] += 1
+                if calls["n"] == 2:
+                    return fail(real, state, path)
+            real(state, path)
 
     monkeypatch.setattr(train_module, "save_checkpoint", save)
 
