@@ -47,6 +47,8 @@ class NormalGuide(GuideFamily):
 
     def __init__(self, latent_dim, min_scale=1e-4):
         super().__init__(latent_dim)
+        if not 0 <= min_scale < float("inf"):
+            raise ValueError(f"min_scale must be a finite number >= 0, got {min_scale!r}")
         self.min_scale = float(min_scale)
 
     @property
@@ -91,6 +93,8 @@ class IAFGuide(GuideFamily):
         if num_flows < 1 or context_dim < 1:
             raise ValueError("num_flows and context_dim must be positive")
         self.context_dim = context_dim
+        if not 0 <= min_scale < float("inf"):
+            raise ValueError(f"min_scale must be a finite number >= 0, got {min_scale!r}")
         self.min_scale = float(min_scale)
         self.flows = nn.ModuleList(
             T.conditional_affine_autoregressive(latent_dim, context_dim, hidden_dims=list(hidden))

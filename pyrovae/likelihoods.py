@@ -130,8 +130,10 @@ class LocationScaleLikelihood(Likelihood):
         super().__init__(data_shape)
         if scale_mode not in SCALE_MODES:
             raise ValueError(f"unknown scale_mode {scale_mode!r}; choose from {', '.join(SCALE_MODES)}")
-        if not scale > 0:
-            raise ValueError(f"scale must be positive, got {scale}")
+        if not 0 < scale < float("inf"):
+            raise ValueError(f"scale must be a positive finite number, got {scale}")
+        if not 0 <= min_scale < float("inf"):
+            raise ValueError(f"min_scale must be a finite number >= 0, got {min_scale!r}")
         self.scale_mode = scale_mode
         self.min_scale = float(min_scale)
         self.num_params = 2 if scale_mode == "decoder" else 1

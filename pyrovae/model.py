@@ -126,18 +126,26 @@ class VAE(nn.Module):
         if not data_shape or any(s < 1 for s in data_shape):
             raise ConfigError(f"data_shape must be a tuple of positive sizes, got {data_shape}")
         d = model_cfg.latent_dim
-        guide_family = guides.build(model_cfg.guide, latent_dim=d)
-        likelihood = likelihoods.build(model_cfg.likelihood, data_shape=data_shape)
-        encoder = encoders.build(model_cfg.encoder, data_shape=data_shape, out_features=guide_family.num_features)
-        decoder = decoders.build(model_cfg.decoder, latent_dim=d, out_shape=likelihood.param_shape)
-        upper, below = [], d
-        for layer in model_cfg.hierarchy:
-            upper.append(StochasticLayer(below, layer["latent_dim"], layer["encoder"], layer["decoder"], layer["guide"]))
-            below = layer["latent_dim"]
-        vae = cls(data_shape, d, encoder, decoder, None, likelihood, guide_family, upper)
-        vae.prior_module = priors.build(
-            model_cfg.prior, latent_dim=vae.top_dim, data_shape=data_shape, posterior=vae.encode_top
-        )
+        try:
+            guide_family = guides.build(model_cfg.guide, latent_dim=d)
+            likelihood = likelihoods.build(model_cfg.likelihood, data_shape=data_shape)
+            encoder = encoders.build(model_cfg.encoder, data_shape=data_shape, out_features=guide_family.num_features)
+            decoder = decoders.build(model_cfg.decoder, latent_dim=d, out_shape=likelihood.param_shape)
+            upper, below = [], d
+            for layer in model_cfg.hierarchy:
+                upper.append(StochasticLayer(below, layer["latent_dim"], layer["encoder"], layer["decoder"], layer["guide"]))
+                below = layer["latent_dim"]
+            vae = cls(data_shape, d, encoder, decoder, None, likelihood, guide_family, upper)
+            vae.prior_module = priors.build(
+                model_cfg.prior, latent_dim=vae.top_dim, data_shape=data_shape, posterior=vae.encode_top
+            )
+        except ConfigError as e:
+            if not getattr(e, "too_large", False):
+                raise
+            # the sizes come from the model section as well as from the component's options
+            layers = [layer["latent_dim"] for layer in model_cfg.hierarchy]
+            sizes = f"model.latent_dim={d}" + (f", hierarchy latent_dims {layers}" if layers else "")
+            raise ConfigError(f"{e} (with {sizes} and data of shape {data_shape})") from None
         vae._check_shapes()
         return vae
 
@@ -163,6 +171,21 @@ class VAE(nn.Module):
                 )
             if tuple(self.prior().event_shape) != (self.top_dim,):
                 raise ConfigError(f"the prior's event shape {tuple(self.prior().event_shape)} is not ({self.top_dim},)")
+            # a density at a few fixed codes (no RNG is used): a VampPrior made
+            # of a delta guide's point masses has none, and its loss would be inf
+            probe = torch.linspace(-1.0, 1.0, 3 * self.top_dim, device=self.device).reshape(3, self.top_dim)
+            top_guide = self.upper[-1].guide_family if len(self.upper) else self.guide_family
+            names = [getattr(type(m), "registered_name", type(m).__name__) for m in (self.prior_module, top_guide)]
+            try:
+                log_p = self.prior().log_prob(probe)
+                problem = None if bool(torch.isfinite(log_p).all()) else f"log p(z) = {log_p.tolist()}"
+            except RuntimeError as e:
+                problem = str(e).splitlines()[0]
+            if problem is not None:
+                raise ConfigError(
+                    f"the prior {names[0]!r} has no usable density at ordinary codes with the {names[1]!r} "
+                    f"guide ({problem}); choose another prior or guide"
+                )
 
     @property
     def device(self) -> torch.device:

@@ -16,7 +16,7 @@ from pyro.optim.clipped_adam import ClippedAdam
 
 from .registry import Registry
 
-__all__ = ["objectives", "optimizers", "schedules"]
+__all__ = ["objectives", "optimizers", "schedules", "ANALYTIC_KL_PAIRS"]
 
 # The data plate is the only plate in a pyrovae model: particles go at dim -2.
 MAX_PLATE_NESTING = 1
@@ -46,9 +46,17 @@ def elbo(num_particles=1, vectorize_particles=True):
     return _particle_elbo(Trace_ELBO, num_particles, vectorize_particles)
 
 
+#: (guide, prior) pairs whose KL(q || p) the ``meanfield`` objective takes in
+#: closed form (torch registers a formula for their distributions); every
+#: other pair falls back to a Monte Carlo estimate of the KL.
+ANALYTIC_KL_PAIRS = (("normal", "standard_normal"), ("normal", "normal"), ("normal", "laplace"))
+
+
 @objectives.register("meanfield")
 def meanfield(num_particles=1, vectorize_particles=True):
-    """TraceMeanField_ELBO: analytic KL(q || p) where torch has one registered."""
+    """TraceMeanField_ELBO: KL(q || p) in closed form where torch registers one
+    (the normal guide against the standard_normal, normal and laplace priors:
+    ``ANALYTIC_KL_PAIRS``); a Monte Carlo estimate for other pairs."""
     return _particle_elbo(TraceMeanField_ELBO, num_particles, vectorize_particles)
 
 
@@ -62,6 +70,13 @@ def iwae(num_particles=5, vectorize_particles=True):
         vectorize_particles=vectorize_particles,
         max_plate_nesting=MAX_PLATE_NESTING,
     )
+
+
+def _check_positive(**values) -> None:
+    """Raise ValueError unless every value is a finite number > 0 (NaN fails too)."""
+    for key, value in values.items():
+        if not (isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value < float("inf")):
+            raise ValueError(f"{key} must be a positive finite number, got {value!r}")
 
 
 def _fused_supported(params) -> bool:
@@ -81,6 +96,9 @@ def adam(params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, fused=
 @optimizers.register("clipped_adam")
 def clipped_adam(params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, clip_norm=10.0, lrd=1.0):
     """Pyro's ClippedAdam: Adam with per-parameter gradient clipping and a per-step lr decay ``lrd``."""
+    _check_positive(clip_norm=clip_norm, lrd=lrd)
+    if not (len(betas) == 2 and all(0 <= b < 1 for b in betas)) or not eps >= 0 or not weight_decay >= 0:
+        raise ValueError(f"betas must be two numbers in [0, 1) and eps, weight_decay >= 0, got {betas}, {eps}, {weight_decay}")
     return ClippedAdam(params, lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, clip_norm=clip_norm, lrd=lrd)
 
 
@@ -105,24 +123,32 @@ def constant(optimizer):
 @schedules.register("exponential")
 def exponential(optimizer, gamma=0.99):
     """lr * gamma ** epoch."""
+    _check_positive(gamma=gamma)
     return torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=gamma)
 
 
 @schedules.register("step")
 def step(optimizer, step_size=10, gamma=0.5):
     """lr * gamma ** (epoch // step_size)."""
+    _check_positive(gamma=gamma)
+    if not isinstance(step_size, int) or step_size < 1:
+        raise ValueError(f"step_size must be an integer >= 1, got {step_size!r}")
     return torch.optim.lr_scheduler.StepLR(optimizer, step_size=step_size, gamma=gamma)
 
 
 @schedules.register("cosine")
 def cosine(optimizer, epochs, min_lr=0.0):
     """Cosine annealing from lr to ``min_lr`` over the run's epochs."""
+    if not 0 <= min_lr < float("inf"):
+        raise ValueError(f"min_lr must be a finite number >= 0, got {min_lr!r}")
     return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(epochs, 1), eta_min=min_lr)
 
 
 @schedules.register("burda")
 def burda(optimizer, base=3.0):
     """Burda et al. (2015): passes of 3**i epochs at lr * 10**(-i/7), i = 0..7."""
+    if not 1 < base < float("inf"):
+        raise ValueError(f"base must be a finite number > 1, got {base!r}")
 
     def factor(epoch):
         # epoch e falls in stage i where sum_{j<=i} base**j > e
@@ -149,8 +175,8 @@ def constant_beta(beta):
 @kl_schedules.register("linear")
 def linear_warmup(beta, steps_per_epoch, warmup_epochs=10.0):
     """KL warm-up: beta ramped linearly from 0 over ``warmup_epochs`` epochs, then held."""
-    if warmup_epochs < 0:
-        raise ValueError("warmup_epochs must be >= 0")
+    if not 0 <= warmup_epochs < float("inf"):
+        raise ValueError(f"warmup_epochs must be a finite number >= 0, got {warmup_epochs!r}")
     steps = warmup_epochs * steps_per_epoch
     return lambda step: beta if step >= steps else beta * step / steps
 
@@ -160,8 +186,8 @@ def cyclical(beta, steps_per_epoch, cycle_epochs=10.0, ramp_fraction=0.5):
     """Cyclical annealing (Fu et al. 2019): in each cycle of ``cycle_epochs``
     epochs, beta rises linearly from 0 over the first ``ramp_fraction`` of
     the cycle and is held for the rest."""
-    if cycle_epochs <= 0 or not 0 < ramp_fraction <= 1:
-        raise ValueError("cycle_epochs must be > 0 and ramp_fraction in (0, 1]")
+    if not (0 < cycle_epochs < float("inf") and 0 < ramp_fraction <= 1):
+        raise ValueError(f"cycle_epochs must be > 0 and ramp_fraction in (0, 1], got {cycle_epochs!r} and {ramp_fraction!r}")
     period = cycle_epochs * steps_per_epoch
 
     def weight(step):

@@ -60,8 +60,8 @@ class LearnedNormalPrior(Prior):
 
     def __init__(self, latent_dim, init_scale=1.0):
         super().__init__(latent_dim)
-        if init_scale <= 0:
-            raise ValueError("init_scale must be positive")
+        if not 0 < init_scale < math.inf:
+            raise ValueError(f"init_scale must be a positive finite number, got {init_scale!r}")
         self.loc = nn.Parameter(torch.zeros(latent_dim))
         self.log_scale = nn.Parameter(torch.full((latent_dim,), float(init_scale)).log())
 
@@ -116,9 +116,37 @@ class DiagonalNormalMixture(dist.TorchDistribution):
         return (self.logits.exp().unsqueeze(-1) * self.locs).sum(0)
 
 
-def _gaussian_mixture(logits, locs, scales) -> dist.TorchDistribution:
-    """Mixture of diagonal Gaussians; ``locs, scales``: ``(K, latent_dim)``."""
-    return DiagonalNormalMixture(logits, locs, scales)
+class UniformMixture(dist.TorchDistribution):
+    """An equally weighted mixture of the ``K`` distributions in the batch of
+    ``components`` (batch shape ``(K,)``, event shape ``(D,)``), for any
+    component family: ``log p(z) = logsumexp_k log q_k(z) - log K``.
+
+    Unlike ``MixtureSameFamily`` it scores ``z`` against each component with
+    ``z`` expanded to ``(*batch, K, D)``, so conditional flows whose context
+    has batch shape ``(K,)`` (the ``iaf`` guide) work as components.
+    """
+
+    arg_constraints = {}
+    support = torch.distributions.constraints.real_vector
+    has_rsample = False
+
+    def __init__(self, components, validate_args=None):
+        if len(components.batch_shape) != 1:
+            raise ValueError(f"components need batch shape (K,), got {tuple(components.batch_shape)}")
+        self.components = components
+        super().__init__(torch.Size(), components.event_shape, validate_args=validate_args)
+
+    def log_prob(self, z):
+        k = self.components.batch_shape[0]
+        expanded = z.unsqueeze(-2).expand(*z.shape[:-1], k, z.shape[-1])
+        return self.components.log_prob(expanded).logsumexp(-1) - math.log(k)
+
+    def sample(self, sample_shape=torch.Size()):
+        with torch.no_grad():
+            draws = self.components.sample(sample_shape)  # (*sample_shape, K, D)
+            k = torch.randint(draws.shape[-2], tuple(sample_shape), device=draws.device)
+            index = k[..., None, None].expand(*k.shape, 1, draws.shape[-1])
+            return draws.gather(-2, index).squeeze(-2)
 
 
 @register_prior("mog")
@@ -134,6 +162,8 @@ class MixtureOfGaussiansPrior(Prior):
         super().__init__(latent_dim)
         if num_components < 1:
             raise ValueError("num_components must be at least 1")
+        if not (0 <= init_spread < float("inf") and 0 < init_scale < float("inf")):
+            raise ValueError(f"init_spread must be >= 0 and init_scale > 0, got {init_spread!r} and {init_scale!r}")
         self.locs = nn.Parameter(init_spread * torch.randn(num_components, latent_dim))
         self.log_scales = nn.Parameter(
             torch.full((num_components, latent_dim), float(init_scale)).log()
@@ -141,7 +171,7 @@ class MixtureOfGaussiansPrior(Prior):
         self.logits = nn.Parameter(torch.zeros(num_components))
 
     def dist(self):
-        return _gaussian_mixture(self.logits, self.locs, self.log_scales.exp())
+        return DiagonalNormalMixture(self.logits, self.locs, self.log_scales.exp())
 
 
 @register_prior("vamp")
@@ -189,8 +219,8 @@ class VampPrior(Prior):
         logits = self.pseudo_inputs.new_zeros(self.pseudo_inputs.shape[0])
         base = getattr(components, "base_dist", None)
         if isinstance(components, dist.Independent) and type(base) is dist.Normal:
-            return _gaussian_mixture(logits, base.loc, base.scale)  # the fast path
-        return dist.MixtureSameFamily(dist.Categorical(logits=logits), components)
+            return DiagonalNormalMixture(logits, base.loc, base.scale)  # the fast path
+        return UniformMixture(components)
 
 
 FLOW_LAYERS = {
@@ -215,6 +245,8 @@ class FlowPrior(Prior):
         super().__init__(latent_dim)
         if layer not in FLOW_LAYERS:
             raise ValueError(f"unknown flow layer {layer!r}; choose from {', '.join(FLOW_LAYERS)}")
+        if not all(isinstance(h, int) and h >= 1 for h in hidden):
+            raise ValueError(f"hidden sizes must be positive integers, got {list(hidden)}")
         if latent_dim < 2 and layer != "maf":
             raise ValueError(f"a {layer} flow needs latent_dim >= 2; use layer='maf'")
         self.layers = nn.ModuleList(FLOW_LAYERS[layer](latent_dim, list(hidden)) for _ in range(num_layers))
@@ -244,8 +276,8 @@ class LaplacePrior(Prior):
 
     def __init__(self, latent_dim, scale=1.0):
         super().__init__(latent_dim)
-        if scale <= 0:
-            raise ValueError("scale must be positive")
+        if not 0 < scale < math.inf:
+            raise ValueError(f"scale must be a positive finite number, got {scale!r}")
         self.register_buffer("loc", torch.zeros(latent_dim))
         self.register_buffer("scale", torch.full((latent_dim,), float(scale)))
 
@@ -263,8 +295,8 @@ class StudentTPrior(Prior):
 
     def __init__(self, latent_dim, df=3.0, scale=1.0):
         super().__init__(latent_dim)
-        if df <= 0 or scale <= 0:
-            raise ValueError("df and scale must be positive")
+        if not (0 < df < math.inf and 0 < scale < math.inf):
+            raise ValueError(f"df and scale must be positive finite numbers, got {df!r} and {scale!r}")
         self.register_buffer("df", torch.full((latent_dim,), float(df)))
         self.register_buffer("loc", torch.zeros(latent_dim))
         self.register_buffer("scale", torch.full((latent_dim,), float(scale)))

@@ -55,6 +55,31 @@ def _did_you_mean(word: str, choices) -> str:
     return f" Did you mean {close[0]!r}?" if close else ""
 
 
+def _check_option_type(kind: str, name: str, key: str, value: Any, default: Any) -> None:
+    """A spec's value must have the type of the option's default where that
+    default is a bool, a number or a string (``None`` and sequences are left
+    to the component): a ``"0.5"`` for a float or a ``"yes"`` for a bool
+    fails here, not deep inside torch at the first step."""
+    if default is inspect.Parameter.empty or default is None:
+        return
+    if isinstance(default, bool):
+        ok = isinstance(value, bool)
+        expected = "true or false"
+    elif isinstance(default, (int, float)):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        expected = "a number"
+    elif isinstance(default, str):
+        ok = isinstance(value, str)
+        expected = "a string"
+    else:
+        return
+    if not ok:
+        raise ConfigError(
+            f"{kind} {name!r}: option {key!r} must be {expected} (default {default!r}), "
+            f"got {value!r} ({type(value).__name__})"
+        )
+
+
 class Registry:
     """Maps names to component factories.
 
@@ -173,6 +198,7 @@ class Registry:
                     f"{_did_you_mean(key, options)} Valid options: "
                     f"{', '.join(options) or '(none)'}"
                 )
+            _check_option_type(self.kind, name, key, kwargs[key], options[key])
         missing = [
             k for k, v in options.items() if v is inspect.Parameter.empty and k not in kwargs
         ]
@@ -185,12 +211,16 @@ class Registry:
         except PyrovaeError:
             raise
         except (MemoryError, RuntimeError) as e:
-            if not isinstance(e, MemoryError) and "allocat" not in str(e):
-                raise
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise ConfigError(
+            if not isinstance(e, MemoryError) and "allocat" not in str(e):
+                # torch's own complaint about a size or value (a negative
+                # dimension, an empty stack): the options are wrong
+                raise ConfigError(f"{self.kind} {name!r} with options {kwargs}: {first}") from e
+            error = ConfigError(
                 f"{self.kind} {name!r} with options {kwargs} is too large to build here ({first}); "
                 "choose smaller sizes"
-            ) from None
+            )
+            error.too_large = True
+            raise error from None
         except (TypeError, ValueError) as e:
             raise ConfigError(f"{self.kind} {name!r} with options {kwargs}: {e}") from e

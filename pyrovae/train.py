@@ -19,7 +19,6 @@ checkpoint never holds NaN weights.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
 import warnings
@@ -32,7 +31,7 @@ import pyro
 
 from . import distributed
 from .config import load_config
-from .data import Batches, Splits
+from .data import Batches, Splits, check_finite
 from .errors import CheckpointError, ConfigError, DataError, TrainingDiverged
 from .evaluate import elbo_terms
 from .optim import kl_schedules, objectives, optimizers, schedules
@@ -192,9 +191,14 @@ class Trainer:
                 f"train.batch_size={self.cfg.train.batch_size} exceeds the {len(x)} training points; "
                 "every step uses the whole set"
             )
-        sample = x[: self.cfg.train.batch_size]
+        # all of the data when it is in memory (one cheap pass: a NaN or an
+        # out-of-support value further down must not surface later as a
+        # diverged loss, or not at all); mapped data, checked for NaN by
+        # load_data already, only through its first batch
+        sample = x[: self.cfg.train.batch_size] if self.splits.mapped is not None else x
         if self.dynamic_binarize:
             self.vae.check_data(x[:0], "training data")  # shape only
+            check_finite(sample, "training data")
             sample = torch.bernoulli(sample.clamp(0, 1))
         self.vae.check_data(sample, "training data")
         if self.splits.val is not None:
@@ -356,7 +360,8 @@ class Trainer:
         st = self.state
         self.stop_reason = None
         until = tc.epochs if max_epochs is None else min(int(max_epochs), tc.epochs)
-        validation = contextlib.nullcontext() if tc.validate_model else pyro.validation_enabled(False)
+        # on or off as the config says, whatever the global setting (restored afterwards)
+        validation = pyro.validation_enabled(bool(tc.validate_model))
         try:
             with validation:
                 self._fit_epochs(until)

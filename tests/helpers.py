@@ -47,3 +47,40 @@ def data_config_for(likelihood):
     if isinstance(support, constraints.integer_interval):
         return {"binarize": "none", "quantize": True}
     return {"binarize": "none"}
+
+
+def setup(seed=0, **sections):
+    """``(cfg, splits, vae)`` of :func:`tiny_config` with ``sections``; the
+    model's initial weights are drawn under ``seed``."""
+    import pyro
+
+    from pyrovae.data import load_data
+
+    cfg = pyrovae.load_config(tiny_config(**sections))
+    pyro.set_rng_seed(seed)
+    splits = load_data(cfg.data)
+    return cfg, splits, pyrovae.VAE.from_config(cfg, data_shape=splits.data_shape)
+
+
+def without_seconds(records):
+    """Metrics records without their wall-clock ``seconds`` (the one field two runs may not share)."""
+    return [{k: v for k, v in r.items() if k != "seconds"} for r in records]
+
+
+def assert_identical(a, b, where="state"):
+    """``a`` and ``b`` (nested dicts, lists, tuples, tensors, numbers) are
+    exactly equal: tensors by ``torch.equal`` with the same dtype."""
+    import torch
+
+    if isinstance(a, torch.Tensor):
+        assert isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b), where
+    elif isinstance(a, dict):
+        assert isinstance(b, dict) and sorted(a, key=str) == sorted(b, key=str), (where, sorted(a, key=str), sorted(b, key=str))
+        for k in a:
+            assert_identical(a[k], b[k], f"{where}[{k!r}]")
+    elif isinstance(a, (list, tuple)):
+        assert type(a) is type(b) and len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            assert_identical(x, y, f"{where}[{i}]")
+    else:
+        assert a == b or (a != a and b != b), (where, a, b)  # NaN == NaN here

@@ -6,12 +6,14 @@ import numpy as np
 import pytest
 import torch
 
+import pyro
+
 import pyrovae
 from pyrovae.config import DataConfig
 from pyrovae.data import Batches, load_data, read_mnist_pickle
 from pyrovae.errors import DataError
 
-from helpers import build
+from helpers import build, tiny_config
 
 
 def write_fake_mnist(path, n=(5, 3, 2)):
@@ -150,3 +152,60 @@ def test_quantize_gives_integer_levels():
     s = load_data(DataConfig(name="synthetic", binarize="none", quantize=True, val_size=10))
     v = s.train[0]
     assert v.min() >= 0 and v.max() <= 255 and torch.equal(v, v.round())
+
+
+# -- binarization: which noise each split gets ------------------------------------
+
+
+def _grey_npz(path, n=100, d=64):
+    """Training (2n points) and test (n points) data that are all 0.5: any
+    difference between two binarized splits is then a difference of their noise."""
+    np.savez(path, x_train=np.full((2 * n, d), 0.5, dtype=np.float32), x_test=np.full((n, d), 0.5, dtype=np.float32))
+    return {"name": "npy", "path": str(path), "val_size": n}
+
+
+def _two_epochs(splits, cfg):
+    """The binarized training points of a run's first two epochs (dynamic binarization)."""
+    vae = pyrovae.VAE.from_config(cfg, data_shape=splits.data_shape)
+    trainer = pyrovae.Trainer(vae, splits, cfg)
+    assert trainer.dynamic_binarize
+    return torch.cat(list(trainer.batches)), torch.cat(list(trainer.batches))
+
+
+def test_train_validation_and_test_binarizations_use_distinct_noise(tmp_path):
+    """On identical grey inputs the train, validation and test draws all
+    differ, for static binarization and for the dynamic stream (whose
+    seed, train.seed, equals data.binarize_seed here), and from epoch to epoch."""
+    data = _grey_npz(tmp_path / "grey.npz")
+    static = load_data(DataConfig(**data, binarize="static"))
+    draws = {"static train": static.train[0], "validation": static.val[0], "test": static.test[0]}
+    cfg = pyrovae.load_config({"data": {**data, "binarize": "dynamic"}, "model": {"latent_dim": 2, "encoder": {"name": "mlp", "hidden": [4]}, "decoder": {"name": "mlp", "hidden": [4]}},
+                               "train": {"batch_size": 50, "seed": 0, "device": "cpu", "progress": False}})
+    assert cfg.train.seed == cfg.data.binarize_seed
+    dynamic = load_data(cfg.data)
+    draws["dynamic epoch 1"], draws["dynamic epoch 2"] = _two_epochs(dynamic, cfg)
+    for name, x in draws.items():
+        assert x.shape == (100, 64) and set(x.unique().tolist()) == {0.0, 1.0}, name
+        assert abs(float(x.mean()) - 0.5) < 0.05, name  # Bernoulli(0.5) draws
+    names = list(draws)
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            assert not torch.equal(draws[a], draws[b]), f"{a} and {b} got the same noise"
+
+
+def test_test_and_validation_sets_do_not_depend_on_the_binarization_mode_or_train_seed():
+    """The test (and validation) set a run is scored on is one fixed draw:
+    the same for binarize static and dynamic, and whatever train.seed
+    (the train command seeds every RNG with it before loading the data)."""
+    seen = []
+    for binarize in ("static", "dynamic"):
+        for seed in (0, 7):
+            cfg = pyrovae.load_config(tiny_config(data={**tiny_config()["data"], "binarize": binarize}, train={"seed": seed}))
+            pyro.set_rng_seed(cfg.train.seed)  # as `pyrovae train` does
+            splits = load_data(cfg.data)
+            seen.append((binarize, seed, splits.test[0], splits.val[0]))
+    _, _, test, val = seen[0]
+    assert set(test.unique().tolist()) == {0.0, 1.0}
+    for binarize, seed, other_test, other_val in seen[1:]:
+        assert torch.equal(other_test, test), (binarize, seed)
+        assert torch.equal(other_val, val), (binarize, seed)

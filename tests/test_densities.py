@@ -254,3 +254,22 @@ def test_guide_samples_follow_its_density(name, options):
     if is_point_mass(q):
         pytest.skip("a point mass has no density to sample against (checked in test_guide_integrates_to_one)")
     check_samples_match_density(q)
+
+
+def test_vamp_prior_with_a_flow_guide_is_the_mean_of_its_components():
+    """With the iaf guide the VampPrior's components are conditional flows:
+    log p(z) = logsumexp_k log q(z | u_k) - log K with each q(z | u_k) built
+    for one pseudo-input at a time, and p integrates to 1."""
+    K = 4
+    vae = pyrovae.VAE.from_config(
+        tiny_model_config(latent_dim=2, guide={"name": "iaf", "context_dim": 4, "hidden": [8]},
+                          prior={"name": "vamp", "num_components": K, "init_std": 0.6}),
+        data_shape=SHAPE,
+    )
+    perturb_parameters(vae.guide_family)
+    z = 2.0 * torch.randn(30, 2)
+    with torch.no_grad():
+        per_component = torch.stack([vae.encode(u).log_prob(z) for u in vae.prior_module.inputs()], -1)
+        expected = torch.logsumexp(per_component, -1) - math.log(K)
+        torch.testing.assert_close(vae.prior().log_prob(z), expected, atol=1e-5, rtol=1e-6)
+    check_integrates_to_one(vae.prior())

@@ -27,7 +27,7 @@ from pyrovae.data import Batches, load_data
 from pyrovae.runs import load_checkpoint
 from pyrovae.train import Trainer
 
-from helpers import tiny_config
+from helpers import assert_identical, tiny_config, without_seconds
 
 WORLD = 2
 TESTS = Path(__file__).parent
@@ -35,29 +35,49 @@ TESTS = Path(__file__).parent
 
 class FixedNoiseNormal(dist.Normal):
     """A Normal whose reparameterized draw is ``loc + scale * eps`` with a
-    given ``eps``: the same noise for a data point whichever process draws it."""
+    given ``eps``: the same noise for a data point whichever process draws it.
+
+    ``eps`` holds one noise tensor per particle, shape ``(P, *loc.shape)``.
+    Expanded to a particles plate of K (the vectorized particles of an ELBO or
+    of IWAE), particle k draws with ``eps[k]``; unexpanded, the draw uses ``eps[0]``.
+    """
 
     def __init__(self, loc, scale, eps):
         super().__init__(loc, scale)
+        assert eps.shape[1:] == self.loc.shape, (eps.shape, self.loc.shape)
         self.eps = eps
 
     def expand(self, batch_shape, _instance=None):
         shape = torch.Size(batch_shape)
-        return FixedNoiseNormal(self.loc.expand(shape), self.scale.expand(shape), self.eps.expand(shape))
+        extra = len(shape) - self.loc.dim()
+        if extra == 0:
+            eps = self.eps.expand(len(self.eps), *shape)
+        else:  # new leading (particle) dims: particle k gets eps[k]
+            assert extra == 1 and shape[0] <= len(self.eps), (shape, self.eps.shape)
+            eps = self.eps[: shape[0]].expand(shape).unsqueeze(0)
+        return FixedNoiseNormal(self.loc.expand(shape), self.scale.expand(shape), eps)
 
     def rsample(self, sample_shape=torch.Size()):
-        return self.loc + self.scale * self.eps.expand(self.loc.shape)
+        return self.loc + self.scale * self.eps[0]
+
+
+#: particles whose noise fix_noise prepares (at least the objectives' num_particles)
+MAX_PARTICLES = 4
 
 
 def fix_noise(vae):
-    """Make q(z|x)'s draw a fixed function of x: eps = x @ R (R seeded)."""
+    """Make q(z|x)'s draw a fixed function of x and the particle: eps_k = x @ R_k
+    (R_k seeded, one matrix per particle), so particles draw different noise,
+    a data point draws the same noise in any process, and each rank's points
+    draw their own."""
     d = math.prod(vae.data_shape)
-    r = torch.randn(d, vae.latent_dim, generator=torch.Generator().manual_seed(5)) / math.sqrt(d)
+    r = torch.randn(MAX_PARTICLES, d, vae.latent_dim, generator=torch.Generator().manual_seed(5)) / math.sqrt(d)
     encode = vae.encode
 
     def fixed(x):
         base = encode(x).base_dist
-        return FixedNoiseNormal(base.loc, base.scale, x.flatten(-len(vae.data_shape)) @ r).to_event(1)
+        eps = torch.matmul(x.flatten(-len(vae.data_shape)), r)  # (P, *batch, latent_dim)
+        return FixedNoiseNormal(base.loc, base.scale, eps).to_event(1)
 
     vae.encode = fixed
 
@@ -138,10 +158,6 @@ def _free_ports(n=2):
             s.close()
 
 
-def _free_port():
-    return _free_ports(1)[0]
-
-
 @pytest.fixture(scope="module")
 def two_processes(tmp_path_factory):
     """Runs :func:`_worker` on two spawned gloo processes once for the module."""
@@ -159,6 +175,11 @@ def test_one_step_matches_one_process_on_the_concatenated_batch(two_processes, o
     start = pyrovae.VAE.from_config(step_config(), data_shape=(1, 8, 8)).state_dict()
     for r in results:  # every rank reports the loss summed over both ranks' batches
         assert r[f"loss-{objective}"] == pytest.approx(loss, rel=1e-6)
+    if objective == "iwae":  # the particles draw different noise: IWAE's bound is tighter than the ELBO's
+        elbo_loss, _ = one_step("elbo", global_batch())
+        assert loss < elbo_loss - 1e-2, (loss, elbo_loss)
+        for r in results:
+            assert r["loss-iwae"] < r["loss-elbo"] - 1e-2, r
     for rank in range(WORLD):
         got = torch.load(out / f"step-{objective}-{rank}.pt", weights_only=True)
         for name, value in expected.items():
@@ -205,18 +226,47 @@ def test_batches_split_each_global_batch_between_ranks():
     assert len(Batches(torch.zeros(21, 1), 10, world_size=2)) == 2  # a last batch of 1 point < 2 ranks is dropped
 
 
-def test_torchrun_resumes_the_run(two_processes):
-    """``torchrun -m pyrovae train --resume`` continues the run the spawned processes wrote."""
-    out, _ = two_processes
-    run = out / "run"
+def _torchrun(port, *args):
+    """``torchrun --nproc_per_node=2 -m pyrovae train ARGS``, started (not waited for)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port", str(_free_port()),
-           "-m", "pyrovae", "train", "--resume", str(run), "--set", "train.epochs=5"]
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stderr.count("resuming") == 1 and "after epoch 4" in result.stderr
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port", str(port),
+           "-m", "pyrovae", "train", *args]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+
+def test_torchrun_resume_is_bitwise_exact(two_processes):
+    """``torchrun -m pyrovae train --resume`` continues the 4-epoch run the
+    spawned processes wrote to 5 epochs; the oracle is an uninterrupted
+    5-epoch ``torchrun`` run of the same config (started alongside): the same
+    weights, optimizer, every rank's random state and metrics, bit for bit."""
+    out, _ = two_processes
+    run, full = out / "run", out / "full"
+    cut = load_checkpoint(run / "checkpoint.pt")
+    assert cut["epoch"] == 4 and cut["world_size"] == WORLD
+    assert not torch.equal(cut["rng"]["ranks"][0]["noise"], cut["rng"]["ranks"][1]["noise"])  # two noise streams to restore
+    ports = _free_ports(2)
+    launches = [
+        _torchrun(ports[0], "--config", str(out / "tiny.yaml"), "--set", "train.epochs=5", "--out", str(full)),
+        _torchrun(ports[1], "--resume", str(run), "--set", "train.epochs=5"),
+    ]
+    results = []
+    try:
+        for p in launches:
+            stdout, stderr = p.communicate(timeout=240)
+            results.append(stderr)
+            assert p.returncode == 0, stderr[-3000:]
+    finally:
+        for p in launches:
+            p.kill()
+    assert results[1].count("resuming") == 1 and "after epoch 4" in results[1]
     assert [json.loads(l)["epoch"] for l in (run / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3, 4, 5]
-    assert load_checkpoint(run / "checkpoint.pt")["epoch"] == 5
+    a, b = load_checkpoint(full / "checkpoint.pt"), load_checkpoint(run / "checkpoint.pt")
+    assert a["epoch"] == b["epoch"] == 5 and a["world_size"] == b["world_size"] == WORLD
+    for key in ("model", "optimizer", "scheduler", "rng", "step", "best_val", "bad_epochs", "config"):
+        assert_identical(a[key], b[key], key)
+    assert_identical(without_seconds(a["history"]), without_seconds(b["history"]), "history")
+    metrics = [without_seconds(json.loads(l) for l in (d / "metrics.jsonl").read_text().splitlines()) for d in (full, run)]
+    assert_identical(metrics[0], metrics[1], "metrics.jsonl")
 
 
 def test_process_group_errors_are_clear(monkeypatch):

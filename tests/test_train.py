@@ -9,21 +9,13 @@ import pyro
 from pyro.infer import SVI, Trace_ELBO
 
 import pyrovae
-from pyrovae.data import load_data
 from pyrovae.errors import TrainingDiverged
 from pyrovae.evaluate import elbo_terms
 from pyrovae.optim import kl_schedules, objectives
 from pyrovae.runs import RunDir, load_checkpoint
 from pyrovae.train import Trainer
 
-from helpers import SHAPE, tiny_config
-
-
-def setup(seed=0, **sections):
-    cfg = pyrovae.load_config(tiny_config(**sections))
-    pyro.set_rng_seed(seed)
-    splits = load_data(cfg.data)
-    return cfg, splits, pyrovae.VAE.from_config(cfg, data_shape=splits.data_shape)
+from helpers import SHAPE, setup, tiny_config
 
 
 def test_metrics_file_and_checkpoint(tmp_path):

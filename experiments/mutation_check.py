@@ -1,0 +1,241 @@
+"""Does the test suite catch wrong densities? Inject one fault at a time and run it.
+
+The faults go in at run time, through the public registries, exactly as a
+user's broken component would:
+
+- each registered prior, guide and likelihood is replaced by a subclass
+  whose distribution reports ``log_prob + 0.05`` nats (per data point for a
+  likelihood, per code for a prior or guide): a density that no longer
+  integrates to 1;
+- torch's analytic KL(Normal || Normal) is replaced (``register_kl``) by
+  1.1 times itself.
+
+For each fault the suite runs in a fresh process (``pytest -x``, the oracle
+files first so that a caught fault stops early) and the first failing test
+is recorded. A fault that no test catches is a hole in the suite; the
+script exits 1 if there is one.
+
+Usage::
+
+    python experiments/mutation_check.py                   # every fault, the whole suite
+    python experiments/mutation_check.py --faults prior:vamp kl:normal-normal
+    python experiments/mutation_check.py --out mutation.json --markdown
+
+It takes a few minutes: about 20-60 s per caught fault on 2 cores, a whole
+suite run for a fault that is missed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SHIFT = 0.05
+KL_FACTOR = 1.1
+#: run first, so that a caught fault stops the run early; then the rest of the suite
+ORACLE_FILES = ["tests/test_densities.py", "tests/test_kl.py", "tests/test_objectives.py", "tests/test_evaluate.py"]
+
+
+# -- the faults -------------------------------------------------------------------
+
+
+def shifted_distribution_class():
+    """A distribution that is ``base`` in every way except ``log_prob + shift``;
+    it survives Pyro's ``expand`` in plates, and KL divergences involving it
+    shift by the same amount (so analytic-KL objectives see the fault too)."""
+    import torch
+    import pyro.distributions as dist
+    from torch.distributions import kl
+
+    class ShiftedLogProb(dist.TorchDistribution):
+        arg_constraints = {}
+
+        def __init__(self, base, shift):
+            self.base, self.shift = base, shift
+            super().__init__(base.batch_shape, base.event_shape, validate_args=False)
+
+        @property
+        def has_rsample(self):
+            return self.base.has_rsample
+
+        @property
+        def support(self):
+            return self.base.support
+
+        @property
+        def mean(self):
+            return self.base.mean
+
+        @property
+        def variance(self):
+            return self.base.variance
+
+        def sample(self, sample_shape=torch.Size()):
+            return self.base.sample(sample_shape)
+
+        def rsample(self, sample_shape=torch.Size()):
+            return self.base.rsample(sample_shape)
+
+        def log_prob(self, value):
+            return self.base.log_prob(value) + self.shift
+
+        def expand(self, batch_shape, _instance=None):
+            return ShiftedLogProb(self.base.expand(batch_shape), self.shift)
+
+        def __getattr__(self, name):  # base_dist, transforms, loc, ...
+            if name in ("base", "shift"):
+                raise AttributeError(name)
+            return getattr(self.base, name)
+
+    @kl.register_kl(ShiftedLogProb, torch.distributions.Distribution)
+    def _kl_shifted_q(q, p):
+        return kl.kl_divergence(q.base, p) + q.shift
+
+    @kl.register_kl(torch.distributions.Distribution, ShiftedLogProb)
+    def _kl_shifted_p(q, p):
+        return kl.kl_divergence(q, p.base) - p.shift
+
+    @kl.register_kl(ShiftedLogProb, ShiftedLogProb)
+    def _kl_shifted_both(q, p):
+        return kl.kl_divergence(q.base, p.base) + q.shift - p.shift
+
+    return ShiftedLogProb
+
+
+def replace_component(registry, name, method):
+    """Re-register ``name`` as a subclass whose ``method`` returns a shifted distribution."""
+    Shifted = shifted_distribution_class()
+    original = registry.get(name)
+
+    def faulty(self, *args, **kwargs):
+        return Shifted(getattr(original, method)(self, *args, **kwargs), SHIFT)
+
+    cls = type(f"Faulty{original.__name__}", (original,), {method: faulty, "__doc__": original.__doc__})
+    registry.unregister(name)
+    registry.register(name, cls)
+
+
+def scale_normal_kl():
+    from torch.distributions import Normal, kl
+
+    original = kl._kl_normal_normal
+    kl.register_kl(Normal, Normal)(lambda p, q: KL_FACTOR * original(p, q))
+
+
+def registries():
+    from pyrovae.guides import guides
+    from pyrovae.likelihoods import likelihoods
+    from pyrovae.priors import priors
+
+    return {"prior": priors, "guide": guides, "likelihood": likelihoods}
+
+
+def all_faults():
+    """Fault ids: ``prior:NAME``, ``guide:NAME``, ``likelihood:NAME``, ``kl:normal-normal``."""
+    faults = [f"{kind}:{name}" for kind, registry in registries().items() for name in registry.names()]
+    return faults + ["kl:normal-normal"]
+
+
+def describe(fault: str) -> str:
+    kind, name = fault.split(":")
+    if kind == "kl":
+        return f"analytic KL(Normal || Normal) x {KL_FACTOR}"
+    return f"{kind} `{name}`: log-density + {SHIFT}"
+
+
+def apply(fault: str) -> None:
+    kind, name = fault.split(":")
+    if kind == "kl":
+        scale_normal_kl()
+        return
+    method = "dist"
+    replace_component(registries()[kind], name, method)
+
+
+# -- running the suite ----------------------------------------------------------------
+
+
+def run_one(fault: str, pytest_args) -> int:
+    """In this process: inject ``fault``, then run pytest (imported after the
+    injection, so the registries the tests parametrize over hold it)."""
+    apply(fault)
+    import pytest
+
+    return pytest.main(list(pytest_args))
+
+
+def check(fault: str, tests, timeout: float):
+    cmd = [sys.executable, __file__, "--run-one", fault, "--", "-x", "-q", "-p", "no:cacheprovider", "-rf", *tests]
+    start = time.perf_counter()
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    try:
+        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env)
+    except subprocess.TimeoutExpired:
+        return {"fault": fault, "caught": False, "status": "timeout", "seconds": timeout, "first_failure": None}
+    seconds = time.perf_counter() - start
+    failed = re.findall(r"^(?:FAILED|ERROR) (\S+)", proc.stdout, re.M)
+    status = {0: "passed", 1: "failed"}.get(proc.returncode, f"pytest exit {proc.returncode}")
+    result = {"fault": fault, "caught": proc.returncode == 1, "status": status, "seconds": round(seconds, 1),
+              "first_failure": failed[0] if failed else None}
+    if proc.returncode not in (0, 1):
+        result["output_tail"] = (proc.stdout + proc.stderr)[-2000:]
+    return result
+
+
+def markdown(results) -> str:
+    lines = ["| fault | caught | first failing test | seconds |", "|---|---|---|---|"]
+    for r in results:
+        first = f"`{r['first_failure']}`" if r["first_failure"] else "—"
+        lines.append(f"| {describe(r['fault'])} | {'yes' if r['caught'] else '**no**'} | {first} | {r['seconds']} |")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--run-one"]:
+        sys.path.insert(0, str(ROOT))
+        fault, rest = argv[1], argv[2:]
+        sys.exit(run_one(fault, rest[1:] if rest[:1] == ["--"] else rest))
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--faults", nargs="*", help="fault ids (default: all); see --list")
+    parser.add_argument("--list", action="store_true", help="print the fault ids and exit")
+    parser.add_argument("--tests", nargs="*", default=ORACLE_FILES + ["tests"], help="pytest paths, in order")
+    parser.add_argument("--timeout", type=float, default=1200, help="seconds per fault")
+    parser.add_argument("--out", type=Path, help="write the results as JSON here")
+    parser.add_argument("--markdown", action="store_true", help="print a markdown table")
+    args = parser.parse_args(argv)
+    sys.path.insert(0, str(ROOT))
+    faults = all_faults()
+    if args.list:
+        print("\n".join(faults))
+        return 0
+    if args.faults:
+        unknown = sorted(set(args.faults) - set(faults))
+        if unknown:
+            parser.error(f"unknown fault(s) {', '.join(unknown)}; valid: {', '.join(faults)}")
+        faults = args.faults
+    results = []
+    for fault in faults:
+        r = check(fault, args.tests, args.timeout)
+        results.append(r)
+        print(f"{fault:32s} {'CAUGHT' if r['caught'] else 'MISSED':7s} {r['seconds']:7.1f}s  {r['first_failure'] or r['status']}", flush=True)
+    if args.markdown:
+        print()
+        print(markdown(results))
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps({"shift": SHIFT, "kl_factor": KL_FACTOR, "results": results}, indent=2) + "\n")
+    missed = [r["fault"] for r in results if not r["caught"]]
+    print(f"\n{len(results) - len(missed)} of {len(results)} faults caught" + (f"; missed: {', '.join(missed)}" if missed else ""))
+    return 1 if missed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,113 @@
+"""Resume is bitwise exact across a checkpoint taken in the middle of
+everything that carries state from one epoch to the next.
+
+The oracle is an uninterrupted run: train ``EPOCHS`` epochs into one run
+directory; train ``CUT`` epochs into another (the same config, stopped as a
+crash right after the checkpoint would stop it), then continue that one
+through the real resume path (a fresh model with other initial weights and
+``pyrovae.train(..., resume=True)``). Both runs' final checkpoints must then
+hold exactly the same weights, optimizer, schedule, random state and
+metrics. Each case also proves that the cut really fell inside what it
+tests (mid-warm-up, mid-schedule, a learned prior still moving), so a case
+cannot pass because there was nothing to resume.
+
+The two-process case is ``test_torchrun_resume_is_bitwise_exact`` in
+``test_distributed.py`` (it reuses that module's spawned run).
+"""
+
+import pytest
+import torch
+
+import pyrovae
+from pyrovae.runs import RunDir, load_checkpoint
+from pyrovae.train import Trainer
+
+from helpers import assert_identical, component_options, setup, tiny_config, without_seconds
+
+EPOCHS, CUT = 3, 1
+LR = 1e-3
+
+
+def _prior(name):
+    return {"model": {**tiny_config()["model"], "prior": {"name": name, **component_options("prior", name)}}}
+
+
+def _train(**options):
+    return {"train": {**tiny_config()["train"], "epochs": EPOCHS, "optimizer": {"name": "adam", "lr": LR}, **options}}
+
+
+def _beta_ramps_across_the_cut(history, cut_state, final_state):
+    betas = [r["beta"] for r in history]  # beta of each epoch's last step
+    assert 0 < betas[CUT - 1] < betas[CUT] < 1, betas  # the checkpoint fell inside the warm-up...
+    assert betas[-1] == 1.0, betas  # ...which ends before the run does
+
+
+def _lr_changes_across_the_cut(history, cut_state, final_state):
+    lrs = [LR] + [r["lr"] for r in history]  # lrs[e]: the learning rate of epoch e + 1
+    assert lrs[CUT - 1] != lrs[CUT] != lrs[-1], lrs  # the lr changed at the cut, and again after it
+    assert cut_state["optimizer"]["param_groups"][0]["lr"] == lrs[CUT] != LR
+
+
+def _iwae_with_several_particles(history, cut_state, final_state):
+    objective = cut_state["config"]["train"]["objective"]
+    assert objective["name"] == "iwae" and objective["num_particles"] > 1
+
+
+def _prior_still_learning(history, cut_state, final_state):
+    prior = {k: v for k, v in cut_state["model"].items() if k.startswith("prior_module.") and v.is_floating_point()}
+    assert prior, "the prior has no learned parameters"
+    assert any(not torch.equal(v, final_state["model"][k]) for k, v in prior.items()), "the prior did not move after the cut"
+
+
+CASES = {
+    "kl_warmup": (_train(kl_schedule={"name": "linear", "warmup_epochs": 2.5}), _beta_ramps_across_the_cut),
+    "burda_lr": (_train(lr_schedule={"name": "burda", "base": 1.01}), _lr_changes_across_the_cut),
+    "cosine_lr": (_train(lr_schedule={"name": "cosine"}), _lr_changes_across_the_cut),
+    "iwae": (_train(objective={"name": "iwae", "num_particles": 3}), _iwae_with_several_particles),
+    "mog_prior": ({**_train(), **_prior("mog")}, _prior_still_learning),
+    "vamp_prior": ({**_train(), **_prior("vamp")}, _prior_still_learning),
+}
+
+
+def _sections(case):
+    sections, _ = CASES[case]
+    # dynamic binarization: the noise generator's state must survive the cut too
+    return {**sections, "data": {**tiny_config()["data"], "binarize": "dynamic"}}
+
+
+def _param_store(state, prefix_len):
+    """The checkpoint's param store with the instance prefix (``vae_<uuid>``) removed."""
+    return {k[prefix_len:]: v for k, v in state["param_store"].items()}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_resume_is_bitwise_exact(tmp_path, case):
+    """A run cut after epoch CUT and resumed equals, bit for bit, the run that was never cut."""
+    sections = _sections(case)
+    cfg, splits, vae = setup(**sections)
+    full = RunDir.create(tmp_path / "full")
+    Trainer(vae, splits, cfg, run_dir=full.path).fit()
+
+    cfg, splits, vae = setup(**sections)
+    part = RunDir.create(tmp_path / "part")
+    Trainer(vae, splits, cfg, run_dir=part.path).fit(max_epochs=CUT)  # a crash right after epoch CUT's checkpoint
+    cut_state = load_checkpoint(part.checkpoint)
+    assert cut_state["epoch"] == CUT < EPOCHS
+
+    _, splits, fresh = setup(seed=123, **sections)  # a new process: other initial weights
+    resumed = pyrovae.train(fresh, splits, cfg, run_dir=part.path, resume=True)
+
+    a, b = load_checkpoint(full.checkpoint), load_checkpoint(part.checkpoint)
+    assert a["epoch"] == b["epoch"] == EPOCHS
+    for key in ("model", "optimizer", "scheduler", "rng", "step", "best_val", "bad_epochs", "config"):
+        assert_identical(a[key], b[key], key)
+    prefix = len(vae.pyro_name)
+    assert_identical(_param_store(a, prefix), _param_store(b, prefix), "param_store")
+    assert_identical(without_seconds(a["history"]), without_seconds(b["history"]), "history")
+    assert_identical(without_seconds(full.read_metrics()), without_seconds(part.read_metrics()), "metrics.jsonl")
+    assert without_seconds(resumed) == without_seconds(a["history"])
+    assert_identical(fresh.state_dict(), a["model"], "live model")
+    assert b["optimizer"]["param_groups"][0]["lr"] == a["optimizer"]["param_groups"][0]["lr"]
+
+    _, witness = CASES[case]
+    witness(a["history"], cut_state, a)
