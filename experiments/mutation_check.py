@@ -146,7 +146,7 @@ def all_faults():
 def describe(fault: str) -> str:
     kind, name = fault.split(":")
     if kind == "kl":
-        return f"analytic KL(Normal || Normal) x {KL_FACTOR}"
+        return f"analytic KL(Normal ‖ Normal) × {KL_FACTOR}"
     return f"{kind} `{name}`: log-density + {SHIFT}"
 
 
