@@ -68,8 +68,8 @@ def _step_worker(rank, world, port, mode, batch, steps, queue):
     import pyro
 
     import pyrovae
-    from pyrovae import distributed
-    from pyrovae.optim import objectives
+    from pyrovae.training import distributed
+    from pyrovae.infer.objectives import objectives
 
     if world > 1:
         distributed.init()

@@ -47,7 +47,7 @@ import torch.nn.functional as F
 import pyro
 
 from pyrovae import VAE, log_likelihood
-from pyrovae.evaluate import DEFAULT_BATCH_SIZE, DEFAULT_CHUNK_PASSES
+from pyrovae.infer.evaluate import DEFAULT_BATCH_SIZE, DEFAULT_CHUNK_PASSES
 
 
 def get_model_and_data(args):

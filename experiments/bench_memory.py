@@ -76,7 +76,7 @@ def work_is(args):
 
     torch.set_num_threads(1)
     import pyrovae
-    from pyrovae.evaluate import log_likelihood
+    from pyrovae.infer.evaluate import log_likelihood
 
     x = torch.load(args.path, weights_only=True)  # a few MNIST test points (loading all of MNIST here would
     # leave freed heap pages that the evaluation then reuses, hiding its own growth)
@@ -125,7 +125,7 @@ def work_mmap(args):
 
     import pyrovae
     from pyrovae.data import load_data
-    from pyrovae.train import Trainer
+    from pyrovae.training.trainer import Trainer
 
     cfg = pyrovae.load_config({
         "data": {"name": "npy", "path": args.path, "val_size": 1000, "binarize": "dynamic",

@@ -130,9 +130,9 @@ def scale_normal_kl():
 
 
 def registries():
-    from pyrovae.guides import guides
-    from pyrovae.likelihoods import likelihoods
-    from pyrovae.priors import priors
+    from pyrovae.components.guides import guides
+    from pyrovae.components.likelihoods import likelihoods
+    from pyrovae.components.priors import priors
 
     return {"prior": priors, "guide": guides, "likelihood": likelihoods}
 

@@ -57,9 +57,9 @@ import pyro
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling module, also when loaded by path
 from provenance import cpu_name, git_commit, load_average  # noqa: E402
 from pyrovae import VAE, load_config, load_data
-from pyrovae.evaluate import elbo_terms, evaluate, log_likelihood
+from pyrovae.infer.evaluate import elbo_terms, evaluate, log_likelihood
 from pyrovae.runs import RunDir
-from pyrovae.train import Trainer
+from pyrovae.training.trainer import Trainer
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent

@@ -46,12 +46,12 @@ from torch import nn
 import pyro
 
 from pyrovae import VAE, load_config, load_data, load_run
-from pyrovae.impute import imputation_errors, impute, make_mask
-from pyrovae.latents import encode_data, prior_draws, seeded
-from pyrovae.plots import save_figure, side_by_side_figure
-from pyrovae.probe import latent_probe
+from pyrovae.infer.impute import imputation_errors, impute, make_mask
+from pyrovae.report.latents import encode_data, prior_draws, seeded
+from pyrovae.report.plots import save_figure, side_by_side_figure
+from pyrovae.report.probe import latent_probe
 from pyrovae.runs import RunDir
-from pyrovae.train import Trainer
+from pyrovae.training.trainer import Trainer
 
 HERE = Path(__file__).resolve().parent
 MODELS = {"VAE": HERE / "configs" / "vae_mnist.yaml", "AE": HERE / "configs" / "ae_mnist.yaml"}

@@ -1,19 +1,19 @@
 """pyrovae: variational autoencoders written the Pyro way."""
 
 from .config import Config, DataConfig, ModelConfig, TrainConfig, load_config
-from .evaluate import evaluate, log_likelihood
+from .infer.evaluate import evaluate, log_likelihood
 from .errors import CheckpointError, ConfigError, DataError, PyrovaeError, RunDirError, TrainingDiverged
-from .guides import GuideFamily, register_guide
-from .likelihoods import Likelihood, register_likelihood
-from .model import VAE
-from .nets import register_decoder, register_encoder
-from .priors import Prior, register_prior
+from .components.guides import GuideFamily, register_guide
+from .components.likelihoods import Likelihood, register_likelihood
+from .models.vae import VAE
+from .components.nets import register_decoder, register_encoder
+from .components.priors import Prior, register_prior
 from .runs import load_run
-from .train import Trainer, train
+from .training.trainer import Trainer, train
 from .data import load_data, register_dataset
-from .impute import impute
-from .latents import draw_samples, encode_data
-from .probe import latent_probe
+from .infer.impute import impute
+from .report.latents import draw_samples, encode_data
+from .report.probe import latent_probe
 
 __version__ = "0.1.0"
 

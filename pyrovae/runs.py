@@ -306,7 +306,7 @@ def load_run(path, which: str = "checkpoint", device="cpu") -> Tuple[Any, Config
 
     :param str which: ``checkpoint`` (latest epoch) or ``best`` (best validation loss).
     """
-    from .model import VAE
+    from .models.vae import VAE
 
     run = RunDir.existing(path)
     cfg = run.read_config()

@@ -9,9 +9,9 @@ import yaml
 
 from pyrovae.cli import main
 from pyrovae.config import Config
-from pyrovae.guides import guides
-from pyrovae.likelihoods import likelihoods
-from pyrovae.priors import priors
+from pyrovae.components.guides import guides
+from pyrovae.components.likelihoods import likelihoods
+from pyrovae.components.priors import priors
 
 from helpers import tiny_config
 

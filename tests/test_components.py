@@ -14,11 +14,11 @@ from pyro.util import check_model_guide_match
 import pyrovae
 from pyrovae.data import load_data
 from pyrovae.errors import ConfigError
-from pyrovae.evaluate import elbo_terms
-from pyrovae.guides import guides
-from pyrovae.likelihoods import likelihoods
-from pyrovae.nets import decoders, encoders
-from pyrovae.priors import priors
+from pyrovae.infer.evaluate import elbo_terms
+from pyrovae.components.guides import guides
+from pyrovae.components.likelihoods import likelihoods
+from pyrovae.components.nets import decoders, encoders
+from pyrovae.components.priors import priors
 
 from helpers import SHAPE, build, component_options, data_config_for, tiny_config
 
@@ -247,7 +247,7 @@ def test_training_lowers_loss_for_each_guide(name):
 def test_fast_gaussian_mixture_matches_mixture_same_family():
     """The matrix-product mixture density used by the mog and vamp priors."""
     import pyro.distributions as dist
-    from pyrovae.priors import DiagonalNormalMixture
+    from pyrovae.components.priors import DiagonalNormalMixture
 
     logits, locs, scales = torch.randn(30), torch.randn(30, 5), torch.rand(30, 5) * 0.5 + 0.01
     reference = dist.MixtureSameFamily(dist.Categorical(logits=logits), dist.Normal(locs, scales).to_event(1))
@@ -260,7 +260,7 @@ def test_fast_gaussian_mixture_matches_mixture_same_family():
 
 
 def test_gated_dense_is_a_sigmoid_gated_linear_map():
-    from pyrovae.nets import GatedDense
+    from pyrovae.components.nets import GatedDense
 
     layer = GatedDense(5, 3)
     x = torch.randn(4, 5)

@@ -21,9 +21,9 @@ import torch
 import torch.nn.functional as F
 
 import pyrovae
-from pyrovae.guides import guides
-from pyrovae.likelihoods import likelihoods
-from pyrovae.priors import priors
+from pyrovae.components.guides import guides
+from pyrovae.components.likelihoods import likelihoods
+from pyrovae.components.priors import priors
 
 from helpers import SHAPE, tiny_model_config
 from oracles import (

@@ -22,10 +22,10 @@ import pyro
 import pyro.distributions as dist
 
 import pyrovae
-from pyrovae import distributed
+from pyrovae.training import distributed
 from pyrovae.data import Batches, load_data
 from pyrovae.runs import load_checkpoint
-from pyrovae.train import Trainer
+from pyrovae.training.trainer import Trainer
 
 from helpers import assert_identical, tiny_config, without_seconds
 

@@ -17,10 +17,10 @@ import pyrovae
 from pyrovae import VAE, log_likelihood, evaluate
 from pyrovae.config import ModelConfig
 from pyrovae.errors import ConfigError, DataError
-from pyrovae.evaluate import ISResult, elbo_terms, log_prob_terms
-from pyrovae.guides import guides
-from pyrovae.likelihoods import likelihoods
-from pyrovae.priors import Prior, priors, register_prior
+from pyrovae.infer.evaluate import ISResult, elbo_terms, log_prob_terms
+from pyrovae.components.guides import guides
+from pyrovae.components.likelihoods import likelihoods
+from pyrovae.components.priors import Prior, priors, register_prior
 
 from helpers import build, component_options
 from tiny_run import one_thread

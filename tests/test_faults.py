@@ -11,7 +11,6 @@ import resource
 import signal
 import subprocess
 import sys
-import warnings
 import zipfile
 from pathlib import Path
 
@@ -26,7 +25,7 @@ from pyrovae.cli import main
 from pyrovae.data import load_data
 from pyrovae.errors import CheckpointError, RunDirError, TrainingDiverged
 from pyrovae.runs import RunDir, load_checkpoint, save_checkpoint
-from pyrovae.train import Trainer
+from pyrovae.training.trainer import Trainer
 
 from helpers import tiny_config
 
@@ -105,7 +104,7 @@ def test_skip_nonfinite_also_skips_a_bad_gradient():
 
 def _fail_second_checkpoint(monkeypatch, fail):
     """Run ``fail`` around the second write of checkpoint.pt."""
-    train_module = sys.modules["pyrovae.train"]  # (pyrovae.train is also the function)
+    train_module = sys.modules["pyrovae.training.trainer"]
     real = train_module.save_checkpoint
     calls = {"n": 0}
 

@@ -18,7 +18,6 @@ Example counts are kept small for the test suite; a longer campaign::
     PYROVAE_FUZZ_SCALE=20 python -m pytest tests/test_fuzz.py --hypothesis-show-statistics
 """
 
-import inspect
 import math
 import os
 import string
@@ -37,14 +36,15 @@ import pyro
 import pyrovae
 from pyrovae.config import SECTIONS, LAYER_DEFAULTS, Config
 from pyrovae.data import datasets, load_data
-from pyrovae.errors import CheckpointError, ConfigError, DataError, PyrovaeError, RunDirError
-from pyrovae.guides import guides
-from pyrovae.likelihoods import SCALE_MODES, likelihoods
-from pyrovae.nets import ACTIVATIONS, INITS, decoders, encoders
-from pyrovae.optim import kl_schedules, objectives, optimizers, schedules
-from pyrovae.priors import FLOW_LAYERS, priors
+from pyrovae.errors import CheckpointError, ConfigError, DataError, RunDirError
+from pyrovae.components.guides import guides
+from pyrovae.components.likelihoods import SCALE_MODES, likelihoods
+from pyrovae.components.nets import ACTIVATIONS, INITS, decoders, encoders
+from pyrovae.infer.objectives import objectives
+from pyrovae.training.optim import kl_schedules, optimizers, schedules
+from pyrovae.components.priors import FLOW_LAYERS, priors
 from pyrovae.runs import RunDir, load_checkpoint
-from pyrovae.train import Trainer
+from pyrovae.training.trainer import Trainer
 
 from helpers import component_options, data_config_for, tiny_config
 

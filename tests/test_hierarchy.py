@@ -12,8 +12,8 @@ from pyro.util import check_model_guide_match
 import pyrovae
 from pyrovae.data import load_data
 from pyrovae.errors import ConfigError
-from pyrovae.evaluate import elbo_terms
-from pyrovae.priors import priors
+from pyrovae.infer.evaluate import elbo_terms
+from pyrovae.components.priors import priors
 
 from helpers import SHAPE, component_options, tiny_config
 

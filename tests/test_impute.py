@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from pyrovae import ConfigError, DataError, VAE, cli, load_data, load_run
-from pyrovae.impute import check_mask, impute, imputation_errors, make_mask, parse_mask_spec
+from pyrovae.infer.impute import check_mask, impute, imputation_errors, make_mask, parse_mask_spec
 
 from tiny_run import one_thread, train_tiny_run
 

@@ -12,9 +12,9 @@ from torch.distributions import kl_divergence
 import pyro.poutine as poutine
 
 import pyrovae
-from pyrovae.guides import guides
-from pyrovae.optim import ANALYTIC_KL_PAIRS, objectives
-from pyrovae.priors import priors
+from pyrovae.components.guides import guides
+from pyrovae.infer.objectives import ANALYTIC_KL_PAIRS, objectives
+from pyrovae.components.priors import priors
 
 from helpers import SHAPE, component_options, tiny_model_config
 from oracles import perturb_parameters

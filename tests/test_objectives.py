@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch.distributions import Bernoulli, Normal
 
 import pyrovae
-from pyrovae.optim import objectives
+from pyrovae.infer.objectives import objectives
 
 from helpers import SHAPE, tiny_model_config
 from test_evaluate import exact_marginal, linear_gaussian_vae, orthogonal_columns, set_exact_posterior_guide

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from pyrovae import DataError, cli, load_data, load_run
-from pyrovae import plots
-from pyrovae.report import FIGURES, PlotInputs, write_figures, write_plots
+from pyrovae.report import plots
+from pyrovae.report.figures import FIGURES, PlotInputs, write_figures, write_plots
 from pyrovae.runs import RunDir
 
 from tiny_run import one_thread, train_tiny_run

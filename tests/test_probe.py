@@ -7,8 +7,8 @@ import torch
 pytest.importorskip("sklearn")
 
 from pyrovae import DataError, load_data, load_run  # noqa: E402
-from pyrovae.latents import encode_data  # noqa: E402
-from pyrovae.probe import latent_probe  # noqa: E402
+from pyrovae.report.latents import encode_data  # noqa: E402
+from pyrovae.report.probe import latent_probe  # noqa: E402
 
 from tiny_run import one_thread, train_tiny_run  # noqa: E402
 

@@ -3,7 +3,7 @@ import torch
 
 import pyrovae
 from pyrovae.errors import ConfigError
-from pyrovae.priors import Prior, priors
+from pyrovae.components.priors import Prior, priors
 from pyrovae.registry import Registry
 
 from helpers import build, tiny_config

@@ -20,7 +20,7 @@ import torch
 
 import pyrovae
 from pyrovae.runs import RunDir, load_checkpoint
-from pyrovae.train import Trainer
+from pyrovae.training.trainer import Trainer
 
 from helpers import assert_identical, component_options, setup, tiny_config, without_seconds
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from pyrovae import CheckpointError, DataError, cli, load_data, load_run
-from pyrovae.latents import draw_samples, encode_data
+from pyrovae.report.latents import draw_samples, encode_data
 
 from tiny_run import one_thread, train_tiny_run
 

@@ -9,8 +9,8 @@ pytest.importorskip("tensorboard")
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
 
 from pyrovae import VAE, load_config, load_data  # noqa: E402
-from pyrovae.tensorboard import TensorBoardCallback  # noqa: E402
-from pyrovae.train import Trainer  # noqa: E402
+from pyrovae.report.tensorboard import TensorBoardCallback  # noqa: E402
+from pyrovae.training.trainer import Trainer  # noqa: E402
 
 from tiny_run import CONFIG, one_thread  # noqa: E402
 

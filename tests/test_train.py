@@ -1,6 +1,5 @@
 import json
 import math
-import warnings
 
 import pytest
 import torch
@@ -10,10 +9,11 @@ from pyro.infer import SVI, Trace_ELBO
 
 import pyrovae
 from pyrovae.errors import TrainingDiverged
-from pyrovae.evaluate import elbo_terms
-from pyrovae.optim import kl_schedules, objectives
+from pyrovae.infer.evaluate import elbo_terms
+from pyrovae.infer.objectives import objectives
+from pyrovae.training.optim import kl_schedules
 from pyrovae.runs import RunDir, load_checkpoint
-from pyrovae.train import Trainer
+from pyrovae.training.trainer import Trainer
 
 from helpers import SHAPE, setup, tiny_config
 

@@ -22,11 +22,11 @@ import pyro.poutine.util
 
 import pyrovae
 from pyrovae.data import load_data
-from pyrovae.guides import guides
-from pyrovae.likelihoods import likelihoods
-from pyrovae.nets import decoders, encoders
-from pyrovae.priors import priors
-from pyrovae.train import Trainer
+from pyrovae.components.guides import guides
+from pyrovae.components.likelihoods import likelihoods
+from pyrovae.components.nets import decoders, encoders
+from pyrovae.components.priors import priors
+from pyrovae.training.trainer import Trainer
 
 from helpers import SHAPE, component_options, data_config_for, tiny_config
 

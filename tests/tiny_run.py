@@ -9,7 +9,7 @@ import torch
 
 from pyrovae import VAE, load_config, load_data
 from pyrovae.runs import RunDir
-from pyrovae.train import Trainer
+from pyrovae.training.trainer import Trainer
 
 CONFIG = {
     "data": {"name": "synthetic", "binarize": "none", "val_size": 200,

@@ -27,7 +27,7 @@ def cmd_encode(args) -> int:
 
     from ..data import load_data
     from ..errors import DataError, RunDirError
-    from ..latents import encode_data
+    from ..report.latents import encode_data
     from ..runs import load_run
 
     vae, cfg, _ = load_run(args.run_dir, which=args.which)

@@ -25,7 +25,7 @@ SPLITS = ("test", "val", "train")
 
 
 def add_parser(sub):
-    from ..evaluate import DEFAULT_NUM_SAMPLES
+    from ..infer.evaluate import DEFAULT_NUM_SAMPLES
 
     p = sub.add_parser(
         "evaluate",
@@ -85,8 +85,8 @@ def _split_data(cfg, split: str):
 
 def _probe(vae, cfg, args, x, labels):
     """Latent-probe scores: fit on training codes, score on the evaluated split's codes."""
-    from ..latents import encode_data
-    from ..probe import latent_probe
+    from ..report.latents import encode_data
+    from ..report.probe import latent_probe
 
     fit_split = "train" if args.split != "train" else "val"
     x_fit, y_fit = _split_data(cfg, fit_split)
@@ -123,9 +123,9 @@ def _format_table(summary, header: str) -> str:
 def cmd_evaluate(args) -> int:
     from .. import __version__
     from ..errors import RunDirError
-    from ..evaluate import evaluate
+    from ..infer.evaluate import evaluate
     from ..runs import _atomic_write_text, load_run
-    from ..train import resolve_device
+    from ..training.trainer import resolve_device
 
     if args.threads is not None:
         import torch

@@ -12,7 +12,7 @@ from . import add_which_argument, positive_int
 
 
 def add_parser(sub):
-    from ..impute import imputers, masks
+    from ..infer.impute import imputers, masks
 
     p = sub.add_parser("impute", help="recover hidden pixels with the trained model (data recovery)")
     p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by pyrovae train")
@@ -44,8 +44,8 @@ def cmd_impute(args) -> int:
 
     from ..data import load_data
     from ..errors import DataError, RunDirError
-    from ..impute import imputation_errors, impute, make_mask, mask_tag
-    from ..plots import image_shape_problem, imputation_figure, save_figure
+    from ..infer.impute import imputation_errors, impute, make_mask, mask_tag
+    from ..report.plots import image_shape_problem, imputation_figure, save_figure
     from ..runs import load_run
 
     vae, cfg, _ = load_run(args.run_dir, which=args.which)

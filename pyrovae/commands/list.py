@@ -8,11 +8,12 @@ def add_parser(sub):
 
 def cmd_list(args) -> int:
     from ..data import datasets
-    from ..guides import guides
-    from ..likelihoods import likelihoods
-    from ..nets import decoders, encoders
-    from ..optim import objectives, optimizers, schedules
-    from ..priors import priors
+    from ..components.guides import guides
+    from ..components.likelihoods import likelihoods
+    from ..components.nets import decoders, encoders
+    from ..infer.objectives import objectives
+    from ..training.optim import optimizers, schedules
+    from ..components.priors import priors
 
     for registry in (priors, likelihoods, encoders, decoders, guides, datasets, objectives, optimizers, schedules):
         print(f"{registry.kind}s:")

@@ -9,7 +9,7 @@ from . import add_which_argument
 
 
 def add_parser(sub):
-    from ..report import FIGURES
+    from ..report.figures import FIGURES
 
     p = sub.add_parser("plot", help="write reconstructions, samples, latent and training-curve figures as PNGs")
     p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by pyrovae train")
@@ -25,7 +25,7 @@ def add_parser(sub):
 
 def cmd_plot(args) -> int:
     from ..data import load_data
-    from ..report import PlotInputs, write_plots
+    from ..report.figures import PlotInputs, write_plots
     from ..runs import RunDir, load_run
 
     vae, cfg, _ = load_run(args.run_dir, which=args.which)

@@ -36,8 +36,8 @@ def cmd_sample(args) -> int:
     import numpy as np
 
     from ..errors import RunDirError
-    from ..latents import draw_samples
-    from ..plots import samples_figure, save_figure
+    from ..report.latents import draw_samples
+    from ..report.plots import samples_figure, save_figure
     from ..runs import load_run
 
     vae, _, _ = load_run(args.run_dir, which=args.which)

@@ -24,7 +24,7 @@ def add_parser(sub):
 
 def cmd_train(args) -> int:
     """Train; under ``torchrun`` every process runs this (see :mod:`pyrovae.distributed`)."""
-    from .. import distributed
+    from ..training import distributed
 
     ctx = distributed.init()
     finished = False
@@ -46,14 +46,14 @@ def cmd_train(args) -> int:
 def _train(args, ctx) -> int:
     import pyro
 
-    from .. import distributed
+    from ..training import distributed
     from ..config import Config, load_config
     from ..data import load_data
     from ..errors import TrainingDiverged
-    from ..model import VAE
+    from ..models.vae import VAE
     from ..runs import RunDir
-    from ..train import Trainer
-    from ..report import write_figures
+    from ..training.trainer import Trainer
+    from ..report.figures import write_figures
 
     def on_main(fn):
         try:

@@ -42,7 +42,7 @@ import pyro
 import pyro.poutine as poutine
 from pyro.poutine.util import site_is_subsample
 
-from .errors import ConfigError, DataError
+from ..errors import ConfigError, DataError
 
 __all__ = [
     "log_prob_terms",

@@ -23,12 +23,12 @@ from torch import nn
 import pyro
 import pyro.poutine as poutine
 
-from .config import ModelConfig, load_config
-from .errors import ConfigError, DataError
-from .guides import guides
-from .likelihoods import likelihoods
-from .nets import decoders, encoders
-from .priors import priors
+from ..config import ModelConfig, load_config
+from ..errors import ConfigError, DataError
+from ..components.guides import guides
+from ..components.likelihoods import likelihoods
+from ..components.nets import decoders, encoders
+from ..components.priors import priors
 
 __all__ = ["VAE", "StochasticLayer", "kl_scale"]
 
@@ -312,7 +312,7 @@ class VAE(nn.Module):
                 f"{what} points have shape {tuple(x.shape[1:])} but the model was built for "
                 f"{self.data_shape}; reshape the data or build the model with data_shape={tuple(x.shape[1:])}"
             )
-        from .data import check_finite
+        from ..data import check_finite
 
         check_finite(x, what)
         self.likelihood.check_data(x)
@@ -354,7 +354,7 @@ def _model_section(cfg: Any) -> ModelConfig:
     if isinstance(cfg, ModelConfig):
         return cfg
     if isinstance(cfg, dict) and not (set(cfg) & {"data", "model", "train"}):
-        from .config import _section_from_dict
+        from ..config import _section_from_dict
 
         return _section_from_dict("model", cfg)
     return load_config(cfg).model

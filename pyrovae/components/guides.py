@@ -14,7 +14,7 @@ from torch import nn
 import pyro.distributions as dist
 import pyro.distributions.transforms as T
 
-from .registry import Registry
+from ..registry import Registry
 
 __all__ = ["GuideFamily", "guides", "register_guide"]
 

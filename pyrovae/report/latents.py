@@ -12,7 +12,7 @@ from typing import Dict, Iterator, Optional
 
 import torch
 
-from .errors import DataError
+from ..errors import DataError
 
 __all__ = [
     "seeded",

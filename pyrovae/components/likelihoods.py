@@ -19,8 +19,8 @@ from torch.distributions import constraints
 
 import pyro.distributions as dist
 
-from .errors import DataError
-from .registry import Registry
+from ..errors import DataError
+from ..registry import Registry
 
 __all__ = ["Likelihood", "likelihoods", "register_likelihood"]
 

@@ -16,7 +16,7 @@ from torch.nn import functional as F
 import pyro.distributions as dist
 import pyro.distributions.transforms as T
 
-from .registry import Registry
+from ..registry import Registry
 
 __all__ = ["Prior", "priors", "register_prior"]
 

@@ -22,7 +22,7 @@ from typing import Any, Dict, Optional
 
 import torch
 
-from .errors import ConfigError
+from ..errors import ConfigError
 from .latents import draw_samples, seeded
 from .plots import as_images, image_grid, image_shape_problem
 

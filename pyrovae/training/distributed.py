@@ -47,7 +47,7 @@ from typing import Any, Callable, List, Sequence
 import torch
 from torch import nn
 
-from .errors import ConfigError, PyrovaeError
+from ..errors import ConfigError, PyrovaeError
 
 __all__ = [
     "Context",

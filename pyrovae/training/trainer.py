@@ -30,12 +30,13 @@ import torch
 import pyro
 
 from . import distributed
-from .config import load_config
-from .data import Batches, Splits, check_finite
-from .errors import CheckpointError, ConfigError, DataError, TrainingDiverged
-from .evaluate import elbo_terms
-from .optim import kl_schedules, objectives, optimizers, schedules
-from .runs import RunDir, load_checkpoint, load_model_state, save_checkpoint
+from ..config import load_config
+from ..data import Batches, Splits, check_finite
+from ..errors import CheckpointError, ConfigError, DataError, TrainingDiverged
+from ..infer.evaluate import elbo_terms
+from ..infer.objectives import objectives
+from .optim import kl_schedules, optimizers, schedules
+from ..runs import RunDir, load_checkpoint, load_model_state, save_checkpoint
 
 __all__ = ["train", "Trainer", "resolve_device"]
 
@@ -131,11 +132,11 @@ class Trainer:
         self.stop_reason: Optional[str] = None  # set by request_stop() or early stopping
         self.callbacks = list(callbacks or [])
         if tc.sample_every and self.run is not None:
-            from .report import EpochFigures
+            from ..report.figures import EpochFigures
 
             self.callbacks.append(EpochFigures(self.run.path, tc.sample_every))
         if tc.tensorboard and self.run is not None:
-            from .tensorboard import TensorBoardCallback
+            from ..report.tensorboard import TensorBoardCallback
 
             self.callbacks.append(TensorBoardCallback(self.run.path / "tensorboard", image_every=tc.sample_every or 5))
         self._grad_norm = self._pick_grad_norm()

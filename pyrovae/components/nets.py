@@ -20,7 +20,7 @@ from typing import Sequence, Tuple
 import torch
 from torch import nn
 
-from .registry import Registry
+from ..registry import Registry
 
 __all__ = ["encoders", "decoders", "register_encoder", "register_decoder", "ACTIVATIONS"]
 

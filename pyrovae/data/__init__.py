@@ -35,9 +35,9 @@ from typing import Callable, Iterator, List, Optional, Tuple
 import numpy as np
 import torch
 
-from .config import DataConfig
-from .errors import DataError
-from .registry import Registry
+from ..config import DataConfig
+from ..errors import DataError
+from ..registry import Registry
 
 __all__ = ["Splits", "datasets", "register_dataset", "load_data", "Batches", "check_finite"]
 

@@ -52,9 +52,9 @@ import pyro
 import pyro.poutine as poutine
 from pyro.poutine.util import site_is_subsample
 
-from .errors import ConfigError, DataError
-from .latents import seeded
-from .registry import Registry
+from ..errors import ConfigError, DataError
+from ..report.latents import seeded
+from ..registry import Registry
 
 __all__ = [
     "masks",

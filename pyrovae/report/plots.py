@@ -16,7 +16,7 @@ from typing import List, Mapping, Optional, Sequence, Tuple
 
 import torch
 
-from .errors import DataError
+from ..errors import DataError
 
 __all__ = [
     "image_shape_problem",

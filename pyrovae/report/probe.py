@@ -3,7 +3,7 @@ clustering, with scikit-learn (``pip install 'pyrovae[probe]'``).
 
 Typical use, on the posterior means::
 
-    from pyrovae.latents import encode_data
+    from .latents import encode_data
     train = encode_data(vae, splits.train[0])["mean"]
     test = encode_data(vae, splits.test[0])["mean"]
     scores = latent_probe(train, splits.train[1], test, splits.test[1])
@@ -16,7 +16,7 @@ from typing import Dict, Optional
 import numpy as np
 import torch
 
-from .errors import ConfigError, DataError
+from ..errors import ConfigError, DataError
 
 __all__ = ["latent_probe"]
 

@@ -1,0 +1,1 @@
+"""Swappable components: networks, priors, likelihoods and guide families, each in a registry."""

@@ -1,0 +1,1 @@
+"""Inference: objectives, importance-sampled evaluation and imputation."""

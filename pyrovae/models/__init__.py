@@ -1,0 +1,1 @@
+"""Models: registered Pyro model/guide pairs built from components."""

@@ -1,0 +1,1 @@
+"""Reporting: figures, latent codes, probes and TensorBoard."""
