@@ -85,7 +85,7 @@ def _step_worker(rank, world, port, mode, batch, steps, queue):
     for _ in range(steps + 20):
         t, c = time.perf_counter(), time.process_time()
         if ddp is not None:
-            loss = ddp(x, 1.0)
+            loss = ddp(beta=1.0, x=x)
             (loss * world).backward()
         else:
             with vae.direct_parameters():

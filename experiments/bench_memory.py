@@ -151,8 +151,7 @@ def work_mmap(args):
     it = iter(trainer.batches)
     with pyro.validation_enabled(False):
         for _ in range(steps):
-            x = next(it)
-            loss = trainer._step(x, 1.0)
+            loss = trainer._step(next(it), 1.0)
             trainer.optimizer.step()
             trainer.optimizer.zero_grad(set_to_none=True)
     train_seconds = time.perf_counter() - t0

@@ -39,7 +39,8 @@ def handwritten_epoch(vae, batches, opt):
     """The same model as plain PyTorch: encoder -> reparameterized z -> decoder."""
     enc, dec, min_scale = vae.encoder, vae.decoder, vae.guide_family.min_scale
     half_log_2pi = 0.5 * math.log(2 * math.pi)
-    for x in batches:
+    for batch in batches:
+        x = batch["x"]
         h = enc(x)
         loc, raw = h.split(vae.latent_dim, -1)
         scale = F.softplus(raw) + min_scale
@@ -75,7 +76,8 @@ def compiled_epoch(vae, batches, opt):
 
         _compiled[key] = torch.compile(loss_fn)
     fn = _compiled[key]
-    for x in batches:
+    for batch in batches:
+        x = batch["x"]
         loss = fn(x, torch.randn(x.shape[0], vae.latent_dim))
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -85,7 +87,8 @@ def compiled_epoch(vae, batches, opt):
 def stock_pyro_epoch(vae, batches, svi):
     """Pyro's tutorial pattern: SVI + pyro.optim.Adam, validation on."""
     with pyro.validation_enabled(True):
-        for x in batches:
+        for batch in batches:
+            x = batch["x"]
             svi.step(x)
 
 

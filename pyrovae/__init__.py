@@ -6,6 +6,7 @@ from .errors import CheckpointError, ConfigError, DataError, PyrovaeError, RunDi
 from .components.guides import GuideFamily, register_guide
 from .components.likelihoods import Likelihood, register_likelihood
 from .models.vae import VAE
+from .models import build_model, register_model
 from .components.nets import register_decoder, register_encoder
 from .components.priors import Prior, register_prior
 from .runs import load_run
@@ -19,6 +20,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "VAE",
+    "register_model",
+    "build_model",
     "Config",
     "DataConfig",
     "ModelConfig",

@@ -93,12 +93,18 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    """The VAE's components; each is a spec ``{name: ..., <option>: ...}``.
+    """The model and its components; each component is a spec ``{name: ..., <option>: ...}``.
 
     The default is the one-stochastic-layer model of Burda et al. (2015):
     784-200-200-50 with tanh, a Bernoulli likelihood and a Gaussian guide.
+
+    :ivar name: the registered model (``pyrovae list`` shows them): ``vae``,
+        or one registered with :func:`pyrovae.register_model`.
+    :ivar options: keyword options of that model's factory.
     """
 
+    name: str = "vae"
+    options: Dict[str, Any] = field(default_factory=dict)
     latent_dim: int = 50
     encoder: Spec = _spec("mlp", hidden=[200, 200], activation="tanh")
     decoder: Spec = _spec("mlp", hidden=[200, 200], activation="tanh")
@@ -108,6 +114,10 @@ class ModelConfig:
     hierarchy: List[Dict[str, Any]] = field(default_factory=list)
 
     def __post_init__(self):
+        if not isinstance(self.name, str) or not self.name:
+            raise ConfigError(f"model.name must be the name of a registered model, got {self.name!r}")
+        if not isinstance(self.options, dict):
+            raise ConfigError(f"model.options must be a mapping of the model's options, got {self.options!r}")
         _check_min("model.latent_dim", self.latent_dim, 1)
         for key in ("encoder", "decoder", "prior", "likelihood", "guide"):
             setattr(self, key, _as_spec(f"model.{key}", getattr(self, key)))

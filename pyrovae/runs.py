@@ -306,13 +306,13 @@ def load_run(path, which: str = "checkpoint", device="cpu") -> Tuple[Any, Config
 
     :param str which: ``checkpoint`` (latest epoch) or ``best`` (best validation loss).
     """
-    from .models.vae import VAE
+    from .models import build_model
 
     run = RunDir.existing(path)
     cfg = run.read_config()
     ckpt_path = run.path / f"{which}.pt"
     state = load_checkpoint(ckpt_path, map_location=device)
-    vae = VAE.from_config(cfg, data_shape=tuple(state["data_shape"])).to(device)
+    vae = build_model(cfg.model, data_shape=tuple(state["data_shape"])).to(device)
     load_model_state(vae, state, ckpt_path)
     vae.eval()
     return vae, cfg, state

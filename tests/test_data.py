@@ -128,15 +128,15 @@ def test_wrong_data_shape():
 
 def test_batches_cover_data_and_binarize_deterministically():
     x = torch.rand(103, 1, 4, 4)
-    first = list(Batches(x, 10, dynamic_binarize=True, seed=3))
-    again = list(Batches(x, 10, dynamic_binarize=True, seed=3))
+    first = [b["x"] for b in Batches(x, 10, dynamic_binarize=True, seed=3)]
+    again = [b["x"] for b in Batches(x, 10, dynamic_binarize=True, seed=3)]
     assert [len(b) for b in first] == [10] * 10 + [3]
     assert all(torch.equal(a, b) for a, b in zip(first, again))
     allx = torch.cat(first)
     assert set(allx.unique().tolist()) <= {0.0, 1.0}
     # dynamic binarization is unbiased: the mean over many epochs approaches x
     batches = Batches(x, 103, shuffle=False, dynamic_binarize=True, seed=0)
-    mean = torch.stack([next(iter(batches)) for _ in range(400)]).mean(0)
+    mean = torch.stack([next(iter(batches))["x"] for _ in range(400)]).mean(0)
     assert (mean - x).abs().mean() < 0.03
 
 
@@ -169,7 +169,7 @@ def _two_epochs(splits, cfg):
     vae = pyrovae.VAE.from_config(cfg, data_shape=splits.data_shape)
     trainer = pyrovae.Trainer(vae, splits, cfg)
     assert trainer.dynamic_binarize
-    return torch.cat(list(trainer.batches)), torch.cat(list(trainer.batches))
+    return torch.cat([b["x"] for b in trainer.batches]), torch.cat([b["x"] for b in trainer.batches])
 
 
 def test_train_validation_and_test_binarizations_use_distinct_noise(tmp_path):

@@ -100,7 +100,7 @@ def one_step(objective, x, world_rank=None):
     if world_rank is not None:
         x = x[world_rank[1] :: world_rank[0]]
     with pyro.validation_enabled(False):
-        loss = trainer._step(x, 1.0)
+        loss = trainer._step({"x": x}, 1.0)
     trainer.optimizer.step()
     return loss, {k: v.detach().clone() for k, v in vae.state_dict().items()}
 
@@ -128,7 +128,7 @@ def _worker(rank, port, cli_port, out):
     trainer = Trainer(pyrovae.VAE.from_config(cfg, data_shape=splits.data_shape), splits, cfg)
     result["latent_noise"] = torch.rand(3).tolist()
     result["binarization_noise"] = torch.rand(3, generator=trainer.batches.noise_generator).tolist()
-    result["first_batch"] = next(iter(trainer.batches)).sum().item()
+    result["first_batch"] = next(iter(trainer.batches))["x"].sum().item()
     # 3. several steps: the weights stay bitwise identical on every rank
     history = trainer.fit()
     result["fit_losses"] = [r["train_loss"] for r in history]
@@ -218,8 +218,8 @@ def test_each_rank_draws_its_own_noise(two_processes):
 
 def test_batches_split_each_global_batch_between_ranks():
     x = torch.arange(23.0).unsqueeze(1)
-    single = [b.squeeze(1).tolist() for b in Batches(x, 10, seed=3)]
-    shards = [[b.squeeze(1).tolist() for b in Batches(x, 10, seed=3, rank=r, world_size=2)] for r in range(2)]
+    single = [b["x"].squeeze(1).tolist() for b in Batches(x, 10, seed=3)]
+    shards = [[b["x"].squeeze(1).tolist() for b in Batches(x, 10, seed=3, rank=r, world_size=2)] for r in range(2)]
     assert len(shards[0]) == len(shards[1]) == 3  # the last global batch (3 points) is kept: 3 >= 2 ranks
     for step, batch in enumerate(single):
         assert sorted(shards[0][step] + shards[1][step]) == sorted(batch)

@@ -43,8 +43,8 @@ def test_row_reader_reads_exactly_the_rows(npy):
     reader = splits.row_reader(train)
     rows = torch.tensor([0, 3, 4, 5, 100, len(train) - 1])
     assert torch.equal(reader(rows), train[rows])
-    batches = [b for b in Batches(train, 64, seed=1, reader=reader)]
-    plain = [b for b in Batches(train, 64, seed=1)]
+    batches = [b["x"] for b in Batches(train, 64, seed=1, reader=reader)]
+    plain = [b["x"] for b in Batches(train, 64, seed=1)]
     assert len(batches) == len(plain) == 4
     for a, b in zip(batches, plain):  # the same points, read in ascending row order
         assert torch.equal(a.flatten(1).sum(1).sort().values, b.flatten(1).sum(1).sort().values)

@@ -50,7 +50,7 @@ def _train(args, ctx) -> int:
     from ..config import Config, load_config
     from ..data import load_data
     from ..errors import TrainingDiverged
-    from ..models.vae import VAE
+    from ..models import build_model
     from ..runs import RunDir
     from ..training.trainer import Trainer
     from ..report.figures import write_figures
@@ -80,7 +80,7 @@ def _train(args, ctx) -> int:
         torch.set_num_threads(cfg.train.threads)
     pyro.set_rng_seed(cfg.train.seed)
     splits = load_data(cfg.data)
-    vae = VAE.from_config(cfg, data_shape=splits.data_shape)
+    vae = build_model(cfg.model, data_shape=splits.data_shape)
     # nothing is written until the config, data and model are known to be good
     if not args.resume:
         on_main(lambda: RunDir.create(out, overwrite=args.overwrite))

@@ -30,7 +30,7 @@ import os
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, List, Optional, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -507,11 +507,27 @@ class Batches:
         on a GPU, each batch is copied there.
     :param reader: a :class:`RowReader` over the same rows as ``x``; batches
         are then read through it (data larger than memory).
+    :param dict fields: other per-point fields, each ``(N, ...)`` in memory
+        (labels as ``"y"``), batched with the same rows as ``x``.
+
+    Each batch is a dict of named fields: ``{"x": (B, *data_shape), **fields}``,
+    the keyword arguments of a model's ``model`` and ``guide`` (see
+    :mod:`pyrovae.models.base`).
+
+    Example::
+
+        for batch in Batches(x, 100, fields={"y": labels}):
+            loss = elbo.differentiable_loss(vae.model, vae.guide, batch["x"])
     """
 
     def __init__(self, x, batch_size, shuffle=True, dynamic_binarize=False, seed=0, rank=0, world_size=1,
-                 noise_seed=None, device=None, reader: Optional[RowReader] = None):
+                 noise_seed=None, device=None, reader: Optional[RowReader] = None,
+                 fields: Optional[Dict[str, torch.Tensor]] = None):
         self.x = x
+        self.fields = {k: v for k, v in (fields or {}).items() if v is not None}
+        for name, values in self.fields.items():
+            if name == "x" or len(values) != len(x):
+                raise DataError(f"batch field {name!r} has {len(values)} rows but x has {len(x)}; give one per data point")
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.dynamic_binarize = dynamic_binarize
@@ -538,7 +554,7 @@ class Batches:
         own = lambda size: len(range(r, size, w))  # noqa: E731
         return full * own(b) + (own(tail) if tail >= w else 0)
 
-    def __iter__(self) -> Iterator[torch.Tensor]:
+    def __iter__(self) -> Iterator[Dict[str, torch.Tensor]]:
         if self.reader is None and self.device == self.x.device:
             return self._in_memory()
         return self._streamed()
@@ -558,10 +574,11 @@ class Batches:
         rank, world = self.rank, self.world_size
         for start in range(0, len(self) * self.batch_size, self.batch_size):
             idx = order[start : start + self.batch_size]
-            batch = self.x[idx if world == 1 else idx[rank::world]]
+            idx = idx if world == 1 else idx[rank::world]
+            batch = self.x[idx]
             if self.dynamic_binarize:
                 batch = self._binarize(batch)
-            yield batch
+            yield self._with_fields(batch, idx)
 
     def _streamed(self) -> Iterator[torch.Tensor]:
         """Mapped data (or data on another device): each batch's rows are
@@ -570,8 +587,14 @@ class Batches:
         rank, world = self.rank, self.world_size
         read = self.reader if self.reader is not None else self.x.__getitem__
         for start in range(0, len(self) * self.batch_size, self.batch_size):
-            idx = order[start : start + self.batch_size][rank::world]
-            batch = read(idx.sort().values).to(self.device, non_blocking=True)
+            idx = order[start : start + self.batch_size][rank::world].sort().values
+            batch = read(idx).to(self.device, non_blocking=True)
             if self.dynamic_binarize:
                 batch = self._binarize(batch)
-            yield batch
+            yield self._with_fields(batch, idx)
+
+    def _with_fields(self, batch: torch.Tensor, idx: torch.Tensor) -> Dict[str, torch.Tensor]:
+        out = {"x": batch}
+        for name, values in self.fields.items():
+            out[name] = values[idx.to(values.device)].to(self.device, non_blocking=True)
+        return out

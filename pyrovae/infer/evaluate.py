@@ -198,11 +198,13 @@ def log_prob_terms(vae, x: torch.Tensor, num_particles: int = 1, **model_kwargs)
 
 
 @torch.no_grad()
-def elbo_terms(vae, x: torch.Tensor, num_particles: int = 1) -> Dict[str, torch.Tensor]:
+def elbo_terms(vae, x: torch.Tensor, num_particles: int = 1, **fields: torch.Tensor) -> Dict[str, torch.Tensor]:
     """Per-data-point ELBO and its parts, each ``(B,)``, in nats:
     ``elbo = reconstruction - kl``, averaged over ``num_particles`` draws
-    (``kl`` is the Monte Carlo estimate E_q[log q(z|x) - log p(z)])."""
-    t = log_prob_terms(vae, x, num_particles)
+    (``kl`` is the Monte Carlo estimate E_q[log q(z|x) - log p(z)]).
+    ``fields`` are the batch's other fields (labels ``y``, ...), passed to the
+    model and guide with ``x``."""
+    t = log_prob_terms(vae, x, num_particles, **fields)
     recon = t["log_lik"].mean(0)
     kl = (t["log_q"] - t["log_prior"]).mean(0)
     return {"elbo": recon - kl, "reconstruction": recon, "kl": kl}

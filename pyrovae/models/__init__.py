@@ -1,1 +1,10 @@
-"""Models: registered Pyro model/guide pairs built from components."""
+"""Models: registered Pyro model/guide pairs built from components.
+
+:mod:`pyrovae.models.base` holds the registry and the contract a model
+keeps; each model family is one module that registers itself.
+"""
+
+from .base import build_model, models, register_model
+from . import vae  # noqa: F401  (registers "vae")
+
+__all__ = ["models", "register_model", "build_model"]

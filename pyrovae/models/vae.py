@@ -29,6 +29,7 @@ from ..components.guides import guides
 from ..components.likelihoods import likelihoods
 from ..components.nets import decoders, encoders
 from ..components.priors import priors
+from .base import register_model
 
 __all__ = ["VAE", "StochasticLayer", "kl_scale"]
 
@@ -244,7 +245,10 @@ class VAE(nn.Module):
         subsample = torch.arange(batch, device=x.device)
         return pyro.plate("data", num_data, subsample=subsample, dim=-1)
 
-    def model(self, x: torch.Tensor, num_data: Optional[int] = None, beta: float = 1.0, obs_mask=None):
+    #: the batch fields the model and guide take (see :mod:`pyrovae.models.base`)
+    fields = ("x",)
+
+    def model(self, x: torch.Tensor, *, num_data: Optional[int] = None, beta: float = 1.0, obs_mask=None):
         """p(z) p(x|z).
 
         :param torch.Tensor x: a batch ``(B, *data_shape)``.
@@ -268,7 +272,7 @@ class VAE(nn.Module):
                 observe_masked("x", p_x, x, obs_mask)
         return z
 
-    def guide(self, x: torch.Tensor, num_data: Optional[int] = None, beta: float = 1.0, obs_mask=None):
+    def guide(self, x: torch.Tensor, *, num_data: Optional[int] = None, beta: float = 1.0, obs_mask=None):
         """q(z|x); takes the same arguments as :meth:`model`."""
         self._register(encoder=self.encoder, guide=self.guide_family, upper=self.upper)
         with self._data_plate(x, num_data):
@@ -358,3 +362,11 @@ def _model_section(cfg: Any) -> ModelConfig:
 
         return _section_from_dict("model", cfg)
     return load_config(cfg).model
+
+
+@register_model("vae")
+def build_vae(config, data_shape):
+    """The variational autoencoder p(z) p(x|z) with guide q(z|x), built from the
+    ``model`` section's components; ``model.hierarchy`` stacks Burda et al.'s
+    stochastic layers above z."""
+    return VAE.from_config(config, data_shape=data_shape)

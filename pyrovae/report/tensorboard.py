@@ -72,7 +72,7 @@ class TensorBoardCallback:
         self.writer.close()
 
     def _inputs(self, trainer) -> torch.Tensor:
-        x = trainer.val_x if trainer.val_x is not None else trainer.batches.x
+        x = trainer.val_batch["x"] if trainer.val_batch is not None else trainer.batches.x
         return x[: self.num_images]
 
     @torch.no_grad()

@@ -42,12 +42,13 @@ from __future__ import annotations
 import datetime
 import os
 from dataclasses import dataclass
-from typing import Any, Callable, List, Sequence
+from typing import Any, Callable, Dict, List, Sequence
 
 import torch
 from torch import nn
 
 from ..errors import ConfigError, PyrovaeError
+from ..models.base import unregistered
 
 __all__ = [
     "Context",
@@ -177,14 +178,16 @@ def rank_seed(seed: int, rank: int) -> int:
 
 
 class ElboLoss(nn.Module):
-    """``forward(x, beta)`` returns ``objective.differentiable_loss(vae.model,
-    vae.guide, x, beta=beta)``: the negative ELBO summed over the batch
-    ``x`` of shape ``(B, *data_shape)``, a scalar in nats.
+    """``forward(beta, **fields)`` returns ``objective.differentiable_loss(
+    model.model, model.guide, **fields, beta=beta)``: the negative ELBO summed
+    over the batch whose fields (``x`` of shape ``(B, *data_shape)``, labels
+    ``y``, ...) are the keyword arguments, a scalar in nats.
 
-    An ``nn.Module`` holding the VAE, so that ``DistributedDataParallel`` finds
+    An ``nn.Module`` holding the model, so that ``DistributedDataParallel`` finds
     its parameters (``Trace_ELBO()(vae.model, vae.guide)`` finds none when
-    model and guide are bound methods). The model and guide run inside
-    ``vae.direct_parameters()``: no ``pyro.module`` registration.
+    model and guide are bound methods). The model and guide run without
+    ``pyro.module`` registration where the model offers that
+    (:func:`~pyrovae.models.base.unregistered`).
     """
 
     def __init__(self, vae, objective):
@@ -192,27 +195,28 @@ class ElboLoss(nn.Module):
         self.vae = vae
         self.objective = objective
 
-    def forward(self, x: torch.Tensor, beta: float = 1.0) -> torch.Tensor:
-        with self.vae.direct_parameters():
-            return self.objective.differentiable_loss(self.vae.model, self.vae.guide, x, beta=beta)
+    def forward(self, beta: float = 1.0, **fields: torch.Tensor) -> torch.Tensor:
+        with unregistered(self.vae):
+            return self.objective.differentiable_loss(self.vae.model, self.vae.guide, **fields, beta=beta)
 
 
-def unused_parameters(vae, objective, x: torch.Tensor, betas: Sequence[float]) -> List[str]:
+def unused_parameters(vae, objective, fields: Dict[str, torch.Tensor], betas: Sequence[float]) -> List[str]:
     """Names of trainable parameters that get no gradient from the loss on
-    ``x`` for some KL weight in ``betas`` (beta = 0 masks the latent site,
-    so a learned prior's parameters are unused then). Leaves the RNG and
-    the gradients as they were."""
+    the batch ``fields`` for some KL weight in ``betas`` (beta = 0 masks the
+    latent site, so a learned prior's parameters are unused then). Leaves the
+    RNG and the gradients as they were."""
     import pyro
 
     loss_fn = ElboLoss(vae, objective)
     params = dict((n, p) for n, p in vae.named_parameters() if p.requires_grad)
     unused = set()
     saved = {n: p.grad for n, p in params.items()}
-    with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []), pyro.validation_enabled(False):
+    device = fields["x"].device
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), pyro.validation_enabled(False):
         for beta in betas:
             for p in params.values():
                 p.grad = None
-            loss_fn(x, beta).backward()
+            loss_fn(beta, **fields).backward()
             unused |= {n for n, p in params.items() if p.grad is None}
     for n, p in params.items():
         p.grad = saved[n]

@@ -34,6 +34,7 @@ from ..config import load_config
 from ..data import Batches, Splits, check_finite
 from ..errors import CheckpointError, ConfigError, DataError, TrainingDiverged
 from ..infer.evaluate import elbo_terms
+from ..models.base import model_fields, select_fields, unregistered
 from ..infer.objectives import objectives
 from .optim import kl_schedules, optimizers, schedules
 from ..runs import RunDir, load_checkpoint, load_model_state, save_checkpoint
@@ -111,7 +112,7 @@ class Trainer:
         self.run_path = run_dir
         self.run = RunDir(run_dir) if run_dir is not None and self.dist.is_main else None
         self._check_data()
-        x_train = self.splits.train[0]
+        x_train, y_train = self.splits.train
         mapped = self.splits.mapped is not None
         if not mapped:
             x_train = x_train.to(self.device)
@@ -120,8 +121,10 @@ class Trainer:
             rank=self.dist.rank, world_size=self.dist.world_size,
             noise_seed=distributed.rank_seed(tc.seed, self.dist.rank), device=self.device,
             reader=self.splits.row_reader(x_train) if mapped else None,
+            fields=self._extra_fields(y_train),
         )
-        self.val_x = self._val_shard()
+        select_fields(self.vae, self._probe_batch(), "the training data")  # a missing field fails here
+        self.val_batch = self._val_shard()
         self.objective = objectives.build(tc.objective)
         self.params = [p for p in self.vae.parameters() if p.requires_grad]
         self.optimizer = optimizers.build(tc.optimizer, params=self.params)
@@ -150,7 +153,7 @@ class Trainer:
         if hasattr(self.objective, "differentiable_loss"):
             total_steps = self.cfg.train.epochs * len(self.batches)
             betas = [1.0] + ([0.0] if any(self.kl_weight(s) == 0 for s in range(min(total_steps, 10**6))) else [])
-            probe = self.splits.train[0][:2].to(self.device)
+            probe = select_fields(self.vae, self._probe_batch())
             unused = distributed.unused_parameters(self.vae, self.objective, probe, betas)
             self.ddp = distributed.wrap(self.vae, self.objective, self.device, find_unused=bool(unused))
         else:  # no differentiable loss to wrap: start from rank 0's weights, sum gradients by hand
@@ -161,14 +164,25 @@ class Trainer:
             torch.manual_seed(distributed.rank_seed(self.cfg.train.seed, self.dist.rank))
         self._step = self._dist_step
 
-    def _val_shard(self):
-        """This rank's part of the validation set (all of it with one process)."""
+    def _extra_fields(self, labels) -> Dict[str, torch.Tensor]:
+        """The per-point fields besides ``x`` that the model takes: labels as ``y``."""
+        fields = {"y": labels} if labels is not None and "y" in model_fields(self.vae) else {}
+        return {k: v.to(self.device) for k, v in fields.items()}
+
+    def _probe_batch(self) -> Dict[str, torch.Tensor]:
+        """Two training points with every field, for checks before training."""
+        x, y = self.splits.train
+        return {"x": x[:2].to(self.device), **{k: v[:2] for k, v in self._extra_fields(y).items()}}
+
+    def _val_shard(self) -> Optional[Dict[str, torch.Tensor]]:
+        """This rank's part of the validation set (all of it with one process), as batch fields."""
         if self.splits.val is None:
             return None
-        val = self.splits.val[0]
+        x, y = self.splits.val
+        fields = {"x": x.to(self.device), **self._extra_fields(y)}
         if self.dist.enabled:
-            val = torch.tensor_split(val, self.dist.world_size)[self.dist.rank]
-        return val.to(self.device)
+            fields = {k: torch.tensor_split(v, self.dist.world_size)[self.dist.rank] for k, v in fields.items()}
+        return fields
 
     # -- checks --------------------------------------------------------------
     def _check_data(self):
@@ -221,28 +235,29 @@ class Trainer:
                         )
 
     # -- one step --------------------------------------------------------
-    def _step(self, x: torch.Tensor, beta: float) -> float:
-        """Forward and backward; returns the loss (negative ELBO summed over the batch)."""
+    def _step(self, fields: Dict[str, torch.Tensor], beta: float) -> float:
+        """Forward and backward on one batch's fields (the keyword arguments of
+        the model and guide); returns the loss (negative ELBO summed over the batch)."""
         if hasattr(self.objective, "differentiable_loss"):
             # the optimizer holds vae.parameters() itself: skip pyro.module
-            with self.vae.direct_parameters():
-                loss = self.objective.differentiable_loss(self.vae.model, self.vae.guide, x, beta=beta)
+            with unregistered(self.vae):
+                loss = self.objective.differentiable_loss(self.vae.model, self.vae.guide, **fields, beta=beta)
             loss.backward()
             return loss.item()
         # objectives without a differentiable loss (RenyiELBO) do their own
         # backward over the parameters they find registered in the traces
-        return self.objective.loss_and_grads(self.vae.model, self.vae.guide, x, beta=beta)
+        return self.objective.loss_and_grads(self.vae.model, self.vae.guide, **fields, beta=beta)
 
-    def _dist_step(self, x: torch.Tensor, beta: float) -> float:
+    def _dist_step(self, fields: Dict[str, torch.Tensor], beta: float) -> float:
         """:meth:`_step` of a data-parallel run: returns the loss summed over
         all ranks' batches (the same number on every rank)."""
         world = self.dist.world_size
         if self.ddp is not None:
-            loss = self.ddp(x, beta)
+            loss = self.ddp(beta=beta, **fields)
             (loss * world).backward()  # DDP averages: the gradient of the global sum
             local = float(loss.detach())
         else:
-            local = self.objective.loss_and_grads(self.vae.model, self.vae.guide, x, beta=beta)
+            local = self.objective.loss_and_grads(self.vae.model, self.vae.guide, **fields, beta=beta)
             distributed.all_reduce_grads(self.params)
         return distributed.all_reduce_sum([local])[0]
 
@@ -324,15 +339,16 @@ class Trainer:
     # -- epochs ------------------------------------------------------------
     def validate(self) -> Dict[str, float]:
         """Mean negative ELBO (beta = 1), reconstruction and KL per validation point, in nats."""
-        if self.val_x is None:
+        if self.val_batch is None:
             return {}
         self.vae.eval()
         totals = {"elbo": 0.0, "reconstruction": 0.0, "kl": 0.0}
-        for start in range(0, len(self.val_x), self.cfg.train.eval_batch_size):
-            terms = elbo_terms(self.vae, self.val_x[start : start + self.cfg.train.eval_batch_size])
+        n, size = len(self.val_batch["x"]), self.cfg.train.eval_batch_size
+        for start in range(0, n, size):
+            chunk = select_fields(self.vae, {k: v[start : start + size] for k, v in self.val_batch.items()})
+            terms = elbo_terms(self.vae, **chunk)
             for k in totals:
                 totals[k] += float(terms[k].sum())
-        n = len(self.val_x)
         if self.dist.enabled:  # each rank scored its share of the validation set
             totals["elbo"], totals["reconstruction"], totals["kl"], n = distributed.all_reduce_sum(
                 [totals["elbo"], totals["reconstruction"], totals["kl"], n]
@@ -413,9 +429,10 @@ class Trainer:
         self.vae.train()
         total, count, skipped = 0.0, 0, 0
         bar = self._progress_bar()
-        for i, x in enumerate(self.batches):
+        for i, batch in enumerate(self.batches):
             beta = self.kl_weight(st.step)
-            loss = self._step(x, beta)
+            x = batch["x"]
+            loss = self._step(select_fields(self.vae, batch), beta)
             norm = self._grad_norm()
             if not (math.isfinite(loss) and math.isfinite(norm)):
                 error = self._diverged(*(("loss", loss) if not math.isfinite(loss) else ("gradient norm", norm)), i)
