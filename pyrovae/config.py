@@ -101,10 +101,15 @@ class ModelConfig:
     :ivar name: the registered model (``pyrovae list`` shows them): ``vae``,
         or one registered with :func:`pyrovae.register_model`.
     :ivar options: keyword options of that model's factory.
+    :ivar plugins: Python modules to import before the model is built, so
+        that components and models registered outside pyrovae exist for
+        ``pyrovae train``, ``evaluate`` and resume (the run's config.yaml
+        keeps the list).
     """
 
     name: str = "vae"
     options: Dict[str, Any] = field(default_factory=dict)
+    plugins: List[str] = field(default_factory=list)
     latent_dim: int = 50
     encoder: Spec = _spec("mlp", hidden=[200, 200], activation="tanh")
     decoder: Spec = _spec("mlp", hidden=[200, 200], activation="tanh")
@@ -118,6 +123,8 @@ class ModelConfig:
             raise ConfigError(f"model.name must be the name of a registered model, got {self.name!r}")
         if not isinstance(self.options, dict):
             raise ConfigError(f"model.options must be a mapping of the model's options, got {self.options!r}")
+        if not isinstance(self.plugins, list) or not all(isinstance(m, str) and m for m in self.plugins):
+            raise ConfigError(f"model.plugins must be a list of Python module names, got {self.plugins!r}")
         _check_min("model.latent_dim", self.latent_dim, 1)
         for key in ("encoder", "decoder", "prior", "likelihood", "guide"):
             setattr(self, key, _as_spec(f"model.{key}", getattr(self, key)))

@@ -33,6 +33,7 @@ options under ``model.options``::
 from __future__ import annotations
 
 import contextlib
+import importlib
 import inspect
 from typing import Any, Dict, Mapping, Tuple
 
@@ -64,11 +65,25 @@ def build_model(config: Any, data_shape: Tuple[int, ...]):
         cfg = pyrovae.load_config({"model": {"name": "vae", "latent_dim": 8}})
         model = build_model(cfg.model, data_shape=(1, 28, 28))
     """
+    import_plugins(config.plugins)
     model = models.build({"name": config.name, **config.options}, config=config, data_shape=tuple(data_shape))
     for method in ("model", "guide"):
         if not callable(getattr(model, method, None)):
             raise ConfigError(f"model {config.name!r} has no {method}() method; a model needs Pyro model and guide methods")
     return model
+
+
+def import_plugins(modules) -> None:
+    """Import each module of ``model.plugins`` (they register components and
+    models as a side effect); a clear error when one cannot be imported."""
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except ImportError as e:
+            raise ConfigError(
+                f"model.plugins: cannot import {name!r} ({e}); put the module on PYTHONPATH or "
+                "install the package that provides it"
+            ) from None
 
 
 def model_name(model) -> str:
