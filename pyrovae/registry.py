@@ -24,7 +24,7 @@ from typing import Any, Callable, Dict, Iterator, Mapping, Optional, Tuple
 
 from .errors import ConfigError, PyrovaeError
 
-__all__ = ["Registry", "spec_name", "spec_kwargs"]
+__all__ = ["Registry", "spec_name", "spec_kwargs", "REGISTRIES", "all_registries"]
 
 
 def spec_name(spec: Any) -> str:
@@ -224,3 +224,35 @@ class Registry:
             raise error from None
         except (TypeError, ValueError) as e:
             raise ConfigError(f"{self.kind} {name!r} with options {kwargs}: {e}") from e
+
+
+#: every registry of pyrovae, once: ``(module, attribute)``, in the order
+#: ``pyrovae list`` shows them. A new registry is added here and nowhere else.
+REGISTRIES = (
+    ("pyrovae.models.base", "models"),
+    ("pyrovae.components.priors", "priors"),
+    ("pyrovae.components.likelihoods", "likelihoods"),
+    ("pyrovae.components.nets", "encoders"),
+    ("pyrovae.components.nets", "decoders"),
+    ("pyrovae.components.guides", "guides"),
+    ("pyrovae.data.sources", "datasets"),
+    ("pyrovae.infer.objectives", "objectives"),
+    ("pyrovae.training.optim", "optimizers"),
+    ("pyrovae.training.optim", "schedules"),
+    ("pyrovae.training.optim", "kl_schedules"),
+    ("pyrovae.infer.masks", "masks"),
+    ("pyrovae.infer.impute", "imputers"),
+)
+
+
+def all_registries() -> Tuple[Registry, ...]:
+    """The :class:`Registry` objects that :data:`REGISTRIES` names (imported
+    here, not at the top, because those modules import this one).
+
+    Example::
+
+        [r.kind for r in all_registries()]   # ['model', 'prior', 'likelihood', ...]
+    """
+    import importlib
+
+    return tuple(getattr(importlib.import_module(module), name) for module, name in REGISTRIES)

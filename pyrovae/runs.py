@@ -98,6 +98,16 @@ class RunDir:
             raise RunDirError(f"cannot write to run directory {run.path}: {e}") from None
         return run
 
+    def make(self) -> None:
+        """Create the directory (and its parents) if it does not exist.
+
+        :raises RunDirError: when it cannot be created.
+        """
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise RunDirError(f"cannot create run directory {self.path}: {e.strerror or e}") from None
+
     @classmethod
     def existing(cls, path) -> "RunDir":
         run = cls(path)
@@ -154,11 +164,6 @@ class RunDir:
             except json.JSONDecodeError:
                 break  # a line cut short by a crash ends the record
         return records
-
-    def truncate_metrics(self, last_epoch: int) -> None:
-        """Keep only the records of epochs up to ``last_epoch`` (for resume)."""
-        kept = [r for r in self.read_metrics() if r.get("epoch", 0) <= last_epoch]
-        _atomic_write_text(self.metrics, "".join(json.dumps(r) + "\n" for r in kept))
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
@@ -280,8 +285,13 @@ def load_checkpoint(path, map_location="cpu") -> Dict[str, Any]:
         ) from None
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path} is not a pyrovae checkpoint (no '{CHECKPOINT_FORMAT}' marker)")
-    digest = state.pop("sha256", None)  # checkpoints of pyrovae <= 0.1.0 have none
-    if digest is not None and digest != content_digest(state):
+    digest = state.pop("sha256", None)
+    if digest is None:  # every pyrovae release writes one: the checksum was removed
+        raise CheckpointError(
+            f"{path} has no checksum (every checkpoint that pyrovae writes has one); it was edited or "
+            "written by something else. Use the run's other checkpoint (best.pt or checkpoint.pt)"
+        )
+    if digest != content_digest(state):
         raise CheckpointError(
             f"{path} is corrupt: its contents do not match the checksum written with it (a damaged disk or "
             "copy). Use the run's other checkpoint (best.pt or checkpoint.pt) or an earlier copy"

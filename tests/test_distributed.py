@@ -25,9 +25,10 @@ import pyrovae
 from pyrovae.training import distributed
 from pyrovae.data import Batches, load_data
 from pyrovae.runs import load_checkpoint
+from pyrovae.training.strategy import DataParallel, SingleProcess
 from pyrovae.training.trainer import Trainer
 
-from helpers import assert_identical, tiny_config, without_seconds
+from helpers import assert_identical, setup, tiny_config, without_seconds
 
 WORLD = 2
 TESTS = Path(__file__).parent
@@ -267,6 +268,36 @@ def test_torchrun_resume_is_bitwise_exact(two_processes):
     assert_identical(without_seconds(a["history"]), without_seconds(b["history"]), "history")
     metrics = [without_seconds(json.loads(l) for l in (d / "metrics.jsonl").read_text().splitlines()) for d in (full, run)]
     assert_identical(metrics[0], metrics[1], "metrics.jsonl")
+
+
+def test_single_process_strategy_is_the_identity():
+    strategy = SingleProcess()
+    assert strategy.is_main and (strategy.rank, strategy.world_size) == (0, 1)
+    assert strategy.sum([1, 2.5]) == [1.0, 2.5]
+    assert strategy.gather({"rng": 1}) is None  # a one-process checkpoint holds no per-rank states
+    assert strategy.on_main(lambda: 3) == 3
+    fields = {"x": torch.zeros(4, 2)}
+    assert strategy.shard(fields) is fields
+    strategy.check_sizes(batch_size=1, num_points=1)
+    with pytest.raises(pyrovae.ConfigError, match="more than one process"):
+        DataParallel(distributed.SINGLE)
+
+
+def test_a_strategy_handed_in_runs_every_step():
+    """The trainer takes every step through its strategy (so that a strategy
+    of one's own, e.g. another reduction, needs no edit of the trainer)."""
+    calls = []
+
+    class Counting(SingleProcess):
+        def step(self, fields, beta):
+            calls.append(len(fields["x"]))
+            return super().step(fields, beta)
+
+    cfg, splits, vae = setup()
+    history = Trainer(vae, splits, cfg, strategy=Counting()).fit()
+    assert len(calls) == history[-1]["step"] == 2 * len(splits.train[0]) // 50
+    cfg, splits, vae = setup()
+    assert [r["train_loss"] for r in Trainer(vae, splits, cfg).fit()] == [r["train_loss"] for r in history]
 
 
 def test_process_group_errors_are_clear(monkeypatch):

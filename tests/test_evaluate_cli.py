@@ -103,3 +103,25 @@ def test_probe_adds_representation_scores(run_dir, tmp_path, capsys):
     # 4 well-separated prototypes: the codes of a trained model classify far above chance (0.25)
     assert probe["knn_accuracy"] > 0.5 and probe["logreg_accuracy"] > 0.5
     assert "latent probe:" in capsys.readouterr().out
+
+
+def test_a_model_that_takes_y_is_given_the_split_labels(run_dir, tmp_path, monkeypatch):
+    """``pyrovae evaluate`` passes the split's labels as the field y to a
+    model that takes y (here one that needs it: without y it would fail),
+    and a model without reconstruct gets n/a for the reconstruction errors."""
+    import pyro
+
+    import pyrovae.runs
+    from user_models import ConditionalBernoulliVAE
+
+    _, cfg, state = load_run(run_dir)
+    pyro.set_rng_seed(0)
+    model = ConditionalBernoulliVAE((1, 8, 8), 2, num_classes=4, hidden=16)
+    monkeypatch.setattr(pyrovae.runs, "load_run", lambda *a, **k: (model, cfg, state))
+    out = tmp_path / "y.json"
+    assert cli(run_dir, "-k", 3, "--limit", 30, "--out", out, "--no-progress") == 0
+    record = json.loads(out.read_text())
+    x, labels = load_data(cfg.data).test
+    expected = evaluate(model, (x[:30], labels[:30]), 3, seed=0).summary()
+    assert math.isclose(record["log_likelihood"], expected["log_likelihood"], rel_tol=1e-6)
+    assert record["mse"] is None and record["bce"] is None

@@ -1,3 +1,4 @@
+import importlib.util
 import json
 import math
 
@@ -13,6 +14,7 @@ from pyrovae.infer.evaluate import elbo_terms
 from pyrovae.infer.objectives import objectives
 from pyrovae.training.optim import kl_schedules
 from pyrovae.runs import RunDir, load_checkpoint
+from pyrovae.training.callbacks import callbacks_from_config
 from pyrovae.training.trainer import Trainer
 
 from helpers import SHAPE, setup, tiny_config
@@ -31,8 +33,8 @@ def test_metrics_file_and_checkpoint(tmp_path):
     assert lines == history
     state = load_checkpoint(run.checkpoint)
     assert state["epoch"] == 2 and state["step"] == 2 * len(splits.train[0]) // 50
-    assert {"model", "optimizer", "scheduler", "rng", "config", "param_store"} <= set(state)
-    assert any(k.startswith(vae.pyro_name) for k in state["param_store"])
+    assert {"model", "optimizer", "scheduler", "rng", "config", "pyrovae_version"} <= set(state)
+    assert "param_store" not in state  # a second copy of the weights that nothing read back
 
 
 @pytest.mark.parametrize("binarize", ["dynamic", "static"])
@@ -223,13 +225,32 @@ def test_minibatch_elbo_estimates_full_data_elbo():
 
 
 def test_config_callbacks_write_figures_and_tensorboard(tmp_path):
-    cfg, splits, vae = setup(train={**tiny_config()["train"], "epochs": 2, "sample_every": 1, "tensorboard": True})
-    run = RunDir.create(tmp_path / "run")
-    Trainer(vae, splits, cfg, run_dir=run.path).fit()
-    for epoch in (1, 2):
-        assert (run.path / "figures" / f"epoch-{epoch:04d}" / "samples.png").stat().st_size > 0
-    pytest.importorskip("tensorboard")
-    assert list((run.path / "tensorboard").glob("events.out.tfevents.*"))
+    """The caller builds the config's callbacks and hands them in; the
+    trainer builds none itself, and pyrovae.train() builds them as before."""
+    train = {**tiny_config()["train"], "epochs": 2, "sample_every": 1, "tensorboard": True}
+    if importlib.util.find_spec("tensorboard") is None:
+        train["tensorboard"] = False
+    cfg, splits, vae = setup(train=train)
+    bare = RunDir.create(tmp_path / "bare")
+    Trainer(vae, splits, cfg, run_dir=bare.path).fit()
+    assert not (bare.path / "figures").exists() and not (bare.path / "tensorboard").exists()
+    assert callbacks_from_config(cfg, None) == [] and callbacks_from_config(cfg, bare.path, is_main=False) == []
+    for name, fit in [
+        ("handed_in", lambda run, vae: Trainer(vae, splits, cfg, run_dir=run, callbacks=callbacks_from_config(cfg, run)).fit()),
+        ("train_function", lambda run, vae: pyrovae.train(vae, splits, cfg, run_dir=run)),
+    ]:
+        run = RunDir.create(tmp_path / name)
+        fit(run.path, setup(train=train)[2])
+        for epoch in (1, 2):
+            assert (run.path / "figures" / f"epoch-{epoch:04d}" / "samples.png").stat().st_size > 0
+        if train["tensorboard"]:
+            assert list((run.path / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def test_train_makes_a_missing_run_directory(tmp_path):
+    cfg, splits, vae = setup(train={"epochs": 1})
+    pyrovae.train(vae, splits, cfg, run_dir=tmp_path / "new" / "run")
+    assert load_checkpoint(tmp_path / "new" / "run" / "checkpoint.pt")["epoch"] == 1
 
 
 def test_custom_callback_sees_every_epoch():

@@ -25,8 +25,9 @@ def add_parser(sub):
 def cmd_encode(args) -> int:
     import numpy as np
 
-    from ..data import load_data
+    from ..data import label_fields, load_data
     from ..errors import DataError, RunDirError
+    from ..models.base import model_fields
     from ..report.latents import encode_data
     from ..runs import load_run
 
@@ -35,7 +36,8 @@ def cmd_encode(args) -> int:
     if pair is None or len(pair[0]) == 0:
         raise DataError(f"the run's data has no {args.split} split (data.val_size is 0?); choose another --split")
     x, labels = pair
-    codes = encode_data(vae, x, batch_size=args.batch_size, seed=args.seed)
+    # a model that takes labels (field y) is encoded with them
+    codes = encode_data(vae, **label_fields(x, labels, model_fields(vae)), batch_size=args.batch_size, seed=args.seed)
     out = Path(args.out) if args.out else Path(args.run_dir) / f"codes-{args.split}.npz"
     if out.suffix != ".npz":
         out = out.with_name(out.name + ".npz")  # what np.savez would do silently; say it
@@ -44,5 +46,5 @@ def cmd_encode(args) -> int:
         np.savez(out, mean=codes["mean"].numpy(), scale=codes["scale"].numpy(), labels=labels.numpy())
     except OSError as e:
         raise RunDirError(f"cannot write {out}: {e}") from None
-    print(f"wrote {out}: mean and scale ({len(x)}, {vae.latent_dim}), labels ({len(x)},)", file=sys.stderr)
+    print(f"wrote {out}: mean and scale {tuple(codes['mean'].shape)}, labels ({len(x)},)", file=sys.stderr)
     return 0

@@ -5,9 +5,9 @@ run on one data split; prints a table and writes ``RUN_DIR/eval.json``.
 Binary data (MNIST with ``data.binarize`` dynamic or static) is evaluated
 on a binarization fixed by the run's ``data.binarize_seed`` (default 0):
 the test set with that seed, the validation set with seed + 1 and the
-training set with seed + 2, as :func:`pyrovae.data.load_data` documents.
-So every run with the same data config is scored on the same binary
-images, as the literature does.
+training set with seed + 2 (pyrovae.data.binarize). So every run with the
+same data config is scored on the same binary images, as the literature
+does. A model that takes labels (field y) is given the split's labels.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from pathlib import Path
 from . import add_which_argument, positive_int
 
 SPLITS = ("test", "val", "train")
-
 
 
 def add_parser(sub):
@@ -49,11 +48,11 @@ def add_parser(sub):
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or auto")
     p.add_argument("--threads", type=positive_int, default=None,
                    help="CPU threads for torch (default: torch's choice, one per core). On a machine that "
-                        "other jobs keep busy, 1 thread can be several times faster than 2, because "
-                        "multi-threaded operations wait for a descheduled thread")
+                        "other jobs keep busy, 1 thread can beat 2, because multi-threaded operations "
+                        "wait for a descheduled thread (see the README)")
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                    help="torch.compile the likelihood's log-density: a few seconds of compiling, then about "
-                        "1.35x faster (default: only for N x K >= 10^7 decoder passes)")
+                        "faster for large runs (default: only for N x K >= 10^7 decoder passes)")
     p.add_argument("--probe", action="store_true",
                    help="also fit k-NN, logistic regression and k-means on the latent means of training points "
                         "and score them on the evaluated split (needs scikit-learn: pip install -e '.[probe]')")
@@ -66,9 +65,7 @@ def add_parser(sub):
 
 def _split_data(cfg, split: str):
     """The split's data ``(x, labels)`` as the run saw it, binarized with the fixed seeds."""
-    import torch
-
-    from ..data import binarize, load_data
+    from ..data import fixed_split, load_data
     from ..errors import DataError
 
     splits = load_data(cfg.data)
@@ -76,11 +73,7 @@ def _split_data(cfg, split: str):
     if pair is None or len(pair[0]) == 0:
         hint = "the run's config has data.val_size: 0" if split == "val" else "the data source gave none"
         raise DataError(f"the run has no {split} split ({hint}); choose another --split")
-    x = pair[0]
-    if split == "train" and cfg.data.binarize == "dynamic":
-        # dynamic binarization draws fresh images every epoch; score one fixed draw
-        x = binarize(x, torch.Generator().manual_seed(cfg.data.binarize_seed + 2))
-    return x, pair[1]
+    return fixed_split(pair, cfg.data, split)
 
 
 def _probe(vae, cfg, args, x, labels):
@@ -91,9 +84,17 @@ def _probe(vae, cfg, args, x, labels):
     fit_split = "train" if args.split != "train" else "val"
     x_fit, y_fit = _split_data(cfg, fit_split)
     n = args.probe_train
-    fit_codes = encode_data(vae, x_fit[:n].to(x.device))["mean"]
-    codes = encode_data(vae, x)["mean"]
+    fit_codes = encode_data(vae, **_fields(vae, x_fit[:n].to(x.device), y_fit[:n]))["mean"]
+    codes = encode_data(vae, **_fields(vae, x, labels))["mean"]
     return {"fit_split": fit_split, "fit_points": len(fit_codes), **latent_probe(fit_codes, y_fit[:n], codes, labels, seed=args.seed)}
+
+
+def _fields(vae, x, labels):
+    """The batch fields of ``(x, labels)`` for this model: labels as ``y`` when it takes ``y``."""
+    from ..data import label_fields
+    from ..models.base import model_fields
+
+    return label_fields(x, labels.to(x.device), model_fields(vae))
 
 
 def _format_table(summary, header: str) -> str:
@@ -110,7 +111,8 @@ def _format_table(summary, header: str) -> str:
         ("  reconstruction E_q[log p(x|z)]", f"{num(summary['reconstruction'])} nats"),
         ("  KL E_q[log q(z|x) - log p(z)]", f"{num(summary['kl'])} nats"),
         ("gap log p(x) - ELBO", f"{num(summary['log_likelihood'] - summary['elbo'])} nats"),
-        ("active units", f"{summary['active_units']} of {summary['latent_units']}"),
+        ("active units", "n/a" if summary["active_units"] is None
+         else f"{summary['active_units']} of {summary['latent_units']}"),
         ("reconstruction MSE per element", num(summary["mse"], "{:.5f}")),
         ("reconstruction BCE", f"{num(summary['bce'])} nats" if summary["bce"] is not None else "n/a"),
     ]
@@ -143,7 +145,7 @@ def cmd_evaluate(args) -> int:
     start = time.perf_counter()
     result = evaluate(
         vae,
-        x,
+        _fields(vae, x, labels),
         args.num_samples,
         batch_size=args.batch_size,
         chunk_size=args.chunk_size,

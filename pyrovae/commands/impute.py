@@ -42,28 +42,32 @@ def add_parser(sub):
 def cmd_impute(args) -> int:
     import torch
 
-    from ..data import load_data
+    from ..data import label_fields, load_data
     from ..errors import DataError, RunDirError
-    from ..infer.impute import imputation_errors, impute, make_mask, mask_tag
+    from ..infer.impute import check_imputable, imputation_errors, impute, make_mask, mask_tag
+    from ..models.base import model_fields
     from ..report.plots import image_shape_problem, imputation_figure, save_figure
     from ..runs import load_run
 
     vae, cfg, _ = load_run(args.run_dir, which=args.which)
+    check_imputable(vae, "pyrovae impute")
     splits = load_data(cfg.data)
     pair = getattr(splits, args.split)
     if pair is None or len(pair[0]) == 0:
         raise DataError(f"the run's data has no {args.split} split; choose another --split")
-    x = pair[0]
+    x, labels = pair
     n = min(args.limit, len(x))
     mask = make_mask(args.mask, n, vae.data_shape, seed=args.seed)
     if len(mask) > n:  # a mask file with more rows than points
         raise DataError(f"the mask has {len(mask)} rows but only {n} points are imputed; raise --limit or cut the file")
     x = x[:n]
+    fields = label_fields(x, labels[:n], model_fields(vae))  # labels as y for a model that takes y
+    fields.pop("x")
     train_mean = splits.train[0].mean(0)
     method = {"name": args.method, **{k: getattr(args, k) for k in ("num_particles", "steps", "burn_in", "metropolis")
                                        if getattr(args, k) is not None}}
     fill = train_mean if args.fill == "mean" else torch.zeros(vae.data_shape)
-    result = impute(vae, x, mask, method=method, fill=fill, seed=args.seed)
+    result = impute(vae, x, mask, method=method, fill=fill, seed=args.seed, **fields)
     report = {
         "mask": args.mask,
         "method": method,

@@ -7,6 +7,9 @@ from pathlib import Path
 
 from . import add_which_argument
 
+#: what the figures read of a model besides its model and guide
+PLOT_NEEDS = ("sample", "reconstruct", "encode", "decoder", "likelihood")
+
 
 def add_parser(sub):
     from ..report.figures import FIGURES
@@ -25,10 +28,13 @@ def add_parser(sub):
 
 def cmd_plot(args) -> int:
     from ..data import load_data
+    from ..models.base import require
     from ..report.figures import PlotInputs, write_plots
     from ..runs import RunDir, load_run
 
     vae, cfg, _ = load_run(args.run_dir, which=args.which)
+    for convenience in PLOT_NEEDS:  # the figures read these; say which one a model lacks before drawing any
+        require(vae, convenience, "pyrovae plot")
     splits = load_data(cfg.data)
     x, labels = splits.test if len(splits.test[0]) else splits.train
     records = RunDir(args.run_dir).read_metrics()

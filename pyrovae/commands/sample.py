@@ -18,7 +18,6 @@ def _out_path(text: str) -> Path:
     return path
 
 
-
 def add_parser(sub):
     p = sub.add_parser("sample", help="draw new data points from the prior, as a PNG grid or a .npy array")
     p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by pyrovae train")
@@ -36,6 +35,7 @@ def cmd_sample(args) -> int:
     import numpy as np
 
     from ..errors import RunDirError
+    from ..models.base import require
     from ..report.latents import draw_samples
     from ..report.plots import samples_figure, save_figure
     from ..runs import load_run
@@ -48,8 +48,9 @@ def cmd_sample(args) -> int:
         if out.suffix.lower() == ".npy":
             np.save(out, samples.numpy().astype(np.float32))
         else:
+            value_range = require(vae, "likelihood", "a PNG of samples (its value range)").value_range
             what = "draws from p(x|z)" if args.draw else "decoder means"
-            fig = samples_figure(samples, vae.likelihood.value_range, title=f"{args.num} samples from the prior ({what}, seed {args.seed})")
+            fig = samples_figure(samples, value_range, title=f"{args.num} samples from the prior ({what}, seed {args.seed})")
             save_figure(fig, out)
     except OSError as e:
         raise RunDirError(f"cannot write {out}: {e}") from None

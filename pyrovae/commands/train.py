@@ -23,7 +23,7 @@ def add_parser(sub):
 
 
 def cmd_train(args) -> int:
-    """Train; under ``torchrun`` every process runs this (see :mod:`pyrovae.distributed`)."""
+    """Train; under ``torchrun`` every process runs this (see :mod:`pyrovae.training.distributed`)."""
     from ..training import distributed
 
     ctx = distributed.init()
@@ -52,6 +52,8 @@ def _train(args, ctx) -> int:
     from ..errors import TrainingDiverged
     from ..models import build_model
     from ..runs import RunDir
+    from ..training.callbacks import callbacks_from_config
+    from ..training.strategy import for_context
     from ..training.trainer import Trainer
     from ..report.figures import write_figures
 
@@ -85,7 +87,8 @@ def _train(args, ctx) -> int:
     if not args.resume:
         on_main(lambda: RunDir.create(out, overwrite=args.overwrite))
         run = RunDir(out)
-    trainer = Trainer(vae, splits, cfg, run_dir=run.path)
+    callbacks = callbacks_from_config(cfg, run.path, is_main=ctx.is_main)
+    trainer = Trainer(vae, splits, cfg, run_dir=run.path, callbacks=callbacks, strategy=for_context(ctx))
     say = (lambda msg: print(msg, file=sys.stderr)) if ctx.is_main else (lambda msg: None)
     if args.resume:
         trainer.resume()
@@ -97,7 +100,12 @@ def _train(args, ctx) -> int:
     except TrainingDiverged as e:
         e.shared = True  # every rank sees the same summed loss
         raise
-    if ctx.is_main:
+    # the end-of-run figures need the model's conveniences; a model of one's
+    # own may have neither, and its run is complete without them
+    missing = [m for m in ("sample", "reconstruct") if not callable(getattr(trainer.vae, m, None))]
+    if ctx.is_main and missing:
+        say(f"no reconstructions.png or samples.png: model {cfg.model.name!r} has no {' or '.join(missing)}() method")
+    elif ctx.is_main:
         for path in write_figures(trainer.vae, splits, run.path):
             say(f"wrote {path}")
     return 0

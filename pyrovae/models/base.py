@@ -44,7 +44,7 @@ from ..registry import Registry
 
 __all__ = [
     "models", "register_model", "build_model", "model_fields", "required_fields", "select_fields", "require",
-    "unregistered",
+    "unregistered", "eval_mode",
 ]
 
 #: model factories ``(config, data_shape, **options) -> nn.Module``
@@ -148,3 +148,18 @@ def unregistered(model):
     a no-op context."""
     direct = getattr(model, "direct_parameters", None)
     return direct() if direct is not None else contextlib.nullcontext()
+
+
+@contextlib.contextmanager
+def eval_mode(model):
+    """``model.eval()`` inside the block; the train/eval mode it had before
+    is restored afterwards, also after an error. Anything without ``eval``
+    (a user's plain object) is left alone."""
+    was_training = getattr(model, "training", False)
+    if hasattr(model, "eval"):
+        model.eval()
+    try:
+        yield model
+    finally:
+        if hasattr(model, "train"):
+            model.train(was_training)

@@ -22,6 +22,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
 
 import torch
 
+from ..models.base import eval_mode
 from . import plots
 from .latents import (
     draw_samples,
@@ -176,17 +177,17 @@ def write_plots(inp: PlotInputs, out_dir, only: Optional[Sequence[str]] = None) 
     does not apply to this model ``{name: "why not"}``."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    inp.vae.eval()
     written: Dict[str, Union[Path, str]] = {}
-    for name in only or FIGURES:
-        with seeded(inp.seed, inp.vae.device):
-            fig = FIGURES[name](inp)
-        if isinstance(fig, str):
-            written[name] = fig
-            continue
-        path = out_dir / f"{name}.png"
-        plots.save_figure(fig, path)
-        written[name] = path
+    with eval_mode(inp.vae):  # a model in training (EpochFigures) goes back to training
+        for name in only or FIGURES:
+            with seeded(inp.seed, inp.vae.device):
+                fig = FIGURES[name](inp)
+            if isinstance(fig, str):
+                written[name] = fig
+                continue
+            path = out_dir / f"{name}.png"
+            plots.save_figure(fig, path)
+            written[name] = path
     return written
 
 
@@ -200,9 +201,10 @@ def write_figures(vae, splits, run_dir, n: int = 64, seed: int = 0) -> List[Path
 
 
 class EpochFigures:
-    """A trainer callback (``train.sample_every: N``): reconstructions and
-    samples every N epochs into ``RUN_DIR/figures/epoch-NNNN/``. The samples
-    use a forked RNG, so the training run is unchanged."""
+    """A trainer callback (``train.sample_every: N``; built by
+    :func:`~pyrovae.training.callbacks.callbacks_from_config`): reconstructions
+    and samples every N epochs into ``RUN_DIR/figures/epoch-NNNN/``. The
+    samples use a forked RNG, so the training run is unchanged."""
 
     def __init__(self, run_dir, every: int):
         self.out = Path(run_dir) / "figures"
@@ -211,7 +213,6 @@ class EpochFigures:
     def on_epoch_end(self, trainer, record) -> None:
         if record["epoch"] % self.every == 0:
             write_figures(trainer.vae, trainer.splits, self.out / f"epoch-{record['epoch']:04d}")
-            trainer.vae.train()
 
     def on_train_end(self, trainer) -> None:
         pass

@@ -13,6 +13,7 @@ from typing import Dict, Iterator, Optional
 import torch
 
 from ..errors import DataError
+from ..models.base import require
 
 __all__ = [
     "seeded",
@@ -47,29 +48,49 @@ def seeded(seed: Optional[int], device=None) -> Iterator[None]:
 def draw_samples(vae, n: int, seed: Optional[int] = 0, mean: bool = True) -> torch.Tensor:
     """``n`` new data points ``(n, *data_shape)`` from p(z) p(x|z), the same
     for the same ``seed``. ``mean=True`` gives E[x|z] (what one looks at),
-    ``mean=False`` a draw from p(x|z)."""
+    ``mean=False`` a draw from p(x|z). Needs the model's ``sample(n, mean)``
+    convenience (a :class:`ConfigError` says so when it has none)."""
     if not isinstance(n, int) or n < 1:
         raise DataError(f"the number of samples must be a positive integer, got {n!r}")
-    with seeded(seed, vae.device):
-        return vae.sample(n, mean=mean)
+    sample = require(vae, "sample", "drawing samples")
+    with seeded(seed, getattr(vae, "device", None)):
+        return sample(n, mean=mean)
 
 
 @torch.no_grad()
-def encode_data(vae, x: torch.Tensor, batch_size: int = 1000, num_samples: int = 64, seed: Optional[int] = 0) -> Dict[str, torch.Tensor]:
+def encode_data(vae, x: torch.Tensor, batch_size: int = 1000, num_samples: int = 64, seed: Optional[int] = 0,
+                **fields: torch.Tensor) -> Dict[str, torch.Tensor]:
     """The mean and the standard deviation of q(z|x) for every point of ``x``.
 
+    :param vae: a model with the ``encode(x)`` convenience (q(z|x) as a
+        distribution); a model without it gets a :class:`ConfigError`.
     :param torch.Tensor x: data ``(N, *data_shape)``.
     :param int batch_size: points encoded at once.
     :param int num_samples: draws for a Monte Carlo estimate when the guide
         has no closed-form mean or standard deviation (a flow).
+    :param fields: the model's other batch fields (``y=labels``), each
+        ``(N, ...)``, checked like :func:`~pyrovae.log_likelihood`'s and
+        passed to ``encode`` where its signature names them.
     :returns: ``{"mean": (N, latent_dim), "scale": (N, latent_dim)}`` on the CPU;
         ``scale`` is 0 for a point-mass (delta) guide.
+
+    Example::
+
+        codes = encode_data(vae, x_test)     # codes["mean"]: (N, latent_dim)
     """
-    vae.check_data(x[:1], "data to encode")
+    from ..infer.fields import accepted_fields, chunk_sizes, chunks, data_fields
+
+    encode = require(vae, "encode", "encoding data")
+    if isinstance(x, torch.Tensor) and x.dim() > 0 and len(x) == 0:  # nothing to encode: empty codes
+        empty = torch.zeros(0, getattr(vae, "latent_dim", 0))
+        return {"mean": empty, "scale": empty}
+    data = data_fields(vae, x, fields, "encode_data", "data to encode", check_values=False)
+    device = getattr(vae, "device", x.device)
     means, scales = [], []
-    with seeded(seed, vae.device):
-        for start in range(0, len(x), batch_size):
-            q = vae.encode(x[start : start + batch_size].to(vae.device))
+    sizes = chunk_sizes(len(x), batch_size)
+    with seeded(seed, device):
+        for _, chunk in chunks(data, sizes, device):
+            q = encode(chunk["x"], **accepted_fields(encode, chunk))
             try:
                 mean, scale = q.mean, q.stddev
             except NotImplementedError:
@@ -77,8 +98,7 @@ def encode_data(vae, x: torch.Tensor, batch_size: int = 1000, num_samples: int =
                 mean, scale = draws.mean(0), draws.std(0)
             means.append(mean.cpu())
             scales.append(scale.cpu())
-    empty = torch.zeros(0, vae.latent_dim)
-    return {"mean": torch.cat(means) if means else empty, "scale": torch.cat(scales) if scales else empty}
+    return {"mean": torch.cat(means), "scale": torch.cat(scales)}
 
 
 @torch.no_grad()

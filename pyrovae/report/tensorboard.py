@@ -1,4 +1,5 @@
-"""TensorBoard logging as a training callback (``train.tensorboard: true``;
+"""TensorBoard logging as a training callback (``train.tensorboard: true``,
+built by :func:`~pyrovae.training.callbacks.callbacks_from_config`;
 ``pip install 'pyrovae[tensorboard]'``).
 
 :class:`TensorBoardCallback` writes every numeric field of each epoch's
@@ -23,6 +24,7 @@ from typing import Any, Dict, Optional
 import torch
 
 from ..errors import ConfigError
+from ..models.base import eval_mode
 from .latents import draw_samples, seeded
 from .plots import as_images, image_grid, image_shape_problem
 
@@ -79,9 +81,7 @@ class TensorBoardCallback:
     def log_images(self, vae, x: torch.Tensor, step: int) -> None:
         """Log ``samples`` (from the prior) and ``reconstructions`` (``x``
         above its reconstruction) at ``step``."""
-        was_training = vae.training
-        vae.eval()
-        try:
+        with eval_mode(vae):
             value_range = vae.likelihood.value_range
             samples = draw_samples(vae, self.num_images, seed=self.seed)
             self._add_grid("samples", as_images(samples, value_range), step)
@@ -92,8 +92,6 @@ class TensorBoardCallback:
             inputs, outputs = as_images(x[:n], value_range), as_images(rec[:n], value_range)
             rows = [part for s in range(0, n, nrow) for part in (inputs[s : s + nrow], outputs[s : s + nrow])]
             self._add_grid("reconstructions", torch.cat(rows), step, nrow)
-        finally:
-            vae.train(was_training)
 
     def _add_grid(self, tag: str, images: torch.Tensor, step: int, nrow: Optional[int] = None) -> None:
         nrow = nrow or math.ceil(math.sqrt(len(images)))

@@ -1,1 +1,2 @@
-"""Training: the trainer, data-parallel strategy, optimizers and schedules."""
+"""Training: the trainer, its strategies (one process or data-parallel), the
+checkpoint state, callbacks, non-finite checks, optimizers and schedules."""

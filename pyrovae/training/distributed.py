@@ -1,12 +1,16 @@
 """Data-parallel training with ``torch.distributed``.
 
 Launch the ordinary command under ``torchrun``; each process runs the same
-program and :class:`~pyrovae.train.Trainer` notices the environment that
-torchrun sets (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``,
-``MASTER_PORT``)::
+program and the trainer's strategy is then
+:class:`~pyrovae.training.strategy.DataParallel` (chosen from the
+environment that torchrun sets: ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``,
+``MASTER_ADDR``, ``MASTER_PORT``)::
 
     torchrun --nproc_per_node=2 -m pyrovae train --config cfg.yaml --out runs/a
     torchrun --nproc_per_node=2 -m pyrovae train --resume runs/a
+
+This module holds the pieces that strategy is made of: joining the process
+group, the loss module that DDP wraps, and the collectives.
 
 What a run of ``W`` processes computes:
 

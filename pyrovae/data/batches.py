@@ -1,0 +1,146 @@
+"""Shuffled mini-batches of named fields, driven by explicit generators."""
+
+from __future__ import annotations
+
+from typing import Dict, Iterator, Optional, Sequence
+
+import torch
+
+from ..errors import DataError
+from .splits import RowReader
+
+__all__ = ["Batches", "label_fields"]
+
+
+class Batches:
+    """Shuffled mini-batches, with optional dynamic binarization, driven by
+    explicit ``torch.Generator`` objects (so their state can be checkpointed).
+
+    With ``world_size`` W > 1 (data-parallel training, see
+    :mod:`pyrovae.distributed`) ``batch_size`` is the global batch: every
+    rank draws the same permutation and keeps points ``rank, rank + W, ...``
+    of each global batch; a last global batch smaller than W is dropped, so
+    every rank takes the same number of steps.
+
+    :param torch.Tensor x: ``(N, *data_shape)``, in memory or a view of a
+        memory-mapped file (then only each batch's rows are read).
+    :param int batch_size: points per (global) batch; the last may be smaller.
+    :param bool shuffle: reshuffle each epoch.
+    :param bool dynamic_binarize: draw fresh binary values for every batch.
+    :param int seed: seed of the permutation generator :attr:`generator` (on
+        the data's device). With one process it also draws the binarization.
+    :param int rank: this process's rank.
+    :param int world_size: number of processes.
+    :param int noise_seed: seed of this rank's binarization generator
+        :attr:`noise_generator` (only when W > 1).
+    :param device: where batches go (default: where ``x`` is); for mapped data
+        on a GPU, each batch is copied there.
+    :param reader: a :class:`RowReader` over the same rows as ``x``; batches
+        are then read through it (data larger than memory).
+    :param dict fields: other per-point fields, each ``(N, ...)`` in memory
+        (labels as ``"y"``), batched with the same rows as ``x``.
+
+    Each batch is a dict of named fields: ``{"x": (B, *data_shape), **fields}``,
+    the keyword arguments of a model's ``model`` and ``guide`` (see
+    :mod:`pyrovae.models.base`).
+
+    Example::
+
+        for batch in Batches(x, 100, fields={"y": labels}):
+            loss = elbo.differentiable_loss(vae.model, vae.guide, batch["x"])
+    """
+
+    def __init__(self, x, batch_size, shuffle=True, dynamic_binarize=False, seed=0, rank=0, world_size=1,
+                 noise_seed=None, device=None, reader: Optional[RowReader] = None,
+                 fields: Optional[Dict[str, torch.Tensor]] = None):
+        self.x = x
+        self.fields = {k: v for k, v in (fields or {}).items() if v is not None}
+        for name, values in self.fields.items():
+            if name == "x" or len(values) != len(x):
+                raise DataError(f"batch field {name!r} has {len(values)} rows but x has {len(x)}; give one per data point")
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.dynamic_binarize = dynamic_binarize
+        self.rank, self.world_size = rank, world_size
+        self.device = torch.device(device) if device is not None else x.device
+        self.reader = reader
+        self.generator = torch.Generator(device=x.device).manual_seed(seed)
+        if world_size == 1 and self.device == x.device:
+            self.noise_generator = self.generator
+        else:
+            seed2 = noise_seed if noise_seed is not None else seed + rank + 1
+            self.noise_generator = torch.Generator(device=self.device).manual_seed(seed2)
+
+    def __len__(self):
+        n, b, w = len(self.x), self.batch_size, self.world_size
+        full, tail = divmod(n, b)
+        return full + (1 if tail >= w else 0)  # w = 1: ceil(n / b)
+
+    @property
+    def points_per_epoch(self) -> int:
+        """Points this rank sees in one epoch."""
+        n, b, w, r = len(self.x), self.batch_size, self.world_size, self.rank
+        full, tail = divmod(n, b)
+        own = lambda size: len(range(r, size, w))  # noqa: E731
+        return full * own(b) + (own(tail) if tail >= w else 0)
+
+    def __iter__(self) -> Iterator[Dict[str, torch.Tensor]]:
+        if self.reader is None and self.device == self.x.device:
+            return self._in_memory()
+        return self._streamed()
+
+    def _order(self) -> torch.Tensor:
+        n, device = len(self.x), self.x.device
+        if self.shuffle:
+            return torch.randperm(n, generator=self.generator, device=device)
+        return torch.arange(n, device=device)
+
+    def _binarize(self, batch: torch.Tensor) -> torch.Tensor:
+        noise = torch.rand(batch.shape, generator=self.noise_generator, device=batch.device)
+        return (noise < batch).to(batch.dtype)
+
+    def _in_memory(self) -> Iterator[torch.Tensor]:
+        order = self._order()
+        rank, world = self.rank, self.world_size
+        for start in range(0, len(self) * self.batch_size, self.batch_size):
+            idx = order[start : start + self.batch_size]
+            idx = idx if world == 1 else idx[rank::world]
+            batch = self.x[idx]
+            if self.dynamic_binarize:
+                batch = self._binarize(batch)
+            yield self._with_fields(batch, idx)
+
+    def _streamed(self) -> Iterator[torch.Tensor]:
+        """Mapped data (or data on another device): each batch's rows are
+        read in ascending order on the host, then copied to ``device``."""
+        order = self._order()
+        rank, world = self.rank, self.world_size
+        read = self.reader if self.reader is not None else self.x.__getitem__
+        for start in range(0, len(self) * self.batch_size, self.batch_size):
+            idx = order[start : start + self.batch_size][rank::world].sort().values
+            batch = read(idx).to(self.device, non_blocking=True)
+            if self.dynamic_binarize:
+                batch = self._binarize(batch)
+            yield self._with_fields(batch, idx)
+
+    def _with_fields(self, batch: torch.Tensor, idx: torch.Tensor) -> Dict[str, torch.Tensor]:
+        out = {"x": batch}
+        for name, values in self.fields.items():
+            out[name] = values[idx.to(values.device)].to(self.device, non_blocking=True)
+        return out
+
+
+def label_fields(x: torch.Tensor, labels: Optional[torch.Tensor], names: Sequence[str]) -> Dict[str, torch.Tensor]:
+    """The batch fields of a split's ``(x, labels)`` pair for a model that
+    takes the fields ``names``: ``{"x": x}``, plus ``"y": labels`` when
+    ``names`` holds ``"y"`` and some label is given (sources mark a missing
+    label with -1; a split with no label at all gives no ``y``).
+
+    Example::
+
+        label_fields(x, splits.test[1], ("x", "y"))   # {"x": x, "y": labels}
+    """
+    fields = {"x": x}
+    if labels is not None and "y" in names and bool((labels >= 0).any()):
+        fields["y"] = labels
+    return fields

@@ -1,0 +1,223 @@
+"""Per-data-point importance weights from Pyro traces: the one place where
+a guide trace and a replayed model trace become ``log p(x, z) - log q(z | x)``.
+
+:func:`~pyrovae.infer.evaluate.log_likelihood`, :func:`~pyrovae.infer.evaluate.evaluate`,
+:func:`~pyrovae.infer.evaluate.log_prob_terms` / ``elbo_terms`` and
+:func:`~pyrovae.infer.impute.impute` all call :func:`trace_pair` and
+:func:`weight_terms`, so they share these rules:
+
+- **Which site goes where.** Observed model sites give ``log_lik``
+  (log p(x | z), and log p(y | ...) when a label ``y`` is observed); latent
+  model sites that the guide samples give ``log_prior``; latent guide sites
+  give ``log_q``. ``log w = log_lik + log_prior - log_q``.
+- **Model-only sites.** A latent site of the model that the guide does not
+  sample is drawn from the model itself when it is replayed (an imputed
+  pixel ``x_unobserved``, a nuisance latent); its density appears in both
+  p and the proposal, so it cancels and is left out.
+- **Guide-only sites** have nothing to be weighed against: a
+  :class:`~pyrovae.errors.ConfigError` names them.
+- **Discrete sites are sampled, not enumerated.** The guide draws
+  y ~ q(y | x) like any other latent (the traces run without an
+  enumeration messenger, so ``infer={"enumerate": ...}`` is ignored here)
+  and the weight holds log p(y) - log q(y | x). With the exact posterior
+  as the guide every weight equals p(x) (tests/test_weights.py).
+- **Scales are not applied; masks are.** These are plain log densities of
+  the model as written: ``poutine.scale`` (beta, mini-batch scaling by
+  ``num_data``) weighs a training objective, not the model, so it is
+  ignored. A mask says which elements exist (``obs_mask``: hidden pixels
+  have no density), so a masked-out element contributes 0.
+- **Shapes.** Each site's ``log_prob`` is summed over everything but the
+  leading batch dims: ``(K, B)`` with ``num_particles = K`` (particles plate
+  at dim -2, data plate at dim -1), ``(B,)`` without. A site outside the
+  data plate (a global latent) broadcasts over the data points.
+- **Deterministic and subsample sites** have no density and are skipped.
+
+All log densities are in nats.
+
+.. note:: Pyro's ``vectorized_importance_weights`` sums over the data plate
+   as well, so it cannot give a log-likelihood for each data point; that is
+   why the weights are assembled here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from typing import Any, List, Mapping, NamedTuple, Optional, Tuple
+
+import torch
+
+import pyro
+import pyro.poutine as poutine
+from pyro.poutine.util import site_is_subsample
+
+from ..errors import ConfigError
+
+__all__ = ["TracePair", "WeightTerms", "trace_pair", "weight_terms", "latent_sites", "LogDensity"]
+
+
+class TracePair(NamedTuple):
+    """A guide trace, the model trace replayed on it, the shape of their
+    per-point weights (``(K, B)`` in a particles plate, ``(B,)`` without) and
+    the data ``x`` ``(B, ...)`` the guide saw (its dtype and device are the weights')."""
+
+    guide: Any
+    model: Any
+    batch_shape: Tuple[int, ...]
+    x: torch.Tensor
+
+
+class WeightTerms(NamedTuple):
+    """The parts of the log importance weights, each of :attr:`TracePair.batch_shape`, in nats.
+
+    :ivar log_lik: observed model sites, log p(x | z).
+    :ivar log_prior: latent model sites that the guide samples, log p(z).
+    :ivar log_q: latent guide sites, log q(z | x).
+    """
+
+    log_lik: torch.Tensor
+    log_prior: torch.Tensor
+    log_q: torch.Tensor
+
+    @property
+    def log_weight(self) -> torch.Tensor:
+        """``log_lik + log_prior - log_q``."""
+        return self.log_lik + self.log_prior - self.log_q
+
+
+def trace_pair(
+    vae,
+    fields: Mapping[str, torch.Tensor],
+    num_particles: Optional[int] = None,
+    *,
+    model_fields: Optional[Mapping[str, Any]] = None,
+    guide_trace=None,
+) -> TracePair:
+    """Trace ``vae.guide(**fields)`` (fresh draws, or the latent values of
+    ``guide_trace`` re-scored) and ``vae.model(**model_fields)`` replayed on
+    it; with ``num_particles`` K both run in ``pyro.plate("particles", K, dim=-2)``.
+
+    :param dict fields: the batch fields, each ``(B, ...)``; ``fields["x"]`` sets B.
+    :param dict model_fields: the model's keyword arguments when they differ
+        from the guide's (imputation: the model sees ``obs_mask``).
+    :returns: a :class:`TracePair` with ``batch_shape`` ``(K, B)`` or ``(B,)``.
+
+    Example::
+
+        pair = trace_pair(vae, {"x": x}, num_particles=10)   # x: (B, 784)
+        log_w = weight_terms(pair).log_weight                # (10, B)
+    """
+    x = fields["x"]
+    model_fields = fields if model_fields is None else model_fields
+
+    def others(kwargs):  # x goes first, positionally: a user's model may call it ``xs``
+        return {k: v for k, v in kwargs.items() if k != "x"}
+
+    plate = pyro.plate("particles", num_particles, dim=-2) if num_particles else contextlib.nullcontext()
+    with plate:
+        guide = vae.guide if guide_trace is None else poutine.replay(vae.guide, trace=guide_trace)
+        g = poutine.trace(guide).get_trace(x, **others(fields))
+        m = poutine.trace(poutine.replay(vae.model, trace=g)).get_trace(model_fields["x"], **others(model_fields))
+    return TracePair(g, m, (num_particles, len(x)) if num_particles else (len(x),), x)
+
+
+def _is_random(site) -> bool:
+    """A sample site with a density: not a plate's subsample site, not ``pyro.deterministic``."""
+    return (
+        site["type"] == "sample"
+        and not site_is_subsample(site)
+        and not site["infer"].get("_deterministic", False)
+    )
+
+
+def latent_sites(trace) -> List[dict]:
+    """The latent (unobserved) random sample sites of a trace, in order."""
+    return [s for s in trace.nodes.values() if _is_random(s) and not s["is_observed"]]
+
+
+def _log_prob(fn, value):
+    return fn.log_prob(value)
+
+
+class LogDensity:
+    """``fn.log_prob(value)``, optionally through ``torch.compile``, which
+    fuses a likelihood's elementwise work (for the Bernoulli: log-sigmoid,
+    multiply, subtract, negate and sum in one pass). If compilation fails
+    (no C++ compiler, an unsupported distribution) it warns once and
+    falls back to eager."""
+
+    _compiled = None  # one compiled wrapper per process: its cache holds one entry per shape
+
+    def __init__(self, compile: bool = False):
+        self.compile = compile
+
+    def __call__(self, fn, value):
+        if self.compile:
+            if LogDensity._compiled is None:
+                LogDensity._compiled = torch.compile(_log_prob, dynamic=False)
+            try:
+                return LogDensity._compiled(fn, value)
+            except Exception as e:  # compilation can fail in many ways; eager always works
+                warnings.warn(f"torch.compile of the log-densities failed, evaluating eagerly: {type(e).__name__}: {e}")
+                self.compile = False
+        return fn.log_prob(value)
+
+
+_EAGER = LogDensity(False)
+
+
+def _site_log_prob(site, ndim: int, log_prob=_EAGER) -> torch.Tensor:
+    """``log_prob`` of a sample site, masked as the site says, unscaled,
+    summed over everything but the leading ``ndim`` (particle, data) dims."""
+    log_p = log_prob(site["fn"], site["value"])
+    mask = site["mask"]
+    if mask is not None:
+        if isinstance(mask, bool):
+            log_p = log_p if mask else torch.zeros_like(log_p)
+        else:
+            log_p = torch.where(mask, log_p, log_p.new_zeros(()))
+    if log_p.dim() > ndim:
+        log_p = log_p.sum(tuple(range(ndim, log_p.dim())))
+    return log_p
+
+
+def _split_sites(pair: TracePair) -> Tuple[List[dict], List[dict], List[dict]]:
+    """(observed model sites, latent model sites the guide samples, latent guide sites)."""
+    guide_latents = latent_sites(pair.guide)
+    guide_names = {s["name"] for s in guide_latents}
+    observed, prior = [], []
+    for site in pair.model.nodes.values():
+        if not _is_random(site):
+            continue
+        if site["is_observed"]:
+            observed.append(site)
+        elif site["name"] in guide_names:
+            prior.append(site)
+        # else: drawn from the model itself on replay; cancels in the weight
+    missing = guide_names - {s["name"] for s in prior}
+    if missing:
+        raise ConfigError(
+            f"the guide samples {sorted(missing)}, which the model has no latent site for; "
+            "importance weights need a guide over the model's latent sites only (rename the "
+            "guide's sites to match the model's, or drop the auxiliary ones)"
+        )
+    return observed, prior, guide_latents
+
+
+def weight_terms(pair: TracePair, log_prob: LogDensity = _EAGER) -> WeightTerms:
+    """The per-point :class:`WeightTerms` of a :class:`TracePair` (see the
+    module notes for the rules). ``log_prob`` evaluates the observed sites'
+    densities (a compiled :class:`LogDensity` speeds up large likelihoods).
+    Gradients flow."""
+    observed, prior, latents = _split_sites(pair)
+    zeros = pair.x.new_zeros(pair.batch_shape)
+    ndim = len(pair.batch_shape)
+
+    def total(sites, fn=_EAGER):
+        out = zeros
+        for site in sites:
+            out = out + _site_log_prob(site, ndim, fn)
+        return out
+
+    return WeightTerms(total(observed, log_prob), total(prior), total(latents))
+
