@@ -40,7 +40,10 @@ ROOT = Path(__file__).resolve().parents[1]
 SHIFT = 0.05
 KL_FACTOR = 1.1
 #: run first, so that a caught fault stops the run early; then the rest of the suite
-ORACLE_FILES = ["tests/test_densities.py", "tests/test_kl.py", "tests/test_objectives.py", "tests/test_evaluate.py"]
+ORACLE_FILES = [
+    "tests/components/test_densities.py", "tests/components/test_kl.py", "tests/infer/test_objectives.py",
+    "tests/infer/test_weights.py", "tests/infer/test_evaluate.py",
+]
 
 
 # -- the faults -------------------------------------------------------------------

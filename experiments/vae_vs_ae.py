@@ -47,7 +47,8 @@ import pyro
 
 from pyrovae import VAE, load_config, load_data, load_run
 from pyrovae.infer.impute import imputation_errors, impute, make_mask
-from pyrovae.report.latents import encode_data, prior_draws, seeded
+from pyrovae.infer.seeds import seeded
+from pyrovae.report.latents import encode_data, prior_draws
 from pyrovae.report.plots import save_figure, side_by_side_figure
 from pyrovae.report.probe import latent_probe
 from pyrovae.runs import RunDir

@@ -1,5 +1,5 @@
 """Models registered from outside pyrovae, as a user's own module would
-(``model.plugins: [user_models]``); used by tests/test_models.py.
+(``model.plugins: [user_models]``); used by tests/models/test_models.py.
 
 - ``test_conditional_vae``: p(z) p(x | z, y) with guide q(z | x, y); it
   needs the labels ``y`` of every batch.

@@ -52,7 +52,7 @@ from pyro.poutine.util import site_is_subsample
 from ..errors import ConfigError, DataError
 from ..models.base import eval_mode, require, unregistered
 from ..registry import Registry
-from ..report.latents import seeded
+from .seeds import seeded
 from .masks import check_mask, load_mask_file, make_mask, mask_tag, masks, parse_mask_spec, register_mask  # noqa: F401
 from .fields import chunk_sizes, chunks, data_fields
 from .weights import TracePair, trace_pair, weight_terms

@@ -20,7 +20,7 @@ a guide trace and a replayed model trace become ``log p(x, z) - log q(z | x)``.
   y ~ q(y | x) like any other latent (the traces run without an
   enumeration messenger, so ``infer={"enumerate": ...}`` is ignored here)
   and the weight holds log p(y) - log q(y | x). With the exact posterior
-  as the guide every weight equals p(x) (tests/test_weights.py).
+  as the guide every weight equals p(x) (tests/infer/test_weights.py).
 - **Scales are not applied; masks are.** These are plain log densities of
   the model as written: ``poutine.scale`` (beta, mini-batch scaling by
   ``num_data``) weighs a training objective, not the model, so it is

@@ -7,16 +7,15 @@ Everything returns tensors; nothing here draws or writes files.
 
 from __future__ import annotations
 
-import contextlib
-from typing import Dict, Iterator, Optional
+from typing import Dict, Optional
 
 import torch
 
 from ..errors import DataError
+from ..infer.seeds import seeded
 from ..models.base import require
 
 __all__ = [
-    "seeded",
     "draw_samples",
     "encode_data",
     "prior_draws",
@@ -26,22 +25,6 @@ __all__ = [
     "interpolation_codes",
     "manifold_codes",
 ]
-
-
-@contextlib.contextmanager
-def seeded(seed: Optional[int], device=None) -> Iterator[None]:
-    """Run the block with torch's global generator (and the CUDA one of
-    ``device``) seeded by ``seed``, and restore their states afterwards, so
-    a seeded draw neither depends on nor disturbs anything else.
-    ``seed=None`` leaves the generators alone."""
-    if seed is None:
-        yield
-        return
-    device = torch.device(device) if device is not None else torch.device("cpu")
-    devices = [device] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
-        yield
 
 
 @torch.no_grad()

@@ -25,7 +25,8 @@ import torch
 
 from ..errors import ConfigError
 from ..models.base import eval_mode
-from .latents import draw_samples, seeded
+from ..infer.seeds import seeded
+from .latents import draw_samples
 from .plots import as_images, image_grid, image_shape_problem
 
 __all__ = ["TensorBoardCallback"]

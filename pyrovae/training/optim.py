@@ -32,7 +32,7 @@ def _fused_supported(params) -> bool:
 @optimizers.register("adam")
 def adam(params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, fused=None):
     """torch.optim.Adam; ``fused=None`` picks torch's fused kernel where the
-    parameters allow it (the same update, about 2.5x faster on small MLPs)."""
+    parameters allow it (the same update in one kernel; see the README's Performance section)."""
     params = list(params)
     if fused is None:
         fused = _fused_supported(params)

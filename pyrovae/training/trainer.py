@@ -34,7 +34,7 @@ import pyro
 
 from . import checkpoint, nonfinite
 from ..config import load_config
-from ..data import Batches, Splits, check_finite
+from ..data import Batches, Splits, binarizes_dynamically, check_finite, label_fields
 from ..errors import CheckpointError, ConfigError, DataError
 from ..infer.evaluate import elbo_terms
 from ..models.base import eval_mode, model_fields, select_fields
@@ -85,7 +85,7 @@ class Trainer:
         self.device = self.strategy.device(tc.device)
         self.vae = vae.to(self.device)
         if dynamic_binarize is None:
-            dynamic_binarize = self.cfg.data.binarize == "dynamic" and isinstance(data, Splits)
+            dynamic_binarize = binarizes_dynamically(self.cfg.data) and isinstance(data, Splits)
         self.dynamic_binarize = dynamic_binarize
         # the main rank alone writes; the others know the path only for messages
         self.run_path = run_dir
@@ -94,7 +94,7 @@ class Trainer:
             self.strategy.on_main(lambda: self.run.make())
         self.progress = Progress(bool(tc.progress) and self.strategy.is_main, tc.epochs)
         self._check_data()
-        x_train, y_train = self.splits.train
+        x_train = self.splits.train[0]
         mapped = self.splits.mapped is not None
         if not mapped:
             x_train = x_train.to(self.device)
@@ -103,7 +103,7 @@ class Trainer:
             rank=self.strategy.rank, world_size=self.strategy.world_size,
             noise_seed=self.strategy.noise_seed(tc.seed), device=self.device,
             reader=self.splits.row_reader(x_train) if mapped else None,
-            fields=self._extra_fields(y_train),
+            fields=self._extra_fields(self.splits.train),
         )
         probe = select_fields(self.vae, self._probe_batch(), "the training data")  # a missing field fails here
         self.val_batch = self._val_shard()
@@ -131,22 +131,23 @@ class Trainer:
         and benchmarks; the epoch loop calls the strategy directly."""
         return self.strategy.step(fields, beta)
 
-    def _extra_fields(self, labels) -> Dict[str, torch.Tensor]:
-        """The per-point fields besides ``x`` that the model takes: labels as ``y``."""
-        fields = {"y": labels} if labels is not None and "y" in model_fields(self.vae) else {}
-        return {k: v.to(self.device) for k, v in fields.items()}
+    def _extra_fields(self, pair) -> Dict[str, torch.Tensor]:
+        """The per-point fields of a split's ``(x, labels)`` pair besides ``x``
+        that the model takes (labels as ``y``), on the training device."""
+        fields = label_fields(*pair, model_fields(self.vae))
+        return {k: v.to(self.device) for k, v in fields.items() if k != "x"}
 
     def _probe_batch(self) -> Dict[str, torch.Tensor]:
         """Two training points with every field, for checks before training."""
-        x, y = self.splits.train
-        return {"x": x[:2].to(self.device), **{k: v[:2] for k, v in self._extra_fields(y).items()}}
+        x = self.splits.train[0]
+        return {"x": x[:2].to(self.device), **{k: v[:2] for k, v in self._extra_fields(self.splits.train).items()}}
 
     def _val_shard(self) -> Optional[Dict[str, torch.Tensor]]:
         """This rank's part of the validation set (all of it with one process), as batch fields."""
         if self.splits.val is None:
             return None
-        x, y = self.splits.val
-        return self.strategy.shard({"x": x.to(self.device), **self._extra_fields(y)})
+        x = self.splits.val[0]
+        return self.strategy.shard({"x": x.to(self.device), **self._extra_fields(self.splits.val)})
 
     # -- checks --------------------------------------------------------------
     def _check_data(self):
@@ -366,12 +367,16 @@ class Trainer:
 def train(vae, data, cfg=None, run_dir=None, resume: bool = False) -> List[Dict[str, Any]]:
     """Fit ``vae`` to ``data`` with SVI; see :class:`Trainer`. Returns the
     per-epoch metrics (``train_loss``, ``val_loss``, ... in nats per point).
-    Writes into ``run_dir`` (when given) the checkpoints, the metrics and
-    what the config's callbacks write (:func:`~pyrovae.training.callbacks.callbacks_from_config`)."""
+    Writes into ``run_dir`` (when given) the resolved config (``config.yaml``,
+    so that :func:`~pyrovae.runs.load_run` can rebuild the model), the
+    checkpoints, the metrics and what the config's callbacks write
+    (:func:`~pyrovae.training.callbacks.callbacks_from_config`)."""
     cfg = load_config(cfg)
     strategy = from_environment()
     callbacks = callbacks_from_config(cfg, run_dir, is_main=strategy.is_main)
     trainer = Trainer(vae, data, cfg, run_dir, callbacks=callbacks, strategy=strategy)
+    if trainer.run is not None and not trainer.run.config.exists():
+        cfg.to_yaml(trainer.run.config)
     if resume:
         trainer.resume()
     return trainer.fit()

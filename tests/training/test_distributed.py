@@ -32,6 +32,7 @@ from helpers import assert_identical, setup, tiny_config, without_seconds
 
 WORLD = 2
 TESTS = Path(__file__).parent
+ROOT_TESTS = TESTS.parent  # helpers.py, tiny_run.py
 
 
 class FixedNoiseNormal(dist.Normal):
@@ -114,7 +115,7 @@ def global_batch():
 def _worker(rank, port, cli_port, out):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(WORLD), LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
-    sys.path.insert(0, str(TESTS))
+    sys.path[:0] = [str(TESTS), str(ROOT_TESTS)]
     out = Path(out)
     result = {}
     x = global_batch()

@@ -281,7 +281,7 @@ def test_foreign_files_are_refused(tmp_path, kind):
 
 def test_a_checkpoint_without_its_checksum_is_refused(tmp_path, checkpoint_bytes):
     """Every checkpoint pyrovae has written carries a SHA-256 of its contents
-    (the runs of tests/data/run-0.1.0 too); one without was edited."""
+    (the runs of tests/fixtures/run-0.1.0 too); one without was edited."""
     path = tmp_path / "checkpoint.pt"
     path.write_bytes(checkpoint_bytes)
     state = torch.load(path, weights_only=True)

@@ -26,7 +26,7 @@ from pyrovae.runs import load_checkpoint
 import user_models  # noqa: F401  (registers the test models)
 from helpers import assert_identical, tiny_config
 
-HERE = Path(__file__).parent
+HERE = Path(__file__).parent.parent  # tests/, where user_models.py lives
 
 
 def user_config(name="test_conditional_vae", epochs=2, **train):
@@ -64,6 +64,9 @@ def test_a_model_that_needs_y_trains_through_the_api_and_lowers_its_loss(tmp_pat
     history = pyrovae.train(model, splits, cfg, run_dir=tmp_path / "run")
     assert history[-1]["train_loss"] < history[0]["train_loss"] - 1.0
     assert all(math.isfinite(r["val_loss"]) for r in history)
+    loaded, loaded_cfg, _ = pyrovae.load_run(tmp_path / "run")  # the run's config.yaml names the model
+    assert type(loaded) is type(model) and loaded_cfg.model.name == "test_conditional_vae"
+    assert_identical(loaded.state_dict(), model.state_dict())
 
 
 def test_a_model_that_needs_y_refuses_data_without_labels():

@@ -119,7 +119,7 @@ def test_resume_is_bitwise_exact(tmp_path, case):
 #: a 1-epoch run of pyrovae 0.1.0 before the redesign (commit 4fdbdfd, the flat
 #: layout): its config has no model.name, its checkpoint a param_store and no
 #: pyrovae_version; written with data.binarize dynamic, latent 2, MLPs of 16
-RUN_0_1_0 = Path(__file__).parent / "data" / "run-0.1.0"
+RUN_0_1_0 = Path(__file__).parent.parent / "fixtures" / "run-0.1.0"
 
 
 def test_a_run_written_before_the_redesign_loads_evaluates_and_resumes(tmp_path):
