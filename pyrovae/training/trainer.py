@@ -288,7 +288,8 @@ class Trainer:
         for i, batch in enumerate(self.batches):
             beta = self.kl_weight(st.step)
             x = batch["x"]
-            loss = step(select_fields(self.vae, batch), beta)
+            # batches hold just the fields the model takes (checked once in the constructor)
+            loss = step(batch, beta)
             norm = self._grad_norm()
             if not (math.isfinite(loss) and math.isfinite(norm)):
                 error = nonfinite.diverged(self, *(("loss", loss) if not math.isfinite(loss) else ("gradient norm", norm)), i)
