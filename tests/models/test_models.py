@@ -177,3 +177,18 @@ def test_an_enumerated_model_trains_and_refuses_objectives_that_cannot_enumerate
     for name in ("iwae", "meanfield"):
         with pytest.raises(ConfigError, match="cannot do"):
             build_objective({"name": name}, model)
+
+
+def test_a_users_own_svi_loop_steps_with_x_and_y():
+    """Plain Pyro: SVI(model.model, model.guide, ...).step(x, y) trains a
+    model that takes y, with the networks registered through pyro.module."""
+    from pyro.infer import SVI, Trace_ELBO
+
+    cfg = pyrovae.load_config(user_config())
+    splits = pyrovae.load_data(cfg.data)
+    model = build_model(cfg.model, splits.data_shape)
+    x, y = splits.train[0][:200], splits.train[1][:200]
+    svi = SVI(model.model, model.guide, pyro.optim.Adam({"lr": 3e-3}), Trace_ELBO())
+    losses = [svi.step(x, y) for _ in range(60)]
+    assert sum(losses[-10:]) < sum(losses[:10]) - 10 * 5.0
+    assert any(name.startswith("test_conditional_vae") for name in pyro.get_param_store().keys())
