@@ -59,6 +59,7 @@ from provenance import cpu_name, git_commit, load_average  # noqa: E402
 from pyrovae import VAE, load_config, load_data
 from pyrovae.infer.evaluate import elbo_terms, evaluate, log_likelihood
 from pyrovae.runs import RunDir
+from pyrovae.training.callbacks import callbacks_from_config
 from pyrovae.training.trainer import Trainer
 
 HERE = Path(__file__).resolve().parent
@@ -218,7 +219,7 @@ def train(cfg, splits, run_dir, epochs=None, budget_minutes=None, x_test=None, l
     else:
         run = RunDir.create(run_dir, overwrite=True)
         cfg.to_yaml(run.config)
-    trainer = Trainer(vae, splits, cfg, run_dir=run.path)
+    trainer = Trainer(vae, splits, cfg, run_dir=run.path, callbacks=callbacks_from_config(cfg, run.path))
     if resume:
         trainer.resume()
         curve = resumed_curve(run.path, trainer.state.history)

@@ -52,6 +52,7 @@ from pyrovae.report.latents import encode_data, prior_draws
 from pyrovae.report.plots import save_figure, side_by_side_figure
 from pyrovae.report.probe import latent_probe
 from pyrovae.runs import RunDir
+from pyrovae.training.callbacks import callbacks_from_config
 from pyrovae.training.trainer import Trainer
 
 HERE = Path(__file__).resolve().parent
@@ -72,7 +73,7 @@ def train_or_load(name, config_path, out_dir, overrides, reuse):
         pyro.set_rng_seed(cfg.train.seed)
         splits = load_data(cfg.data)
         vae = VAE.from_config(cfg, data_shape=splits.data_shape)
-        Trainer(vae, splits, cfg, run_dir=run.path).fit()
+        Trainer(vae, splits, cfg, run_dir=run.path, callbacks=callbacks_from_config(cfg, run.path)).fit()
     vae, cfg, _ = load_run(run_path)
     history = RunDir(run_path).read_metrics()
     seconds = sum(r["seconds"] for r in history)
