@@ -163,3 +163,14 @@ def eval_mode(model):
     finally:
         if hasattr(model, "train"):
             model.train(was_training)
+
+
+def model_device(model) -> torch.device:
+    """Where ``model`` lives: its ``device`` attribute, else the device of its
+    first parameter or buffer, else the CPU (a user's model need not say)."""
+    device = getattr(model, "device", None)
+    if device is not None:
+        return torch.device(device)
+    for tensor in list(model.parameters()) + list(model.buffers()) if hasattr(model, "parameters") else []:
+        return tensor.device
+    return torch.device("cpu")

@@ -22,7 +22,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
 
 import torch
 
-from ..models.base import eval_mode
+from ..models.base import eval_mode, model_device
 from . import plots
 from .latents import (
     draw_samples,
@@ -95,7 +95,7 @@ def reconstructions(inp: PlotInputs):
     """The first 32 test inputs above E[x | code(x)]."""
     x = inp.x[:32]
     with torch.no_grad():
-        x_rec = inp.vae.reconstruct(x.to(inp.vae.device)).cpu()
+        x_rec = inp.vae.reconstruct(x.to(model_device(inp.vae))).cpu()
     return plots.reconstruction_figure(x, x_rec, inp.value_range, title="Test inputs and their reconstructions")
 
 
@@ -180,7 +180,7 @@ def write_plots(inp: PlotInputs, out_dir, only: Optional[Sequence[str]] = None) 
     written: Dict[str, Union[Path, str]] = {}
     with eval_mode(inp.vae):  # a model in training (EpochFigures) goes back to training
         for name in only or FIGURES:
-            with seeded(inp.seed, inp.vae.device):
+            with seeded(inp.seed, model_device(inp.vae)):
                 fig = FIGURES[name](inp)
             if isinstance(fig, str):
                 written[name] = fig

@@ -13,7 +13,7 @@ import torch
 
 from ..errors import DataError
 from ..infer.seeds import seeded
-from ..models.base import require
+from ..models.base import model_device, require
 
 __all__ = [
     "draw_samples",
@@ -101,7 +101,7 @@ def prior_quantiles(vae, levels: torch.Tensor, num_draws: int = 4000, seed: Opti
     of the latent the decoder reads, estimated from ``num_draws`` seeded
     :func:`prior_draws`, so they exist for every prior. Returns
     ``(len(levels), latent_dim)``."""
-    with seeded(seed, vae.device):
+    with seeded(seed, model_device(vae)):
         draws = prior_draws(vae, num_draws).cpu()
     return torch.quantile(draws, levels.to(draws.dtype), dim=0)
 

@@ -24,7 +24,7 @@ from typing import Any, Dict, Optional
 import torch
 
 from ..errors import ConfigError
-from ..models.base import eval_mode
+from ..models.base import eval_mode, model_device
 from ..infer.seeds import seeded
 from .latents import draw_samples
 from .plots import as_images, image_grid, image_shape_problem
@@ -86,7 +86,7 @@ class TensorBoardCallback:
             value_range = vae.likelihood.value_range
             samples = draw_samples(vae, self.num_images, seed=self.seed)
             self._add_grid("samples", as_images(samples, value_range), step)
-            with seeded(self.seed, vae.device):
+            with seeded(self.seed, model_device(vae)):
                 rec = vae.reconstruct(x)
             nrow = min(8, len(x))
             n = len(x) // nrow * nrow

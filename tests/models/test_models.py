@@ -192,3 +192,14 @@ def test_a_users_own_svi_loop_steps_with_x_and_y():
     losses = [svi.step(x, y) for _ in range(60)]
     assert sum(losses[-10:]) < sum(losses[:10]) - 10 * 5.0
     assert any(name.startswith("test_conditional_vae") for name in pyro.get_param_store().keys())
+
+
+def test_model_device_needs_no_device_attribute():
+    from pyrovae.models.base import model_device
+
+    cfg = pyrovae.load_config(user_config())
+    model = build_model(cfg.model, (1, 8, 8))
+    assert not hasattr(model, "device") and model_device(model) == torch.device("cpu")
+    model.device = torch.device("meta")  # a declared device wins
+    assert model_device(model) == torch.device("meta")
+    assert model_device(object()) == torch.device("cpu")
