@@ -65,6 +65,13 @@ def _hidden_sizes(hidden) -> Tuple[int, ...]:
     return hidden
 
 
+def _fc_width(hidden) -> int:
+    """The conv networks' one fully connected width: a positive integer."""
+    if isinstance(hidden, bool) or not isinstance(hidden, int) or hidden < 1:
+        raise ValueError(f"hidden (the fully connected width) must be a positive integer, got {hidden!r}")
+    return hidden
+
+
 @register_encoder("mlp")
 class MLPEncoder(nn.Module):
     """Fully connected encoder; the data is flattened first.
@@ -198,6 +205,7 @@ class ConvEncoder(nn.Module):
     def __init__(self, data_shape, out_features, channels=(32, 64), hidden=256, activation="relu"):
         super().__init__()
         channels = _hidden_sizes(channels)
+        hidden = _fc_width(hidden)
         _check_image_shape(data_shape, "encoder", len(channels))
         self.data_shape = tuple(data_shape)
         c, h, w = self.data_shape
@@ -234,6 +242,7 @@ class ConvDecoder(nn.Module):
     def __init__(self, latent_dim, out_shape, channels=(64, 32), hidden=256, activation="relu"):
         super().__init__()
         channels = _hidden_sizes(channels)
+        hidden = _fc_width(hidden)
         _check_image_shape(out_shape, "decoder", len(channels))
         self.out_shape = tuple(out_shape)
         c, h, w = self.out_shape

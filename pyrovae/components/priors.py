@@ -194,6 +194,8 @@ class VampPrior(Prior):
         super().__init__(latent_dim)
         if num_components < 1:
             raise ValueError("num_components must be at least 1")
+        if not 0 <= init_std < math.inf:
+            raise ValueError(f"init_std must be a finite number >= 0, got {init_std!r}")
         if bounds is not None:
             if len(bounds) != 2 or not float(bounds[0]) < float(bounds[1]):
                 raise ValueError(f"bounds must be [low, high] with low < high, got {bounds}")

@@ -34,6 +34,8 @@ def adam(params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, fused=
     """torch.optim.Adam; ``fused=None`` picks torch's fused kernel where the
     parameters allow it (the same update in one kernel; see the README's Performance section)."""
     params = list(params)
+    if fused is not None and not isinstance(fused, bool):
+        raise ValueError(f"fused must be true, false or null (choose where supported), got {fused!r}")
     if fused is None:
         fused = _fused_supported(params)
     return torch.optim.Adam(params, lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, fused=fused)
