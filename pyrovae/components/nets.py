@@ -65,11 +65,14 @@ def _hidden_sizes(hidden) -> Tuple[int, ...]:
     return hidden
 
 
-def _fc_width(hidden) -> int:
-    """The conv networks' one fully connected width: a positive integer."""
+def _conv_sizes(shape, role: str, channels, hidden) -> Tuple[Tuple[int, ...], int]:
+    """The conv encoder's or decoder's checked ``channels`` and fully connected
+    width ``hidden`` for images of ``shape`` ``(C, H, W)``."""
+    channels = _hidden_sizes(channels)
     if isinstance(hidden, bool) or not isinstance(hidden, int) or hidden < 1:
         raise ValueError(f"hidden (the fully connected width) must be a positive integer, got {hidden!r}")
-    return hidden
+    _check_image_shape(shape, role, len(channels))
+    return channels, hidden
 
 
 @register_encoder("mlp")
@@ -204,9 +207,7 @@ class ConvEncoder(nn.Module):
 
     def __init__(self, data_shape, out_features, channels=(32, 64), hidden=256, activation="relu"):
         super().__init__()
-        channels = _hidden_sizes(channels)
-        hidden = _fc_width(hidden)
-        _check_image_shape(data_shape, "encoder", len(channels))
+        channels, hidden = _conv_sizes(data_shape, "encoder", channels, hidden)
         self.data_shape = tuple(data_shape)
         c, h, w = self.data_shape
         layers, c_in = [], c
@@ -241,9 +242,7 @@ class ConvDecoder(nn.Module):
 
     def __init__(self, latent_dim, out_shape, channels=(64, 32), hidden=256, activation="relu"):
         super().__init__()
-        channels = _hidden_sizes(channels)
-        hidden = _fc_width(hidden)
-        _check_image_shape(out_shape, "decoder", len(channels))
+        channels, hidden = _conv_sizes(out_shape, "decoder", channels, hidden)
         self.out_shape = tuple(out_shape)
         c, h, w = self.out_shape
         scale = 2 ** len(channels)

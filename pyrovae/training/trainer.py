@@ -37,6 +37,7 @@ from ..config import load_config
 from ..data import Batches, Splits, binarizes_dynamically, check_finite, label_fields
 from ..errors import CheckpointError, ConfigError, DataError
 from ..infer.evaluate import elbo_terms
+from ..infer.fields import chunk_sizes, chunks
 from ..models.base import eval_mode, model_fields, select_fields
 from ..infer.objectives import build_objective
 from .callbacks import Progress, callbacks_from_config
@@ -200,10 +201,10 @@ class Trainer:
         if self.val_batch is None:
             return {}
         totals = {"elbo": 0.0, "reconstruction": 0.0, "kl": 0.0}
-        n, size = len(self.val_batch["x"]), self.cfg.train.eval_batch_size
+        n = len(self.val_batch["x"])
         with eval_mode(self.vae):
-            for start in range(0, n, size):
-                chunk = select_fields(self.vae, {k: v[start : start + size] for k, v in self.val_batch.items()})
+            # the validation fields are those the model takes (see _val_shard)
+            for _, chunk in chunks(self.val_batch, chunk_sizes(n, self.cfg.train.eval_batch_size)):
                 terms = elbo_terms(self.vae, **chunk)
                 for k in totals:
                     totals[k] += float(terms[k].sum())
