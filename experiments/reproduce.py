@@ -56,7 +56,9 @@ import pyro
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling module, also when loaded by path
 from provenance import cpu_name, git_commit, load_average  # noqa: E402
-from pyrovae import VAE, load_config, load_data
+from pyrovae import build_model, load_config, load_data
+from pyrovae.data import label_fields
+from pyrovae.models.base import model_fields, summed_fields
 from pyrovae.infer.evaluate import elbo_terms, evaluate, log_likelihood
 from pyrovae.runs import RunDir
 from pyrovae.training.callbacks import callbacks_from_config
@@ -115,14 +117,23 @@ def machine() -> dict:
 # -- training ----------------------------------------------------------------------
 
 
-def test_elbo(vae, x, batch_size=1000) -> float:
+def scored_fields(vae, x, labels) -> dict:
+    """The fields the test set is scored with: labels as ``y`` for a model
+    conditioned on them (cvae); a label the model sums out (m2) is not given."""
+    fields = label_fields(x, labels, model_fields(vae))
+    return {k: v for k, v in fields.items() if k not in summed_fields(vae)}
+
+
+def test_elbo(vae, x, labels=None, batch_size=1000) -> float:
     """Mean one-sample ELBO (beta = 1) of ``x`` in nats, from the library's ELBO terms."""
     was_training = vae.training
     vae.eval()
     total = 0.0
+    fields = scored_fields(vae, x, labels)
     with torch.no_grad(), pyro.validation_enabled(False):
         for start in range(0, len(x), batch_size):
-            total += float(elbo_terms(vae, x[start : start + batch_size])["elbo"].sum())
+            chunk = {k: v[start : start + batch_size] for k, v in fields.items()}
+            total += float(elbo_terms(vae, **chunk)["elbo"].sum())
     vae.train(was_training)
     return total / len(x)
 
@@ -137,8 +148,11 @@ class CurveAndBudget:
         last ``elapsed`` is where this session's clock starts.
     """
 
-    def __init__(self, run_dir, x_test=None, epochs=None, budget_minutes=None, log=print, curve=(), best_state=None):
+    def __init__(self, run_dir, x_test=None, epochs=None, budget_minutes=None, log=print, curve=(), best_state=None,
+                 labels_test=None, select="val_loss"):
         self.run_dir = Path(run_dir)
+        self.labels_test, self.select = labels_test, select
+        self.best_value = min((r[select] for r in curve if select in r), default=math.inf)
         self.x_test, self.epochs, self.budget_minutes, self.log = x_test, epochs, budget_minutes, log
         self.curve, self.best_state = list(curve), best_state
         self.earlier_seconds = self.curve[-1]["elapsed"] if self.curve else 0.0
@@ -151,18 +165,21 @@ class CurveAndBudget:
     def on_epoch_end(self, trainer, record) -> None:
         record = dict(record)
         if self.x_test is not None:
-            record["test_elbo"] = test_elbo(trainer.vae, self.x_test)
+            record["test_elbo"] = test_elbo(trainer.vae, self.x_test, self.labels_test)
         self.session_epochs += 1
         session = self.session_seconds()
         record["elapsed"] = self.earlier_seconds + session
         self.curve.append(record)
         (self.run_dir / "curve.json").write_text(json.dumps(self.curve))
         val = record.get("val_loss")
-        if val is not None and val <= trainer.state.best_val:
+        chosen = record.get(self.select)
+        if chosen is not None and chosen <= self.best_value:
+            self.best_value = chosen
             self.best_state = {k: v.detach().clone() for k, v in trainer.vae.state_dict().items()}
         self.log(
             f"epoch {record['epoch']:>4}  train {record['train_loss']:.2f}"
             + (f"  val {-val:.2f}" if val is not None else "")
+            + (f"  val error {100 * record['val_error']:.2f}%" if "val_error" in record else "")
             + (f"  test ELBO {record['test_elbo']:.2f}" if "test_elbo" in record else "")
             + f"  lr {record['lr']:.2e}  beta {record['beta']:.2f}  {record['seconds']:.1f}s  ({record['elapsed'] / 60:.1f} min)"
         )
@@ -193,7 +210,8 @@ def resumed_curve(run_dir: Path, history) -> list:
     return out
 
 
-def train(cfg, splits, run_dir, epochs=None, budget_minutes=None, x_test=None, log=print, resume=False):
+def train(cfg, splits, run_dir, epochs=None, budget_minutes=None, x_test=None, log=print, resume=False,
+          labels_test=None, select="val_loss"):
     """Train with one :meth:`Trainer.fit` call (the config's ``train.epochs``
     stays the plan that schedules follow); returns (vae, curve, info).
 
@@ -205,7 +223,7 @@ def train(cfg, splits, run_dir, epochs=None, budget_minutes=None, x_test=None, l
     from pyrovae.runs import load_checkpoint
 
     pyro.set_rng_seed(cfg.train.seed)
-    vae = VAE.from_config(cfg, data_shape=splits.data_shape)
+    vae = build_model(cfg.model, splits.data_shape)
     curve, best_state, sessions = [], None, 1
     if resume:
         run = RunDir.existing(run_dir)
@@ -227,7 +245,8 @@ def train(cfg, splits, run_dir, epochs=None, budget_minutes=None, x_test=None, l
             best_state = load_checkpoint(run.best)["model"]
         log(f"resuming {run.path} after epoch {trainer.state.epoch} "
             f"({curve[-1]['elapsed'] / 60 if curve else 0:.1f} min of earlier training)")
-    recorder = CurveAndBudget(run.path, x_test, epochs, budget_minutes, log, curve=curve, best_state=best_state)
+    recorder = CurveAndBudget(run.path, x_test, epochs, budget_minutes, log, curve=curve, best_state=best_state,
+                              labels_test=labels_test, select=select)
     trainer.callbacks.append(recorder)
     trainer.fit()
     seconds = recorder.earlier_seconds + recorder.session_seconds()
@@ -278,21 +297,22 @@ def load_trained(cfg, splits, run_dir, budget_minutes=None, epochs=None):
 # -- evaluation ---------------------------------------------------------------------
 
 
-def estimate_eval_seconds(vae, x, k, compile) -> float:
+def estimate_eval_seconds(vae, x, k, compile, labels=None) -> float:
     """Time a small importance-sampling pass and scale it to len(x) x k."""
     n = min(len(x), 20)
     kk = min(k, 500)
-    log_likelihood(vae, x[:n], kk, seed=1, compile=compile)  # warm-up (and compilation)
+    fields = {name: v[:n] for name, v in scored_fields(vae, x, labels).items()}
+    log_likelihood(vae, num_samples=kk, seed=1, compile=compile, **fields)  # warm-up (and compilation)
     t = time.perf_counter()
-    log_likelihood(vae, x[:n], kk, seed=2, compile=compile)
+    log_likelihood(vae, num_samples=kk, seed=2, compile=compile, **fields)
     dt = time.perf_counter() - t
     return dt * (len(x) / n) * (k / kk)
 
 
-def score(vae, x, k, fallback_k, max_minutes, compile, log=print):
+def score(vae, x, k, fallback_k, max_minutes, compile, log=print, labels=None):
     requested = k
     note = None
-    est = estimate_eval_seconds(vae, x, k, compile)
+    est = estimate_eval_seconds(vae, x, k, compile, labels)
     log(f"evaluation estimate: {len(x)} points x K={k}: {est / 60:.1f} min")
     if max_minutes is not None and est > max_minutes * 60 and fallback_k < k:
         note = (f"K={k} was estimated at {est / 60:.1f} min, over --max-eval-minutes {max_minutes}; "
@@ -300,7 +320,8 @@ def score(vae, x, k, fallback_k, max_minutes, compile, log=print):
         log(note)
         k = fallback_k
     start = time.perf_counter()
-    result = evaluate(vae, x, k, seed=0, compile=compile)
+    data = x if labels is None else (x, labels.to(x.device))  # labels: y of a cvae, the classifier's error of an m2
+    result = evaluate(vae, data, k, seed=0, compile=compile)
     seconds = time.perf_counter() - start
     summary = result.summary()
     summary.update({"iw_samples_requested": requested, "eval_seconds": round(seconds, 1), "eval_note": note})
@@ -338,6 +359,8 @@ def parse_args(argv=None):
     p.add_argument("--eval-only", action="store_true",
                    help="skip training: evaluate the run already in --run-dir (give the same --budget-minutes/--epochs "
                         "and --set as the training run, so that the record describes it)")
+    p.add_argument("--select", choices=("val_loss", "val_error"), default="val_loss",
+                   help="which validation metric picks the evaluated weights (val_error: the classifier's, for m2)")
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args(argv)
     if args.epochs is not None and args.epochs < 1:
@@ -365,9 +388,9 @@ def main(argv=None) -> int:
     load_before = load_average()
 
     splits = load_data(cfg.data)
-    x_test = splits.test[0]
+    x_test, labels_test = splits.test
     if args.test_limit is not None:
-        x_test = x_test[: args.test_limit]
+        x_test, labels_test = x_test[: args.test_limit], labels_test[: args.test_limit]
     log(f"{name}: {len(splits.train[0])} training points, "
         f"{0 if splits.val is None else len(splits.val[0])} validation, {len(x_test)} test; "
         f"plan {cfg.train.epochs} epochs" + (f", budget {args.budget_minutes} min" if args.budget_minutes else "")
@@ -378,9 +401,10 @@ def main(argv=None) -> int:
         log(f"evaluating the run in {run_dir} ({len(curve)} epochs, {info['evaluated_weights']} weights)")
     else:
         vae, curve, info = train(cfg, splits, run_dir, epochs=args.epochs, budget_minutes=args.budget_minutes,
-                                 x_test=x_test if args.test_curve else None, log=log, resume=args.resume)
+                                 x_test=x_test if args.test_curve else None, log=log, resume=args.resume,
+                                 labels_test=labels_test, select=args.select)
     summary = score(vae, x_test.to(vae.device), args.iw_samples, args.fallback_iw_samples,
-                    args.max_eval_minutes, args.compile, log=log)
+                    args.max_eval_minutes, args.compile, log=log, labels=labels_test)
 
     epochs_run = len(curve)
     planned = cfg.train.epochs
@@ -395,6 +419,10 @@ def main(argv=None) -> int:
         "nll": nll,
         "gap": None if paper["nll"] is None else nll - paper["nll"],
         "elbo": summary["elbo"],
+        "model": cfg.model.name,
+        "model_topology": getattr(vae, "topology", None),
+        "labelled_points": cfg.data.labelled,
+        "test_error": summary.get("classification_error"),
         "test": summary,
         "active_units": summary["active_units"],
         "latent_units": summary["latent_units"],

@@ -69,6 +69,11 @@ class DataConfig:
     :ivar subset: use only the first ``subset`` training points (quick runs).
     :ivar options: extra options of the data source (for example ``synthetic``'s ``num_points``, or
         ``npy``'s ``mmap: true`` to train on a memory-mapped float32 file larger than memory).
+    :ivar labelled: keep the labels of only this many training points, the same number from every
+        class, and mark the others' labels missing (-1): semi-supervised training (the ``m2``
+        model). null keeps every label.
+    :ivar labelled_seed: seed of the choice of labelled points (the same points in every run
+        with this seed, whatever ``train.seed``).
     """
 
     name: str = "mnist"
@@ -81,12 +86,16 @@ class DataConfig:
     val_size: int = 10000
     subset: Optional[int] = None
     options: Dict[str, Any] = field(default_factory=dict)
+    labelled: Optional[int] = None
+    labelled_seed: int = 0
 
     def __post_init__(self):
         _check_choice("data.binarize", self.binarize, ("dynamic", "static", "none"))
         _check_min("data.val_size", self.val_size, 0)
         if self.subset is not None:
             _check_min("data.subset", self.subset, 1)
+        if self.labelled is not None:
+            _check_min("data.labelled", self.labelled, 1)
         if self.quantize and self.binarize != "none":
             raise ConfigError("data.quantize needs data.binarize: none (levels come from grey values)")
 
@@ -158,7 +167,10 @@ class TrainConfig:
     """How the model is fitted.
 
     :ivar epochs: passes over the training set.
-    :ivar batch_size: data points per step.
+    :ivar batch_size: data points per step; with partly labelled data (``data.labelled``) and a
+        model that sums out missing labels (``m2``), unlabelled points per step.
+    :ivar labelled_batch_size: labelled points added to every step of such a model (null:
+        ``batch_size``); they are drawn again and again, so a few labels are seen every step.
     :ivar objective: ``{name: elbo|meanfield|iwae, num_particles: K, vectorize_particles: bool}``.
     :ivar optimizer: ``{name: adam|clipped_adam|rmsprop|sgd, lr: ..., ...}``.
     :ivar lr_schedule: ``{name: constant|exponential|step|cosine, ...}``, stepped every epoch.
@@ -185,6 +197,7 @@ class TrainConfig:
 
     epochs: int = 30
     batch_size: int = 100
+    labelled_batch_size: Optional[int] = None
     objective: Spec = _spec("elbo", num_particles=1)
     optimizer: Spec = _spec("adam", lr=1e-3)
     lr_schedule: Spec = _spec("constant")
@@ -205,6 +218,8 @@ class TrainConfig:
     def __post_init__(self):
         _check_min("train.epochs", self.epochs, 0)
         _check_min("train.batch_size", self.batch_size, 1)
+        if self.labelled_batch_size is not None:
+            _check_min("train.labelled_batch_size", self.labelled_batch_size, 1)
         _check_min("train.eval_batch_size", self.eval_batch_size, 1)
         _check_min("train.sample_every", self.sample_every, 0)
         if self.threads is not None:

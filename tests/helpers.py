@@ -84,3 +84,48 @@ def assert_identical(a, b, where="state"):
             assert_identical(x, y, f"{where}[{i}]")
     else:
         assert a == b or (a != a and b != b), (where, a, b)  # NaN == NaN here
+
+
+def checked_traces(model, x, num_particles=2, **fields):
+    """``(guide_trace, model_trace)`` of ``model`` on ``x`` (and ``fields``)
+    in a particles plate at dim -2, with Pyro validation on and warnings
+    as errors; the traces are checked to agree site by site
+    (``check_model_guide_match``) and their log-densities computed."""
+    import warnings
+
+    import pyro
+    import pyro.poutine as poutine
+    from pyro.util import check_model_guide_match
+
+    pyro.enable_validation(True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pyro.plate("particles", num_particles, dim=-2):
+            guide_trace = poutine.trace(model.guide).get_trace(x, **fields)
+            model_trace = poutine.trace(poutine.replay(model.model, trace=guide_trace)).get_trace(x, **fields)
+        check_model_guide_match(model_trace, guide_trace, max_plate_nesting=1)
+        model_trace.compute_log_prob()
+        guide_trace.compute_log_prob()
+    return guide_trace, model_trace
+
+
+def assert_resumes_exactly(make_config, tmp_path, epochs=3):
+    """Train a registered model (``make_config(epochs)`` gives its config
+    dict) for ``epochs`` epochs straight, and again cut after one epoch and
+    resumed into a model with other initial weights: the checkpoints'
+    weights and optimizer states must be bitwise identical."""
+    import pyro
+
+    from pyrovae.runs import load_checkpoint
+
+    cfg = pyrovae.load_config(make_config(epochs))
+    splits = pyrovae.load_data(cfg.data)
+    runs = {}
+    for name, seed, plan in (("straight", 0, [epochs]), ("cut", 0, [1, epochs])):
+        for i, total in enumerate(plan):
+            pyro.set_rng_seed(seed + i)  # a resumed model starts from other weights: resume must overwrite them
+            model = pyrovae.build_model(cfg.model, splits.data_shape)
+            pyrovae.train(model, splits, make_config(total), run_dir=tmp_path / name, resume=i > 0)
+        runs[name] = load_checkpoint(tmp_path / name / "checkpoint.pt")
+    assert_identical(runs["straight"]["model"], runs["cut"]["model"])
+    assert_identical(runs["straight"]["optimizer"], runs["cut"]["optimizer"])

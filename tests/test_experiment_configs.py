@@ -26,10 +26,11 @@ def test_there_are_configs():
 @pytest.mark.parametrize("path", FILES, ids=[p.stem for p in FILES])
 def test_config_loads_and_builds(path):
     cfg = pyrovae.load_config(path)
-    vae = pyrovae.VAE.from_config(cfg, data_shape=MNIST_SHAPE)
+    vae = pyrovae.build_model(cfg.model, MNIST_SHAPE)  # the model the config names
+    assert vae.registered_name == cfg.model.name
     assert vae.latent_dim == cfg.model.latent_dim
-    # the prior is over the top latent of the hierarchy
-    top = cfg.model.hierarchy[-1]["latent_dim"] if cfg.model.hierarchy else cfg.model.latent_dim
+    # the prior is over the top latent (of the hierarchy, or hvae's z2)
+    top = cfg.model.hierarchy[-1]["latent_dim"] if cfg.model.hierarchy else cfg.model.options.get("z2_dim", cfg.model.latent_dim)
     assert tuple(vae.prior().event_shape) == (top,)
 
 
@@ -86,6 +87,10 @@ def test_config_trains_evaluates_and_plots_through_the_cli(path, tmp_path):
         overrides.append("data.val_size=40")
     if cfg.model.prior.get("name") == "vamp":
         overrides.append("model.prior.num_components=7")
+    if "num_classes" in cfg.model.options:  # the synthetic source has 4 classes
+        overrides.append("model.options.num_classes=4")
+    if cfg.data.labelled is not None:
+        overrides.append("data.labelled=8")
     args = ["train", "--config", str(path), "--out", str(run)]
     for item in overrides:
         args += ["--set", item]

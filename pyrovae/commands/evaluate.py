@@ -102,8 +102,12 @@ def _format_table(summary, header: str) -> str:
         return "n/a" if v is None else fmt.format(v)
 
     k = summary["num_samples"]
+    given = summary.get("conditioned_on") or []
+    summed = summary.get("summed_out") or []
+    target = f"log p(x | {', '.join(given)})" if given else "log p(x)"
+    target += f", {', '.join(summed)} summed out" if summed else ""
     rows = [
-        ("log p(x), IS", f"{num(summary['log_likelihood'])} nats"),
+        (f"{target}, IS", f"{num(summary['log_likelihood'])} nats"),
         ("  Monte Carlo std. error", f"{num(summary['log_likelihood_stderr'], '{:.3f}')} nats"),
         ("  std. error over points", f"{num(summary['log_likelihood_sem'], '{:.3f}')} nats"),
         ("  mean effective sample size", f"{num(summary['ess'], '{:.1f}')} of {k}"),
@@ -116,6 +120,9 @@ def _format_table(summary, header: str) -> str:
         ("reconstruction MSE per element", num(summary["mse"], "{:.5f}")),
         ("reconstruction BCE", f"{num(summary['bce'])} nats" if summary["bce"] is not None else "n/a"),
     ]
+    if summary.get("classification_error") is not None:
+        rows.append(("classification error of q(y|x)",
+                     f"{100 * summary['classification_error']:.2f}% of {summary['labelled_points']} labelled points"))
     width = max(len(r[0]) for r in rows)
     lines = [header, "-" * len(header)]
     lines += [f"{name:<{width}}  {value}" for name, value in rows]

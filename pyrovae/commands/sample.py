@@ -25,6 +25,8 @@ def add_parser(sub):
     p.add_argument("--out", type=_out_path, help="FILE.png (a grid) or FILE.npy (float32 array (n, *data_shape)); "
                    "default RUN_DIR/plots/samples-seedS.png")
     p.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same samples (default 0)")
+    p.add_argument("--label", type=int, default=None,
+                   help="for a model conditioned on class labels (cvae, m2): draw every sample of this class")
     p.add_argument("--draw", action="store_true",
                    help="draw x ~ p(x|z) instead of showing the decoder mean E[x|z]")
     add_which_argument(p)
@@ -36,13 +38,15 @@ def cmd_sample(args) -> int:
 
     from ..errors import RunDirError
     from ..models.base import require
-    from ..report.latents import draw_samples
+    from ..report.latents import class_labels, draw_samples
     from ..report.plots import samples_figure, save_figure
     from ..runs import load_run
 
     vae, _, _ = load_run(args.run_dir, which=args.which)
-    samples = draw_samples(vae, args.num, seed=args.seed, mean=not args.draw).cpu()
-    out = args.out or Path(args.run_dir) / "plots" / f"samples-seed{args.seed}.png"
+    fields = {} if args.label is None else {"y": class_labels(vae, args.label, args.num)}
+    samples = draw_samples(vae, args.num, seed=args.seed, mean=not args.draw, **fields).cpu()
+    stem = "samples" if args.label is None else f"samples-label{args.label}"
+    out = args.out or Path(args.run_dir) / "plots" / f"{stem}-seed{args.seed}.png"
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         if out.suffix.lower() == ".npy":
@@ -50,7 +54,8 @@ def cmd_sample(args) -> int:
         else:
             value_range = require(vae, "likelihood", "a PNG of samples (its value range)").value_range
             what = "draws from p(x|z)" if args.draw else "decoder means"
-            fig = samples_figure(samples, value_range, title=f"{args.num} samples from the prior ({what}, seed {args.seed})")
+            which = "" if args.label is None else f" of class {args.label}"
+            fig = samples_figure(samples, value_range, title=f"{args.num} samples{which} from the prior ({what}, seed {args.seed})")
             save_figure(fig, out)
     except OSError as e:
         raise RunDirError(f"cannot write {out}: {e}") from None

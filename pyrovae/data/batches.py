@@ -39,6 +39,13 @@ class Batches:
         are then read through it (data larger than memory).
     :param dict fields: other per-point fields, each ``(N, ...)`` in memory
         (labels as ``"y"``), batched with the same rows as ``x``.
+    :param int labelled_batch_size: for partly labelled data (field ``"y"``
+        with -1 for a missing label; see ``data.labelled``): every batch takes
+        ``batch_size`` points without a label, in a shuffled pass over them
+        (one pass is an epoch), plus this many labelled points, drawn from
+        reshuffled passes over the labelled points (the stream is drawn from
+        :attr:`generator` at the start of each epoch, so it resumes exactly).
+        None, or data that is all labelled or all unlabelled: plain batches.
 
     Each batch is a dict of named fields: ``{"x": (B, *data_shape), **fields}``,
     the keyword arguments of a model's ``model`` and ``guide`` (see
@@ -52,13 +59,21 @@ class Batches:
 
     def __init__(self, x, batch_size, shuffle=True, dynamic_binarize=False, seed=0, rank=0, world_size=1,
                  noise_seed=None, device=None, reader: Optional[RowReader] = None,
-                 fields: Optional[Dict[str, torch.Tensor]] = None):
+                 fields: Optional[Dict[str, torch.Tensor]] = None, labelled_batch_size: Optional[int] = None):
         self.x = x
         self.fields = {k: v for k, v in (fields or {}).items() if v is not None}
         for name, values in self.fields.items():
             if name == "x" or len(values) != len(x):
                 raise DataError(f"batch field {name!r} has {len(values)} rows but x has {len(x)}; give one per data point")
         self.batch_size = batch_size
+        self.labelled_rows = self.unlabelled_rows = None
+        y = self.fields.get("y")
+        if labelled_batch_size is not None and y is not None:
+            known = (y >= 0).to(x.device)
+            if bool(known.any()) and not bool(known.all()):
+                self.labelled_rows = known.nonzero().flatten()
+                self.unlabelled_rows = (~known).nonzero().flatten()
+                self.labelled_batch_size = int(labelled_batch_size)
         self.shuffle = shuffle
         self.dynamic_binarize = dynamic_binarize
         self.rank, self.world_size = rank, world_size
@@ -71,53 +86,84 @@ class Batches:
             seed2 = noise_seed if noise_seed is not None else seed + rank + 1
             self.noise_generator = torch.Generator(device=self.device).manual_seed(seed2)
 
+    @property
+    def mixes_labels(self) -> bool:
+        """Whether batches join unlabelled and labelled points (see ``labelled_batch_size``)."""
+        return self.labelled_rows is not None
+
+    def points(self, batch: Dict[str, torch.Tensor]) -> float:
+        """How many data points ``batch`` stands for in a per-point loss:
+        its size, or with mixed labels B_u · N / N_u (the objective weighs
+        the labelled points to estimate the whole data set's loss from the
+        B_u unlabelled ones; see :class:`~pyrovae.infer.objectives.EnumeratedObjective`)."""
+        if not self.mixes_labels:
+            return len(batch["x"])
+        unlabelled = int((batch["y"] < 0).sum())
+        return unlabelled * len(self.x) / len(self.unlabelled_rows)
+
+    def _rows(self) -> int:
+        """Rows one epoch passes over: the unlabelled ones when batches mix labels."""
+        return len(self.unlabelled_rows) if self.mixes_labels else len(self.x)
+
     def __len__(self):
-        n, b, w = len(self.x), self.batch_size, self.world_size
+        n, b, w = self._rows(), self.batch_size, self.world_size
         full, tail = divmod(n, b)
         return full + (1 if tail >= w else 0)  # w = 1: ceil(n / b)
 
     @property
     def points_per_epoch(self) -> int:
         """Points this rank sees in one epoch."""
-        n, b, w, r = len(self.x), self.batch_size, self.world_size, self.rank
+        n, b, w, r = self._rows(), self.batch_size, self.world_size, self.rank
         full, tail = divmod(n, b)
         own = lambda size: len(range(r, size, w))  # noqa: E731
-        return full * own(b) + (own(tail) if tail >= w else 0)
+        extra = len(self) * own(self.labelled_batch_size) if self.mixes_labels else 0
+        return full * own(b) + (own(tail) if tail >= w else 0) + extra
 
     def __iter__(self) -> Iterator[Dict[str, torch.Tensor]]:
         if self.reader is None and self.device == self.x.device:
             return self._in_memory()
         return self._streamed()
 
-    def _order(self) -> torch.Tensor:
-        n, device = len(self.x), self.x.device
+    def _order(self, n: int) -> torch.Tensor:
+        device = self.x.device
         if self.shuffle:
             return torch.randperm(n, generator=self.generator, device=device)
         return torch.arange(n, device=device)
+
+    def _indices(self) -> Iterator[torch.Tensor]:
+        """The rows of each of this rank's batches in one epoch."""
+        rank, world = self.rank, self.world_size
+        if not self.mixes_labels:
+            order = self._order(len(self.x))
+            for start in range(0, len(self) * self.batch_size, self.batch_size):
+                idx = order[start : start + self.batch_size]
+                yield idx if world == 1 else idx[rank::world]
+            return
+        order = self.unlabelled_rows[self._order(len(self.unlabelled_rows))]
+        need, have = len(self) * self.labelled_batch_size, len(self.labelled_rows)
+        stream = torch.cat([self.labelled_rows[self._order(have)] for _ in range(-(-need // have))])
+        for i, start in enumerate(range(0, len(self) * self.batch_size, self.batch_size)):
+            labelled = stream[i * self.labelled_batch_size : (i + 1) * self.labelled_batch_size]
+            idx = torch.cat([order[start : start + self.batch_size], labelled])
+            yield idx if world == 1 else idx[rank::world]
 
     def _binarize(self, batch: torch.Tensor) -> torch.Tensor:
         noise = torch.rand(batch.shape, generator=self.noise_generator, device=batch.device)
         return (noise < batch).to(batch.dtype)
 
-    def _in_memory(self) -> Iterator[torch.Tensor]:
-        order = self._order()
-        rank, world = self.rank, self.world_size
-        for start in range(0, len(self) * self.batch_size, self.batch_size):
-            idx = order[start : start + self.batch_size]
-            idx = idx if world == 1 else idx[rank::world]
+    def _in_memory(self) -> Iterator[Dict[str, torch.Tensor]]:
+        for idx in self._indices():
             batch = self.x[idx]
             if self.dynamic_binarize:
                 batch = self._binarize(batch)
             yield self._with_fields(batch, idx)
 
-    def _streamed(self) -> Iterator[torch.Tensor]:
+    def _streamed(self) -> Iterator[Dict[str, torch.Tensor]]:
         """Mapped data (or data on another device): each batch's rows are
         read in ascending order on the host, then copied to ``device``."""
-        order = self._order()
-        rank, world = self.rank, self.world_size
         read = self.reader if self.reader is not None else self.x.__getitem__
-        for start in range(0, len(self) * self.batch_size, self.batch_size):
-            idx = order[start : start + self.batch_size][rank::world].sort().values
+        for idx in self._indices():
+            idx = idx.sort().values
             batch = read(idx).to(self.device, non_blocking=True)
             if self.dynamic_binarize:
                 batch = self._binarize(batch)

@@ -9,6 +9,7 @@ import torch
 
 from ..config import DataConfig
 from ..errors import DataError
+from .labelled import keep_labelled
 from .binarize import binarize_split
 from .sources import datasets
 from .splits import Splits
@@ -98,6 +99,8 @@ def load_data(cfg: DataConfig) -> Splits:
             )
         splits.val = (x[-cfg.val_size:], y[-cfg.val_size:])
         x, y = x[: -cfg.val_size], y[: -cfg.val_size]
+    if cfg.labelled is not None:
+        y = keep_labelled(y, cfg.labelled, cfg.labelled_seed)
     splits.train = (x, y)
     if cfg.binarize != "none":
         for split, pair in (("train", splits.train), ("validation", splits.val), ("test", splits.test)):

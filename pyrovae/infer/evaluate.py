@@ -20,7 +20,7 @@ from typing import Any, Dict, Optional
 import torch
 
 from .fields import accepted_fields, chunk_sizes, chunks, data_fields, split_data
-from ..models.base import eval_mode
+from ..models.base import eval_mode, summed_fields
 from .loglik import (  # noqa: F401  (re-exported: the public names of evaluation)
     ACTIVE_UNIT_THRESHOLD,
     AUTO_COMPILE_PASSES,
@@ -68,6 +68,11 @@ class Evaluation:
         ``bce`` (binary cross-entropy of that reconstruction, summed over the
         data elements, nats). Without ``reconstruct`` there is no ``mse``/``bce``
         and the summary reports them as None.
+    :ivar extra: more summary entries: ``conditioned_on`` (the fields besides
+        x that the log-likelihood conditions on: ``["y"]`` for a cvae),
+        ``summed_out`` (labels summed out: ``["y"]`` for m2); for a model with ``classify`` (M2)
+        given labels, ``classification_error`` (fraction of the labelled
+        points misclassified by q(y|x)) and ``labelled_points``.
     :ivar latent_variance: ``(L,)`` Cov_x(E_q[z_i | x]) of each latent unit
         (the guide's continuous latent sites flattened and concatenated;
         ``(0,)`` when it has none).
@@ -173,6 +178,11 @@ def evaluate(
     a model without ``reconstruct`` gets no ``mse``/``bce`` (None in the
     summary). Neither is an error: the log-likelihood needs neither.
 
+    A label the model sums out (M2's ``y``) is not conditioned on: the
+    log-likelihood is log p(x) = logsumexp_y [log p(y) + log p(x | y)], and
+    the given labels measure the classifier instead (``classification_error``).
+    A conditional model (``cvae``) needs the labels and reports log p(x | y).
+
     :param vae: a :class:`~pyrovae.models.vae.VAE` or any registered model.
     :param data: a tensor ``x`` ``(N, *data_shape)``; an ``(x, labels)``
         pair (the labels become the field ``y`` when the model takes ``y``,
@@ -192,6 +202,10 @@ def evaluate(
     batch = split_data(vae, data, fields, "evaluate")
     x = batch.pop("x", None)
     fields = data_fields(vae, x, batch, "evaluate")
+    # a label the model sums out (M2) is summed out for log p(x); the given labels score the classifier
+    labels = {k: fields.pop(k) for k in summed_fields(vae) if k in fields}
+    extra = _classification_error(vae, fields["x"], labels.get("y"))
+    extra.update(conditioned_on=sorted(k for k in fields if k != "x"), summed_out=sorted(summed_fields(vae)))
     stats = importance_stats(vae, fields, num_samples, batch_size, chunk_size, seed, progress, with_codes=True,
                              compile=compile)
     recon = stats["log_lik"]
@@ -216,4 +230,21 @@ def evaluate(
         latent_variance=variance,
         active_units=int((variance > active_threshold).sum()) if codes is not None else None,
         active_threshold=active_threshold,
+        extra=extra,
     )
+
+
+def _classification_error(vae, x: torch.Tensor, labels: Optional[torch.Tensor]) -> Dict[str, Any]:
+    """``classification_error`` (fraction of labelled points whose
+    ``vae.classify(x)`` differs from the label) and ``labelled_points``,
+    for a model with ``classify`` and data with labels; else nothing."""
+    classify = getattr(vae, "classify", None)
+    if classify is None or labels is None:
+        return {}
+    known = labels >= 0
+    if not bool(known.any()):
+        return {}
+    with eval_mode(vae), torch.no_grad():
+        predicted = torch.cat([classify(chunk["x"]) for _, chunk in chunks({"x": x}, chunk_sizes(len(x), RECONSTRUCTION_BATCH))])
+    wrong = (predicted != labels)[known]
+    return {"classification_error": float(wrong.float().mean()), "labelled_points": int(known.sum())}

@@ -81,6 +81,9 @@ def data_fields(model, x: Any, fields: Mapping[str, Any], where: str, what: str 
         check(checked, what)  # shape, finiteness and the likelihood's support
     else:
         check_finite(checked, what)
+    check_fields = getattr(model, "check_fields", None)  # labels: range, NaN, shape
+    if check_fields is not None:
+        check_fields(selected, what)
     return {"x": x, **{k: v for k, v in selected.items() if k != "x"}}
 
 

@@ -98,9 +98,20 @@ def _log_weight(pair: TracePair) -> torch.Tensor:
     return weight_terms(pair).log_weight
 
 
-def _decoded_mean(vae, z: torch.Tensor) -> torch.Tensor:
-    """E[x | z] for codes ``(*batch, latent_dim)``."""
-    return vae.likelihood.mean(vae.decoder(z))
+def _decoded_mean(vae, model_trace) -> torch.Tensor:
+    """E[x | latents] of each particle: the model's deterministic site
+    ``x_mean`` (pyrovae's models record it when given ``obs_mask``; see
+    :func:`~pyrovae.models.vae.observe`), or for a model without it
+    ``likelihood.mean(decoder(z))`` of its site ``z``."""
+    node = model_trace.nodes.get("x_mean")
+    if node is not None:
+        return node["value"]
+    if "z" not in model_trace.nodes or getattr(vae, "likelihood", None) is None:
+        raise ConfigError(
+            "imputation needs E[x | latents]: record it in the model as pyro.deterministic('x_mean', ...) "
+            "when obs_mask is given (see pyrovae.models.vae.observe)"
+        )
+    return vae.likelihood.mean(vae.decoder(model_trace.nodes["z"]["value"]))
 
 
 # -- imputers ------------------------------------------------------------------
@@ -129,7 +140,7 @@ class ImportanceResampling:
         ess = 1.0 / (w**2).sum(0)
         shape = (-1, len(x_model)) + (1,) * (x_model.dim() - 1)
         m = pair.model
-        mean = (w.reshape(shape) * _decoded_mean(vae, m.nodes["z"]["value"])).sum(0)
+        mean = (w.reshape(shape) * _decoded_mean(vae, m)).sum(0)
         pick = torch.multinomial(w.T, 1)[:, 0]  # (B,) a particle per point
         draw = m.nodes["x"]["value"][pick, torch.arange(len(x_model))]
         return mean, draw, {"effective_sample_size": ess}
@@ -171,7 +182,7 @@ class MetropolisWithinGibbs:
             m = _traces(vae, x_guide, x_model, mask, fields, guide_trace=state).model
             x_hat = m.nodes["x"]["value"]
             if step >= self.burn_in:
-                total = total + _decoded_mean(vae, m.nodes["z"]["value"])
+                total = total + _decoded_mean(vae, m)
         mean = total / (self.steps - self.burn_in)
         return mean, x_hat, {"acceptance_rate": accepted / self.steps}
 

@@ -27,9 +27,10 @@ from typing import Any, Dict, List, NamedTuple, Optional, Tuple
 import torch
 
 import pyro
+import pyro.poutine as poutine
 
 from ..errors import ConfigError
-from ..models.base import eval_mode, unregistered
+from ..models.base import eval_mode, summed_fields, unregistered
 from .fields import chunks, data_fields
 from .weights import LogDensity, latent_sites, trace_pair, weight_terms
 
@@ -87,11 +88,61 @@ def elbo_terms(vae, x: torch.Tensor, num_particles: int = 1, **fields: torch.Ten
     ``elbo = reconstruction - kl``, averaged over ``num_particles`` draws
     (``kl`` is the Monte Carlo estimate E_q[log q(z|x) - log p(z)]).
     ``fields`` are the batch's other fields (labels ``y``, ...), passed to the
-    model and guide with ``x``."""
-    t = log_prob_terms(vae, x, num_particles, **fields)
-    recon = t["log_lik"].mean(0)
-    kl = (t["log_q"] - t["log_prior"]).mean(0)
-    return {"elbo": recon - kl, "reconstruction": recon, "kl": kl}
+    model and guide with ``x``. A label the model sums out (M2's ``y``,
+    :func:`~pyrovae.models.base.summed_fields`) that is not given is summed
+    over exactly: elbo = Σ_y q(y|x) [ELBO(x, y) - log q(y|x)], with
+    log p(y) counted in ``kl``, not in ``reconstruction``."""
+    site = _summed_site(vae, fields)
+    if site is None:
+        t = log_prob_terms(vae, x, num_particles, **fields)
+        recon = t["log_lik"].mean(0)
+        kl = (t["log_q"] - t["log_prior"]).mean(0)
+        return {"elbo": recon - kl, "reconstruction": recon, "kl": kl}
+    chunk = {"x": x, **fields}
+    values, log_q_y = label_posterior(vae, chunk, site)
+    recon, elbo = x.new_zeros(len(x)), x.new_zeros(len(x))
+    for value, log_q_c in zip(values, log_q_y):
+        given = {**fields, site: torch.full((len(x),), int(value), device=x.device)}
+        t = log_prob_terms(vae, x, num_particles, **given)
+        log_p_c = _observed_log_prob(vae, {"x": x, **given}, site)
+        q_c = log_q_c.exp()
+        recon = recon + q_c * (t["log_lik"].mean(0) - log_p_c)
+        elbo = elbo + q_c * ((t["log_lik"] + t["log_prior"] - t["log_q"]).mean(0) - log_q_c)
+    return {"elbo": elbo, "reconstruction": recon, "kl": recon - elbo}
+
+
+def _summed_site(vae, fields) -> Optional[str]:
+    """The label the model sums out and ``fields`` does not give, if any."""
+    missing = [s for s in summed_fields(vae) if fields.get(s) is None]
+    if len(missing) > 1:
+        raise ConfigError(f"summing out several fields at once ({', '.join(missing)}) is not supported; give all but one")
+    return missing[0] if missing else None
+
+
+def label_posterior(vae, fields: Dict[str, torch.Tensor], site: str) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The values ``(C,)`` of the discrete guide site ``site`` and their log
+    probabilities ``(C, B)`` under the guide (M2's q(y | x)), from one guide
+    trace without the field."""
+    x = fields["x"]
+    others = {k: v for k, v in fields.items() if k not in ("x", site)}
+    trace = poutine.trace(vae.guide).get_trace(x, **others)
+    node = trace.nodes.get(site)
+    if node is None or node["type"] != "sample" or node["is_observed"]:
+        raise ConfigError(
+            f"the model sums out {site!r}, but its guide samples no site {site!r} when {site} is not given; "
+            f"the guide must draw {site} ~ q({site} | x) where it is missing"
+        )
+    fn = node["fn"]
+    values = fn.enumerate_support(expand=False).reshape(-1)
+    log_q = fn.log_prob(values.reshape(-1, *([1] * len(fn.batch_shape))))
+    return values, log_q.reshape(len(values), -1).expand(len(values), len(x))
+
+
+def _observed_log_prob(vae, fields: Dict[str, torch.Tensor], site: str) -> torch.Tensor:
+    """log p(site = its value in ``fields``) under the model, ``(B,)`` (M2: log p(y))."""
+    trace = trace_pair(vae, fields, None).model
+    node = trace.nodes[site]
+    return node["fn"].log_prob(node["value"]).expand(len(fields["x"]))
 
 
 # -- importance sampling --------------------------------------------------------
@@ -190,6 +241,61 @@ def _balanced(total: int, size: int) -> List[int]:
     return [base + 1] * extra + [base] * (parts - extra)
 
 
+def _chunk_weights(vae, chunk, particle_chunks, obs_log_prob, with_codes, bar):
+    """For one chunk of ``b`` points: log Σ_k w_k and log Σ_k w_k² ``(b,)``,
+    the sums over particles of log_lik, log_prior and log_q ``(3, b)`` and
+    of the latent means ``(b, L)`` (None without codes)."""
+    xb = chunk["x"]
+    b = len(xb)
+    lse = xb.new_full((b,), -math.inf)
+    lse2 = xb.new_full((b,), -math.inf)
+    sums = xb.new_zeros(3, b)
+    codes = None
+    for k in particle_chunks:
+        pair = trace_pair(vae, chunk, k)
+        t = weight_terms(pair, obs_log_prob)
+        log_w = t.log_weight
+        lse = torch.logaddexp(lse, torch.logsumexp(log_w, 0))
+        lse2 = torch.logaddexp(lse2, torch.logsumexp(2 * log_w, 0))
+        sums += torch.stack([t.log_lik.sum(0), t.log_prior.sum(0), t.log_q.sum(0)])
+        means = _latent_means(latent_sites(pair.guide)) if with_codes else None
+        if means is not None:
+            codes = means.sum(0) if codes is None else codes + means.sum(0)
+        if bar is not None:
+            bar.update(k * b)
+    return lse, lse2, sums, codes
+
+
+def _combine(parts, k: int) -> Dict[str, torch.Tensor]:
+    """Per-point statistics from the weights of each value of a summed-out
+    label (one part, with q = 1 and log p = 0, when nothing is summed out).
+
+    ``parts``: ``[(log q(c|x) (b,), log p(c) (b,), lse, lse2, sums, codes)]``.
+    The estimate is p̂(x) = Σ_c (1/K) Σ_k w_ck, whose variance is the sum of
+    the classes' variances; ``ess`` counts all C·K weights."""
+    lse_c = torch.stack([p[2] for p in parts])
+    lse2_c = torch.stack([p[3] for p in parts])
+    lse = torch.logsumexp(lse_c, 0)
+    lse2 = torch.logsumexp(lse2_c, 0)
+    if k > 1:
+        rel_var = (k * torch.exp(lse2_c - 2 * lse) - torch.exp(2 * (lse_c - lse))).sum(0) / (k - 1)
+        stderr = rel_var.clamp(min=0).sqrt()
+    else:
+        stderr = torch.full_like(lse, math.nan)
+    log_lik = log_prior = log_q = 0.0
+    codes = None
+    for log_q_c, log_p_c, _, _, sums, codes_c in parts:
+        q_c = log_q_c.exp()
+        log_lik = log_lik + q_c * (sums[0] / k - log_p_c)
+        log_prior = log_prior + q_c * (sums[1] / k + log_p_c)
+        log_q = log_q + q_c * (sums[2] / k + log_q_c)
+        if codes_c is not None:
+            weighted = q_c[:, None] * codes_c / k
+            codes = weighted if codes is None else codes + weighted
+    return {"lse": lse, "lse2": lse2, "stderr": stderr, "log_lik": log_lik, "log_prior": log_prior,
+            "log_q": log_q, "codes": codes}
+
+
 def importance_stats(
     vae,
     fields: Dict[str, torch.Tensor],
@@ -211,57 +317,48 @@ def importance_stats(
     and the mean ``log_lik``, ``log_prior`` and ``log_q``; with
     ``with_codes`` also ``codes`` ``(N, L)``, the latent means (None when
     the guide has no continuous latent site). Memory depends on
-    ``batch_size * chunk_size``, never on K."""
+    ``batch_size * chunk_size``, never on K.
+
+    A label that the model sums out (:func:`~pyrovae.models.base.summed_fields`,
+    M2's ``y``) and ``fields`` does not give is summed over exactly: K
+    samples of z for each value c, and
+    log p(x) = logsumexp_c [log p̂(x, y = c)]. The means are then weighted
+    by q(c | x), with log p(c) counted in ``log_prior``."""
     x = fields["x"]
     n = x.shape[0]
+    site = _summed_site(vae, fields)
     batch_size, chunk_size = _chunk_sizes(n, num_samples, batch_size, chunk_size)
     particle_chunks = _balanced(num_samples, chunk_size)
     if compile is None:
         compile = n * num_samples >= AUTO_COMPILE_PASSES
     obs_log_prob = LogDensity(bool(compile))
-    out: Dict[str, List[torch.Tensor]] = {k: [] for k in ("lse", "lse2", "log_lik", "log_prior", "log_q", "codes")}
+    out: Dict[str, List[torch.Tensor]] = {k: [] for k in ("lse", "lse2", "stderr", "log_lik", "log_prior", "log_q", "codes")}
     bar = _progress(n * num_samples, progress, desc)
     try:
         with _evaluation_mode(vae, seed, x.device):
             for _, chunk in chunks(fields, _balanced(n, batch_size)):
-                xb = chunk["x"]
-                b = len(xb)
-                lse = xb.new_full((b,), -math.inf)
-                lse2 = xb.new_full((b,), -math.inf)
-                sums = xb.new_zeros(3, b)
-                codes = None
-                for k in particle_chunks:
-                    pair = trace_pair(vae, chunk, k)
-                    t = weight_terms(pair, obs_log_prob)
-                    log_w = t.log_weight
-                    lse = torch.logaddexp(lse, torch.logsumexp(log_w, 0))
-                    lse2 = torch.logaddexp(lse2, torch.logsumexp(2 * log_w, 0))
-                    sums += torch.stack([t.log_lik.sum(0), t.log_prior.sum(0), t.log_q.sum(0)])
-                    means = _latent_means(latent_sites(pair.guide)) if with_codes else None
-                    if means is not None:
-                        codes = means.sum(0) if codes is None else codes + means.sum(0)
-                    if bar is not None:
-                        bar.update(k * b)
-                out["lse"].append(lse)
-                out["lse2"].append(lse2)
-                for i, key in enumerate(("log_lik", "log_prior", "log_q")):
-                    out[key].append(sums[i] / num_samples)
-                if codes is not None:
-                    out["codes"].append(codes / num_samples)
+                b = len(chunk["x"])
+                if site is None:
+                    zero = chunk["x"].new_zeros(b)
+                    parts = [(zero, zero, *_chunk_weights(vae, chunk, particle_chunks, obs_log_prob, with_codes, bar))]
+                else:
+                    values, log_q_y = label_posterior(vae, chunk, site)
+                    parts = []
+                    for value, log_q_c in zip(values, log_q_y):
+                        given = {**chunk, site: torch.full((b,), int(value), device=chunk["x"].device)}
+                        weights = _chunk_weights(vae, given, particle_chunks, obs_log_prob, with_codes, bar)
+                        parts.append((log_q_c, _observed_log_prob(vae, given, site), *weights))
+                for key, value in _combine(parts, num_samples).items():
+                    if value is not None:
+                        out[key].append(value)
     finally:
         if bar is not None:
             bar.close()
     lse, lse2 = torch.cat(out["lse"]), torch.cat(out["lse2"])
-    k = num_samples
-    ess = torch.exp(2 * lse - lse2)
-    if k > 1:
-        stderr = ((k / ess - 1) / (k - 1)).clamp(min=0).sqrt()
-    else:
-        stderr = torch.full_like(lse, math.nan)
     stats = {
-        "log_likelihood": lse - math.log(k),
-        "stderr": stderr,
-        "ess": ess,
+        "log_likelihood": lse - math.log(num_samples),
+        "stderr": torch.cat(out["stderr"]),
+        "ess": torch.exp(2 * lse - lse2),
         "log_lik": torch.cat(out["log_lik"]),
         "log_prior": torch.cat(out["log_prior"]),
         "log_q": torch.cat(out["log_q"]),

@@ -7,6 +7,8 @@ the importance-weighted bound with K particles.
 
 from __future__ import annotations
 
+import torch
+
 import pyro.poutine as poutine
 from pyro.infer import RenyiELBO, Trace_ELBO, TraceEnum_ELBO, TraceMeanField_ELBO
 
@@ -78,10 +80,36 @@ class EnumeratedObjective:
     (``max_plate_nesting`` = 1, or the model's own ``max_plate_nesting``).
     Has the methods of a Pyro ELBO that pyrovae calls: ``loss``,
     ``differentiable_loss`` and ``loss_and_grads``.
+
+    **Partly labelled batches.** When an enumerated site is also a batch
+    field (M2's ``y``), a batch may hold points whose value is known
+    (``y >= 0``) and points whose value is missing (``y = -1``). The loss of
+    such a batch is
+
+        U_b + w · L_b + s · A_b,
+
+    with U_b the negative ELBO of its unlabelled points (y summed out), L_b
+    that of its labelled points (y observed), A_b the model's
+    ``auxiliary_loss`` of the labelled points (M2: a · Σ -log q(y|x)), and,
+    for B_u unlabelled and B_l labelled points in the batch out of N_u and
+    N_l in the data (``counts``; by default the batch's own),
+    w = (N_l / N_u)(B_u / B_l) and s = (N / N_u)(B_u / B_l). This is
+    B_u / N_u times an unbiased estimate of Kingma et al.'s J^α = Σ L + Σ U
+    + a·N·mean_labelled[-log q(y|x)], however the batch over-samples the
+    labelled points. A batch that is all labelled scores Σ L + a·N/N_l·Σ(-log q);
+    all unlabelled, Σ U.
+
+    :param sites: names of the discrete sites to enumerate.
+    :param tuple counts: ``(N_l, N_u)``, labelled and unlabelled points in the training data.
+    :param auxiliary: ``(x, y) -> scalar``, the model's ``auxiliary_loss`` (optional).
     """
 
-    def __init__(self, sites, num_particles=1, vectorize_particles=True, max_plate_nesting=MAX_PLATE_NESTING):
+    def __init__(self, sites, num_particles=1, vectorize_particles=True, max_plate_nesting=MAX_PLATE_NESTING,
+                 partial_field=None, counts=None, auxiliary=None):
         self.sites = frozenset(sites)
+        self.partial_field = partial_field
+        self.counts = counts
+        self.auxiliary = auxiliary
         self.elbo = TraceEnum_ELBO(
             num_particles=num_particles,
             vectorize_particles=vectorize_particles and num_particles > 1,
@@ -94,23 +122,65 @@ class EnumeratedObjective:
     def _wrap(self, fn):
         return poutine.infer_config(fn, self._config)
 
-    def loss(self, model, guide, *args, **kwargs):
-        return self.elbo.loss(self._wrap(model), self._wrap(guide), *args, **kwargs)
+    def _parts(self, args, kwargs):
+        """``[(weight, args, kwargs, auxiliary weight or None)]``: the batch
+        split into its unlabelled and labelled points (see the class notes)."""
+        name = self.partial_field
+        value = kwargs.get(name) if name is not None else None
+        if value is None:
+            return [(1.0, args, kwargs, None)]
+        x = args[0] if args else kwargs["x"]
+        known = value >= 0
+        b_l = int(known.sum())
+        b_u = len(value) - b_l
+        others = {k: v for k, v in kwargs.items() if k not in (name, "x")}
+
+        def rows(mask, with_value):
+            fields = {"x": x[mask], **others, **({name: value[mask]} if with_value else {})}
+            return (), fields
+
+        n_l, n_u = self.counts if self.counts is not None else (b_l, b_u)
+        if b_u == 0:  # all labelled: the counts of a fully labelled data set
+            aux = (n_l + n_u) / max(n_l, 1)
+            return [(1.0, args, kwargs, aux)]
+        if b_l == 0:
+            return [(1.0, *rows(~known, False), None)]
+        if n_u == 0:
+            raise ValueError("a batch with unlabelled points, but counts say the data has none")
+        scale = b_u / (n_u * b_l)
+        return [(1.0, *rows(~known, False), None), (n_l * scale, *rows(known, True), (n_l + n_u) * scale)]
+
+    def _total(self, elbo_loss, model, guide, args, kwargs):
+        total = 0.0
+        for weight, a, kw, aux in self._parts(args, kwargs):
+            total = total + weight * elbo_loss(self._wrap(model), self._wrap(guide), *a, **kw)
+            if aux is not None and self.auxiliary is not None:
+                x = a[0] if a else kw["x"]
+                total = total + aux * self.auxiliary(x, kw[self.partial_field])
+        return total
 
     def differentiable_loss(self, model, guide, *args, **kwargs):
-        return self.elbo.differentiable_loss(self._wrap(model), self._wrap(guide), *args, **kwargs)
+        return self._total(self.elbo.differentiable_loss, model, guide, args, kwargs)
+
+    def loss(self, model, guide, *args, **kwargs):
+        with torch.no_grad():
+            return float(self._total(self.elbo.loss, model, guide, args, kwargs))
 
     def loss_and_grads(self, model, guide, *args, **kwargs):
-        return self.elbo.loss_and_grads(self._wrap(model), self._wrap(guide), *args, **kwargs)
+        loss = self.differentiable_loss(model, guide, *args, **kwargs)
+        loss.backward()
+        return float(loss)
 
 
-def build_objective(spec, model=None):
+def build_objective(spec, model=None, counts=None):
     """The objective that ``spec`` (``train.objective``) names, for ``model``.
 
     A model that declares discrete ``enumerate_sites`` is trained with
     ``TraceEnum_ELBO`` (an :class:`EnumeratedObjective`), which sums those
     sites out exactly; only ``elbo`` can do that, so ``meanfield`` and
-    ``iwae`` are refused for such a model.
+    ``iwae`` are refused for such a model. ``counts`` ``(N_l, N_u)`` are the
+    labelled and unlabelled training points when an enumerated site is also
+    a partly observed batch field (M2's ``y``; see :class:`EnumeratedObjective`).
 
     Example::
 
@@ -128,4 +198,7 @@ def build_objective(spec, model=None):
         )
     objectives.build(spec)  # the options' own checks
     nesting = getattr(model, "max_plate_nesting", MAX_PLATE_NESTING)
-    return EnumeratedObjective(sites, max_plate_nesting=nesting, **options)
+    fields = getattr(model, "fields", ("x",))
+    partial = next((s for s in sites if s in fields), None)
+    return EnumeratedObjective(sites, max_plate_nesting=nesting, partial_field=partial, counts=counts,
+                               auxiliary=getattr(model, "auxiliary_loss", None), **options)

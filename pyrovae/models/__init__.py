@@ -6,5 +6,7 @@ keeps; each model family is one module that registers itself.
 
 from .base import build_model, models, register_model
 from . import vae  # noqa: F401  (registers "vae")
+from . import hvae  # noqa: F401  (registers "hvae")
+from . import cvae, m2  # noqa: F401  (register "cvae" and "m2")
 
 __all__ = ["models", "register_model", "build_model"]

@@ -43,7 +43,7 @@ from ..errors import ConfigError, DataError
 from ..registry import Registry
 
 __all__ = [
-    "models", "register_model", "build_model", "model_fields", "required_fields", "select_fields", "require",
+    "models", "register_model", "build_model", "model_fields", "summed_fields", "required_fields", "select_fields", "require",
     "unregistered", "eval_mode",
 ]
 
@@ -70,6 +70,7 @@ def build_model(config: Any, data_shape: Tuple[int, ...]):
     for method in ("model", "guide"):
         if not callable(getattr(model, method, None)):
             raise ConfigError(f"model {config.name!r} has no {method}() method; a model needs Pyro model and guide methods")
+    model.registered_name = config.name  # the name messages and results use
     return model
 
 
@@ -93,6 +94,12 @@ def model_name(model) -> str:
 def model_fields(model) -> Tuple[str, ...]:
     """The batch fields ``model`` takes: its ``fields`` attribute, or ``("x",)``."""
     return tuple(getattr(model, "fields", ("x",)))
+
+
+def summed_fields(model) -> Tuple[str, ...]:
+    """The batch fields that are also enumerated sites (M2's label ``y``):
+    observed where the batch gives them, summed out where it does not."""
+    return tuple(s for s in getattr(model, "enumerate_sites", ()) or () if s in model_fields(model))
 
 
 def required_fields(model) -> Tuple[str, ...]:

@@ -31,7 +31,7 @@ from ..components.nets import decoders, encoders
 from ..components.priors import priors
 from .base import register_model
 
-__all__ = ["VAE", "StochasticLayer", "kl_scale"]
+__all__ = ["VAE", "StochasticLayer", "kl_scale", "observe", "observe_masked"]
 
 #: how p(z_{l-1} | z_l) is parameterized between stochastic layers
 CONDITIONAL_SPEC = {"name": "normal", "scale_mode": "decoder"}
@@ -155,38 +155,32 @@ class VAE(nn.Module):
         """Size of the top latent, the one the prior is over."""
         return self.upper[-1].latent_dim if len(self.upper) else self.latent_dim
 
+    def _probe_condition(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        """Extra arguments of ``encode``/``decode`` for the two probe points
+        ``x`` of the build-time shape check (a conditional model's labels)."""
+        return ()
+
     def _check_shapes(self) -> None:
         with torch.no_grad():
             x = torch.zeros(2, *self.data_shape, device=self.device)
+            given = self._probe_condition(x)
+            cond = ",y" if given else ""
             try:
-                q = self.encode(x)
+                q = self.encode(x, *given)
                 z = q.sample()
-                p = self.decode(z)
+                p = self.decode(z, *given)
             except RuntimeError as e:
                 raise ConfigError(f"the networks do not fit data of shape {self.data_shape}: {e}") from None
             if tuple(z.shape) != (2, self.latent_dim) or tuple(p.event_shape) != self.data_shape:
                 raise ConfigError(
-                    f"components disagree on shapes: q(z|x) gives z of shape {tuple(z.shape[1:])} "
-                    f"(want ({self.latent_dim},)), p(x|z) has event shape {tuple(p.event_shape)} "
+                    f"components disagree on shapes: q(z|x{cond}) gives z of shape {tuple(z.shape[1:])} "
+                    f"(want ({self.latent_dim},)), p(x|z{cond}) has event shape {tuple(p.event_shape)} "
                     f"(want {self.data_shape})"
                 )
             if tuple(self.prior().event_shape) != (self.top_dim,):
                 raise ConfigError(f"the prior's event shape {tuple(self.prior().event_shape)} is not ({self.top_dim},)")
-            # a density at a few fixed codes (no RNG is used): a VampPrior made
-            # of a delta guide's point masses has none, and its loss would be inf
-            probe = torch.linspace(-1.0, 1.0, 3 * self.top_dim, device=self.device).reshape(3, self.top_dim)
             top_guide = self.upper[-1].guide_family if len(self.upper) else self.guide_family
-            names = [getattr(type(m), "registered_name", type(m).__name__) for m in (self.prior_module, top_guide)]
-            try:
-                log_p = self.prior().log_prob(probe)
-                problem = None if bool(torch.isfinite(log_p).all()) else f"log p(z) = {log_p.tolist()}"
-            except RuntimeError as e:
-                problem = str(e).splitlines()[0]
-            if problem is not None:
-                raise ConfigError(
-                    f"the prior {names[0]!r} has no usable density at ordinary codes with the {names[1]!r} "
-                    f"guide ({problem}); choose another prior or guide"
-                )
+            check_prior_density(self.prior_module, top_guide, self.top_dim, self.device)
 
     @property
     def device(self) -> torch.device:
@@ -265,11 +259,7 @@ class VAE(nn.Module):
                 z = pyro.sample(self.latent_sites[-1], prior)
                 for layer, site in zip(reversed(self.upper), reversed(self.latent_sites[:-1])):
                     z = pyro.sample(site, layer.decode(z))
-            p_x = self.decode(z)
-            if obs_mask is None:
-                pyro.sample("x", p_x, obs=x)
-            else:
-                observe_masked("x", p_x, x, obs_mask)
+            observe(self.likelihood, self.decoder(z), x, obs_mask)
         return z
 
     def guide(self, x: torch.Tensor, *, num_data: Optional[int] = None, beta: float = 1.0, obs_mask=None):
@@ -322,12 +312,43 @@ class VAE(nn.Module):
         self.likelihood.check_data(x)
 
 
+def check_prior_density(prior_module, guide_family, dim: int, device, prefix: str = "") -> None:
+    """Raise :class:`ConfigError` unless the prior has a finite density at a
+    few fixed codes ``(3, dim)`` (no RNG is used): a VampPrior made of a
+    delta guide's point masses has none, and its loss would be inf.
+    ``prefix`` starts the message (e.g. the model's name)."""
+    probe = torch.linspace(-1.0, 1.0, 3 * dim, device=device).reshape(3, dim)
+    names = [getattr(type(m), "registered_name", type(m).__name__) for m in (prior_module, guide_family)]
+    try:
+        log_p = prior_module.dist().log_prob(probe)
+        problem = None if bool(torch.isfinite(log_p).all()) else f"log p(z) = {log_p.tolist()}"
+    except RuntimeError as e:
+        problem = str(e).splitlines()[0]
+    if problem is not None:
+        raise ConfigError(
+            f"{prefix}the prior {names[0]!r} has no usable density at ordinary codes with the {names[1]!r} "
+            f"guide ({problem}); choose another prior or guide"
+        )
+
+
 def _code(q) -> torch.Tensor:
     """The mean of ``q``, or a draw when it has no closed-form mean (flows)."""
     try:
         return q.mean
     except NotImplementedError:
         return q.rsample()
+
+
+def observe(likelihood, params: torch.Tensor, x: torch.Tensor, obs_mask=None) -> torch.Tensor:
+    """The data site ``x ~ likelihood.dist(params)``, observed. With
+    ``obs_mask`` only the observed elements are scored
+    (:func:`observe_masked`), and the deterministic site ``x_mean`` records
+    E[x | latents] (``likelihood.mean(params)``), which imputation averages."""
+    p_x = likelihood.dist(params)
+    if obs_mask is None:
+        return pyro.sample("x", p_x, obs=x)
+    pyro.deterministic("x_mean", likelihood.mean(params), event_dim=x.dim() - 1)
+    return observe_masked("x", p_x, x, obs_mask)
 
 
 def observe_masked(name: str, fn, obs: torch.Tensor, obs_mask: torch.Tensor) -> torch.Tensor:

@@ -22,7 +22,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
 
 import torch
 
-from ..models.base import eval_mode, model_device
+from ..models.base import eval_mode, model_device, model_fields, require
 from . import plots
 from .latents import (
     draw_samples,
@@ -30,6 +30,7 @@ from .latents import (
     interpolation_codes,
     latent_activity,
     manifold_codes,
+    prior_draws as draw_prior,
     prior_quantiles,
     seeded,
     traversal_codes,
@@ -69,15 +70,46 @@ class PlotInputs:
     def value_range(self):
         return self.vae.likelihood.value_range
 
-    def decode_mean(self, z: torch.Tensor) -> torch.Tensor:
-        """E[x|z] for codes ``(*batch, latent_dim)``: ``(*batch, *data_shape)`` on the CPU."""
+    @property
+    def conditional(self) -> bool:
+        """Whether the model's networks read a label ``y`` (cvae, m2)."""
+        return "y" in model_fields(self.vae)
+
+    @property
+    def label_conditional(self) -> bool:
+        """Whether ``y`` is a class label the figures can vary."""
+        condition = getattr(self.vae, "condition", None)
+        return self.conditional and condition is not None and condition.is_label
+
+    def test_labels(self, n: Optional[int] = None) -> Optional[torch.Tensor]:
+        """Labels of the first ``n`` test inputs for a conditional model: the
+        data's, or where it has none the model's classifier's (M2); None for
+        an unconditional model."""
+        if not self.conditional:
+            return None
+        x = self.x[:n]
+        labels = self.labels[:n] if self.labels is not None else None
+        if labels is None or bool((labels < 0).any()):
+            classify = require(self.vae, "classify", "figures of a conditional model on data without labels")
+            labels = classify(x.to(model_device(self.vae))).cpu()
+        return labels
+
+    def decode_mean(self, z: torch.Tensor, y: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """E[x|z] (E[x|z,y] for a conditional model, ``y`` broadcasting
+        against ``z``'s batch dims) for codes ``(*batch, latent_dim)``:
+        ``(*batch, *data_shape)`` on the CPU."""
         vae = self.vae
         with torch.no_grad():
-            return vae.likelihood.mean(vae.decoder(z.to(vae.device))).cpu()
+            z = z.to(model_device(vae))
+            if not self.conditional:
+                return vae.likelihood.mean(vae.decoder(z)).cpu()
+            return vae.likelihood.mean(vae.decoder(z, vae.condition(y.to(z.device), z))).cpu()
 
     def codes(self, n: Optional[int] = None) -> torch.Tensor:
         """Posterior means of the first ``n`` test inputs, ``(n, latent_dim)``."""
-        return encode_data(self.vae, self.x[:n], seed=self.seed)["mean"]
+        labels = self.test_labels(n)
+        fields = {} if labels is None else {"y": labels}
+        return encode_data(self.vae, self.x[:n], seed=self.seed, **fields)["mean"]
 
 
 def _needs_images(builder):
@@ -94,8 +126,10 @@ def _needs_images(builder):
 def reconstructions(inp: PlotInputs):
     """The first 32 test inputs above E[x | code(x)]."""
     x = inp.x[:32]
+    labels = inp.test_labels(32)
+    fields = {} if labels is None else {"y": labels.to(model_device(inp.vae))}
     with torch.no_grad():
-        x_rec = inp.vae.reconstruct(x.to(model_device(inp.vae))).cpu()
+        x_rec = inp.vae.reconstruct(x.to(model_device(inp.vae)), **fields).cpu()
     return plots.reconstruction_figure(x, x_rec, inp.value_range, title="Test inputs and their reconstructions")
 
 
@@ -119,7 +153,8 @@ def manifold(inp: PlotInputs):
         return f"the latent is {inp.vae.latent_dim}-D; the manifold grid needs a 2-D latent"
     levels = torch.linspace(0.05, 0.95, inp.grid_size)
     values = prior_quantiles(inp.vae, levels, seed=inp.seed)
-    images = inp.decode_mean(manifold_codes(values))
+    first = inp.test_labels(1)
+    images = inp.decode_mean(manifold_codes(values), None if first is None else first[0])
     return plots.manifold_figure(images, values[:, 0], values[:, 1].flip(0), inp.value_range,
                                  title="The learned 2-D manifold (grid over prior quantiles 0.05-0.95)")
 
@@ -133,7 +168,8 @@ def traversals(inp: PlotInputs):
     dims = activity.argsort(descending=True)[: inp.max_traversal_dims].sort().values.tolist()
     levels = torch.linspace(0.03, 0.97, inp.steps)
     values = prior_quantiles(inp.vae, levels, seed=inp.seed)
-    images = inp.decode_mean(traversal_codes(codes[0], values, dims))
+    first = inp.test_labels(1)
+    images = inp.decode_mean(traversal_codes(codes[0], values, dims), None if first is None else first[0])
     d = inp.vae.latent_dim
     which = "all dimensions" if len(dims) == d else f"the {len(dims)} most active of {d} dimensions"
     return plots.traversal_figure(images, dims, levels.tolist(), inp.value_range, title=f"Latent traversals ({which})")
@@ -147,8 +183,43 @@ def interpolations(inp: PlotInputs, pairs: int = 6):
         return "interpolations need at least two test points"
     x_a, x_b = inp.x[:pairs], inp.x[pairs : 2 * pairs]
     codes = inp.codes(2 * pairs)
-    images = inp.decode_mean(interpolation_codes(codes[:pairs], codes[pairs:], inp.steps))
+    labels = inp.test_labels(pairs)  # each row is decoded with the label of its first input
+    path = interpolation_codes(codes[:pairs], codes[pairs:], inp.steps)
+    images = inp.decode_mean(path, None if labels is None else labels.reshape(pairs, *[1] * (path.dim() - 2)))
     return plots.interpolation_figure(x_a, x_b, images, inp.value_range)
+
+
+def _class_labels(inp: PlotInputs) -> torch.Tensor:
+    return torch.arange(inp.vae.condition.num_classes)
+
+
+@_needs_images
+def class_samples(inp: PlotInputs, per_class: int = 10):
+    """A row of ``per_class`` samples for each class: E[x | z, y] with
+    z ~ p(z) (one column shares its z), y the row's class."""
+    if not inp.label_conditional:
+        return "the model is not conditioned on a class label"
+    classes = _class_labels(inp)
+    z = draw_prior(inp.vae, per_class)  # (per_class, latent_dim)
+    images = inp.decode_mean(z.unsqueeze(0), classes.reshape(-1, 1))  # (C, per_class, *data_shape)
+    return plots.image_rows_figure(images, title="Class-conditional samples: one class per row, one z per column",
+                                   row_labels=[str(c) for c in classes.tolist()], value_range=inp.value_range)
+
+
+@_needs_images
+def analogies(inp: PlotInputs, rows: int = 8):
+    """Kingma et al.'s (2014) Figure 1: the style z of test inputs (the mean
+    of q(z | x, y) at their label) decoded with every class y in turn; the
+    first column is the input."""
+    if not inp.label_conditional:
+        return "the model is not conditioned on a class label"
+    rows = min(rows, len(inp.x))
+    z = inp.codes(rows)  # (rows, latent_dim)
+    classes = _class_labels(inp)
+    images = inp.decode_mean(z.unsqueeze(1), classes.reshape(1, -1))  # (rows, C, *data_shape)
+    grid = torch.cat([inp.x[:rows].unsqueeze(1).cpu().to(images.dtype), images], 1)
+    return plots.image_rows_figure(grid, title="Analogies: the style of each input (left) with every class y",
+                                   col_labels=["input"] + [str(c) for c in classes.tolist()], value_range=inp.value_range)
 
 
 def training_curves(inp: PlotInputs):
@@ -166,6 +237,8 @@ FIGURES: Dict[str, Callable[[PlotInputs], Any]] = {
     "manifold": manifold,
     "traversals": traversals,
     "interpolations": interpolations,
+    "class_samples": class_samples,
+    "analogies": analogies,
     "training_curves": training_curves,
 }
 

@@ -11,12 +11,13 @@ from typing import Dict, Optional
 
 import torch
 
-from ..errors import DataError
+from ..errors import ConfigError, DataError
 from ..infer.seeds import seeded
-from ..models.base import model_device, require
+from ..models.base import check_field_names, model_device, model_fields, model_name, require
 
 __all__ = [
     "draw_samples",
+    "class_labels",
     "encode_data",
     "prior_draws",
     "prior_quantiles",
@@ -28,16 +29,33 @@ __all__ = [
 
 
 @torch.no_grad()
-def draw_samples(vae, n: int, seed: Optional[int] = 0, mean: bool = True) -> torch.Tensor:
+def draw_samples(vae, n: int, seed: Optional[int] = 0, mean: bool = True, **fields: torch.Tensor) -> torch.Tensor:
     """``n`` new data points ``(n, *data_shape)`` from p(z) p(x|z), the same
     for the same ``seed``. ``mean=True`` gives E[x|z] (what one looks at),
-    ``mean=False`` a draw from p(x|z). Needs the model's ``sample(n, mean)``
-    convenience (a :class:`ConfigError` says so when it has none)."""
+    ``mean=False`` a draw from p(x|z). ``fields`` (``y=labels`` ``(n,)`` for a
+    conditional model) go to the model's ``sample``. Needs the model's
+    ``sample(n, mean)`` convenience (a :class:`ConfigError` says so when it has none)."""
     if not isinstance(n, int) or n < 1:
         raise DataError(f"the number of samples must be a positive integer, got {n!r}")
     sample = require(vae, "sample", "drawing samples")
+    if fields:
+        check_field_names(vae, list(fields), "drawing samples")
     with seeded(seed, getattr(vae, "device", None)):
-        return sample(n, mean=mean)
+        return sample(n, mean=mean, **fields)
+
+
+def class_labels(vae, label: int, n: int) -> torch.Tensor:
+    """``n`` copies of the class ``label`` ``(n,)``, for a model conditioned
+    on class labels; a clear error for any other model or a label outside 0..C-1."""
+    condition = getattr(vae, "condition", None)
+    if "y" not in model_fields(vae) or condition is None or not condition.is_label:
+        raise ConfigError(
+            f"--label needs a model conditioned on class labels (cvae, m2); model {model_name(vae)!r} takes "
+            f"the field(s) {', '.join(model_fields(vae))}"
+        )
+    if not 0 <= label < condition.num_classes:
+        raise DataError(f"--label {label} is outside the model's classes 0..{condition.num_classes - 1}")
+    return torch.full((n,), int(label), dtype=torch.long, device=model_device(vae))
 
 
 @torch.no_grad()

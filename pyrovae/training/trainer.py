@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 import time
 import warnings
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 
@@ -38,7 +38,7 @@ from ..data import Batches, Splits, binarizes_dynamically, check_finite, label_f
 from ..errors import CheckpointError, ConfigError, DataError
 from ..infer.evaluate import elbo_terms
 from ..infer.fields import chunk_sizes, chunks
-from ..models.base import eval_mode, model_fields, select_fields
+from ..models.base import eval_mode, model_fields, select_fields, summed_fields
 from ..infer.objectives import build_objective
 from .callbacks import Progress, callbacks_from_config
 from .checkpoint import TrainState
@@ -105,10 +105,12 @@ class Trainer:
             noise_seed=self.strategy.noise_seed(tc.seed), device=self.device,
             reader=self.splits.row_reader(x_train) if mapped else None,
             fields=self._extra_fields(self.splits.train),
+            labelled_batch_size=(tc.labelled_batch_size or tc.batch_size) if summed_fields(self.vae) else None,
         )
         probe = select_fields(self.vae, self._probe_batch(), "the training data")  # a missing field fails here
         self.val_batch = self._val_shard()
-        self.objective = build_objective(tc.objective, self.vae)  # TraceEnum_ELBO for enumerated sites
+        # TraceEnum_ELBO for enumerated sites; a partly labelled training set's counts weigh its two kinds of points
+        self.objective = build_objective(tc.objective, self.vae, counts=self._label_counts())
         self.params = [p for p in self.vae.parameters() if p.requires_grad]
         self.optimizer = optimizers.build(tc.optimizer, params=self.params)
         self._check_hyperparameters()
@@ -138,6 +140,15 @@ class Trainer:
         fields = label_fields(*pair, model_fields(self.vae))
         return {k: v.to(self.device) for k, v in fields.items() if k != "x"}
 
+    def _label_counts(self) -> Optional[Tuple[int, int]]:
+        """(labelled, unlabelled) training points when the model sums out a
+        partly given label (M2), else None."""
+        y = self._extra_fields(self.splits.train).get("y")
+        if y is None or not summed_fields(self.vae):
+            return None
+        known = int((y >= 0).sum())
+        return known, len(y) - known
+
     def _probe_batch(self) -> Dict[str, torch.Tensor]:
         """Two training points with every field, for checks before training."""
         x = self.splits.train[0]
@@ -149,6 +160,11 @@ class Trainer:
             return None
         x = self.splits.val[0]
         return self.strategy.shard({"x": x.to(self.device), **self._extra_fields(self.splits.val)})
+
+    def _val_scored(self, chunk: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+        """The fields the validation ELBO conditions on: a label the model
+        sums out (M2's y) is summed out, as in evaluation, not observed."""
+        return {k: v for k, v in chunk.items() if k not in summed_fields(self.vae)}
 
     # -- checks --------------------------------------------------------------
     def _check_data(self):
@@ -179,6 +195,11 @@ class Trainer:
         check(sample, "training data")
         if self.splits.val is not None:
             check(self.splits.val[0], "validation data")
+        check_fields = getattr(self.vae, "check_fields", None)  # labels: range, NaN, shape
+        if check_fields is not None:
+            for what, pair in (("training data", self.splits.train), ("validation data", self.splits.val)):
+                if pair is not None:
+                    check_fields(label_fields(*pair, model_fields(self.vae)), what)
 
     def _check_hyperparameters(self) -> None:
         """Optimizer settings must fit the parameters' dtype (an lr of 1e300
@@ -200,19 +221,27 @@ class Trainer:
         """Mean negative ELBO (beta = 1), reconstruction and KL per validation point, in nats."""
         if self.val_batch is None:
             return {}
-        totals = {"elbo": 0.0, "reconstruction": 0.0, "kl": 0.0}
+        totals = {"elbo": 0.0, "reconstruction": 0.0, "kl": 0.0, "wrong": 0.0}
         n = len(self.val_batch["x"])
+        classify = getattr(self.vae, "classify", None)
+        labels = self.val_batch.get("y") if classify is not None else None
         with eval_mode(self.vae):
             # the validation fields are those the model takes (see _val_shard)
             for _, chunk in chunks(self.val_batch, chunk_sizes(n, self.cfg.train.eval_batch_size)):
-                terms = elbo_terms(self.vae, **chunk)
-                for k in totals:
+                terms = elbo_terms(self.vae, **self._val_scored(chunk))
+                for k in ("elbo", "reconstruction", "kl"):
                     totals[k] += float(terms[k].sum())
+                if labels is not None:
+                    totals["wrong"] += float((classify(chunk["x"]) != chunk["y"]).sum())
         # each rank scored its share of the validation set
-        totals["elbo"], totals["reconstruction"], totals["kl"], n = self.strategy.sum(
-            [totals["elbo"], totals["reconstruction"], totals["kl"], n]
+        totals["elbo"], totals["reconstruction"], totals["kl"], totals["wrong"], n = self.strategy.sum(
+            [totals["elbo"], totals["reconstruction"], totals["kl"], totals["wrong"], n]
         )
-        return {"val_loss": -totals["elbo"] / n, "val_reconstruction": -totals["reconstruction"] / n, "val_kl": totals["kl"] / n}
+        record = {"val_loss": -totals["elbo"] / n, "val_reconstruction": -totals["reconstruction"] / n,
+                  "val_kl": totals["kl"] / n}
+        if labels is not None:
+            record["val_error"] = totals["wrong"] / n  # the classifier's error rate on the validation labels
+        return record
 
     def request_stop(self, reason: str) -> None:
         """Stop after the current epoch (its checkpoint is written first).
@@ -302,7 +331,7 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             st.step += 1
             total += loss
-            count += len(x)
+            count += self.batches.points(batch)
             if bar is not None:
                 bar.update(len(x))
                 if i % 25 == 0:

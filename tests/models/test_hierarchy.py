@@ -1,13 +1,9 @@
 """The two-stochastic-layer VAE of Burda et al. (2015), expressed in the config."""
 
-import warnings
 
 import pytest
 import torch
 
-import pyro
-import pyro.poutine as poutine
-from pyro.util import check_model_guide_match
 
 import pyrovae
 from pyrovae.data import load_data
@@ -15,7 +11,7 @@ from pyrovae.errors import ConfigError
 from pyrovae.infer.evaluate import elbo_terms
 from pyrovae.components.priors import priors
 
-from helpers import SHAPE, component_options, tiny_config
+from helpers import SHAPE, checked_traces, component_options, tiny_config
 
 TWO_LAYER = {
     "latent_dim": 6,
@@ -42,15 +38,7 @@ def test_burda_two_layer_architecture_from_config():
 def test_traces_validate_for_every_top_prior(prior):
     vae = pyrovae.VAE.from_config({**TWO_LAYER, "prior": {"name": prior, **component_options("prior", prior)}}, data_shape=SHAPE)
     x = vae.sample(5, mean=False)
-    pyro.enable_validation(True)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        with pyro.plate("particles", 2, dim=-2):
-            guide_trace = poutine.trace(vae.guide).get_trace(x)
-            model_trace = poutine.trace(poutine.replay(vae.model, trace=guide_trace)).get_trace(x)
-        check_model_guide_match(model_trace, guide_trace, max_plate_nesting=1)
-        model_trace.compute_log_prob()
-        guide_trace.compute_log_prob()
+    guide_trace, model_trace = checked_traces(vae, x, 2)
     assert guide_trace.nodes["z"]["value"].shape == (2, 5, 6)
     assert guide_trace.nodes["z2"]["value"].shape == (2, 5, 3)
     # the model's z1 is drawn from p(z1 | z2): it depends on the guide's z2

@@ -24,7 +24,7 @@ from pyrovae.models import build_model, models
 from pyrovae.runs import load_checkpoint
 
 import user_models  # noqa: F401  (registers the test models)
-from helpers import assert_identical, tiny_config
+from helpers import assert_identical, assert_resumes_exactly, tiny_config
 
 HERE = Path(__file__).parent.parent  # tests/, where user_models.py lives
 
@@ -79,20 +79,7 @@ def test_a_model_that_needs_y_refuses_data_without_labels():
 
 
 def test_a_model_that_needs_y_resumes_exactly(tmp_path):
-    cfg = user_config(epochs=3)
-    pyro.set_rng_seed(0)
-    splits = pyrovae.load_data(pyrovae.load_config(cfg).data)
-    straight = build_model(pyrovae.load_config(cfg).model, splits.data_shape)
-    pyrovae.train(straight, splits, cfg, run_dir=tmp_path / "straight")
-    pyro.set_rng_seed(0)
-    cut = build_model(pyrovae.load_config(cfg).model, splits.data_shape)
-    pyrovae.train(cut, splits, user_config(epochs=1), run_dir=tmp_path / "cut")
-    pyro.set_rng_seed(1)  # other initial weights: resume must overwrite them
-    resumed = build_model(pyrovae.load_config(cfg).model, splits.data_shape)
-    pyrovae.train(resumed, splits, cfg, run_dir=tmp_path / "cut", resume=True)
-    a, b = load_checkpoint(tmp_path / "straight" / "checkpoint.pt"), load_checkpoint(tmp_path / "cut" / "checkpoint.pt")
-    assert_identical(a["model"], b["model"])
-    assert_identical(a["optimizer"], b["optimizer"])
+    assert_resumes_exactly(lambda epochs: user_config(epochs=epochs), tmp_path)
 
 
 def test_log_likelihood_takes_y_as_a_field():

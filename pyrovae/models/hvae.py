@@ -1,0 +1,355 @@
+"""The two-level hierarchical VAE of Tomczak & Welling (2018), "VAE with a
+VampPrior" (AISTATS 2018, arXiv:1705.07120; the authors' code is
+``models/HVAE_2level.py`` of github.com/jmtomczak/vae_vampprior)::
+
+    guide(x):  z2 ~ q(z2 | x)           (guide family of enc2(x))         scaled by beta
+               z1 ~ q(z1 | x, z2)       (guide family of enc1(x, z2))     scaled by beta
+    model(x):  z2 ~ p(z2)               (the prior, e.g. the VampPrior)   scaled by beta
+               z1 ~ p(z1 | z2)          (diagonal Gaussian of dec1(z2))   scaled by beta
+               x  ~ p(x | z1, z2)       (likelihood of dec0(z1, z2))
+
+Unlike the ``vae`` model's ``hierarchy`` (Burda et al.'s chain
+q(z1|x) q(z2|z1), p(x|z1)), both of z1's guide and x's decoder read z2
+as well: the top-down guide and the skip connection of the paper.
+
+Networks, as in the authors' code (``hidden`` = 300 units, gated dense
+layers h = (W a + b) * sigmoid(V a + c), a plain linear output layer):
+
+- q(z2 | x):      x -> 300 -> 300 -> guide features
+- q(z1 | x, z2):  [x -> 300, z2 -> 300] concatenated -> 300 -> guide features
+- p(z1 | z2):     z2 -> 300 -> 300 -> (mean, scale) of z1
+- p(x | z1, z2):  [z1 -> 300, z2 -> 300] concatenated -> 300 -> likelihood parameters
+
+Sites are ``z2`` and ``z1`` (sampled in that order), then ``x``; all live in
+``pyro.plate("data", dim=-1)`` with the latent and data dimensions as event
+dimensions, so an outer particles plate at dim -2 vectorizes ELBO particles
+and importance sampling. The prior (any registered one) is over z2; the
+VampPrior's components are q(z2 | u_k).
+
+The model reads ``model.latent_dim`` (the size of z1), ``model.prior``,
+``model.likelihood`` and ``model.guide`` (the family of both q(z1|x,z2) and
+q(z2|x)); its options are ``z2_dim`` (default: ``latent_dim``), ``hidden``
+and ``init``. It builds its own networks, so ``model.encoder``,
+``model.decoder`` and ``model.hierarchy`` must be left at their defaults.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from typing import Any, Optional, Tuple
+
+import torch
+from torch import nn
+
+import pyro
+
+from ..config import ModelConfig
+from ..errors import ConfigError
+from ..components.guides import guides
+from ..components.likelihoods import likelihoods
+from ..components.nets import INITS, GatedDense, gated_mlp
+from ..components.priors import priors
+from .base import register_model
+from .vae import CONDITIONAL_SPEC, VAE, _code, _model_section, check_prior_density, kl_scale, observe
+
+__all__ = ["HVAE", "TwoInputGated"]
+
+
+def _init_linear(module: nn.Module, init: str) -> None:
+    """``init`` (a key of :data:`~pyrovae.components.nets.INITS`) on every
+    linear layer of ``module``, biases zeroed, as :func:`gated_mlp` does."""
+    if INITS[init] is None:
+        return
+    for m in module.modules():
+        if isinstance(m, nn.Linear):
+            INITS[init](m.weight)
+            nn.init.zeros_(m.bias)
+
+
+def _flat(x: torch.Tensor, event_shape: Tuple[int, ...]) -> torch.Tensor:
+    """``(*batch, *event_shape) -> (*batch, prod(event_shape))``."""
+    return x.reshape(*x.shape[: x.dim() - len(event_shape)], -1)
+
+
+class TwoInputGated(nn.Module):
+    """``(a, b) -> linear(gated([gated(a), gated(b)]))``: one gated layer of
+    ``hidden`` units per input, concatenated, one joint gated layer and a
+    linear output layer of ``out_features``. The inputs' batch dimensions
+    broadcast: ``a (*batch_a, a_dim)``, ``b (*batch_b, b_dim)`` ->
+    ``(*broadcast(batch_a, batch_b), out_features)``."""
+
+    def __init__(self, a_dim: int, b_dim: int, hidden: int, out_features: int, init: str = "default"):
+        super().__init__()
+        self.a = GatedDense(a_dim, hidden)
+        self.b = GatedDense(b_dim, hidden)
+        self.joint = gated_mlp([2 * hidden, hidden, out_features], init)
+        _init_linear(self.a, init)
+        _init_linear(self.b, init)
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        ha, hb = torch.broadcast_tensors(self.a(a), self.b(b))
+        return self.joint(torch.cat([ha, hb], -1))
+
+
+class HVAE(nn.Module):
+    """Tomczak & Welling's two-level VAE: p(z2) p(z1|z2) p(x|z1,z2) with
+    guide q(z2|x) q(z1|x,z2) (see the module notes).
+
+    :param tuple data_shape: shape of one data point, e.g. ``(1, 28, 28)``.
+    :param int latent_dim: size of z1.
+    :param int z2_dim: size of z2, the latent the prior is over.
+    :param likelihood: a :class:`~pyrovae.components.likelihoods.Likelihood` for p(x|z1,z2).
+    :param guide_z1: a :class:`~pyrovae.components.guides.GuideFamily` of size ``latent_dim``.
+    :param guide_z2: a :class:`~pyrovae.components.guides.GuideFamily` of size ``z2_dim``.
+    :param int hidden: units of every gated layer (300 in the paper).
+    :param str init: ``he`` (the authors' He-normal init) or ``default`` (torch's).
+
+    The prior is set after construction (``prior_module``), because the
+    VampPrior needs :meth:`encode_z2`; build one from a config with
+    :meth:`from_config`.
+    """
+
+    #: the batch fields the model and guide take (see :mod:`pyrovae.models.base`)
+    fields = ("x",)
+    #: the latent sites, top first (the order they are sampled in)
+    latent_sites = ("z2", "z1")
+    #: how the stochastic layers are wired (recorded in results)
+    topology = "tomczak_welling"
+
+    def __init__(self, data_shape, latent_dim: int, z2_dim: int, likelihood, guide_z1, guide_z2,
+                 hidden: int = 300, init: str = "he"):
+        super().__init__()
+        self.data_shape = tuple(data_shape)
+        self.latent_dim = latent_dim
+        self.z2_dim = z2_dim
+        self.hidden = hidden
+        n_x = math.prod(self.data_shape)
+        self.likelihood = likelihood
+        self.guide_z1 = guide_z1
+        self.guide_z2 = guide_z2
+        self.conditional = likelihoods.build(CONDITIONAL_SPEC, data_shape=(latent_dim,))
+        # guide networks
+        self.encoder_z2 = gated_mlp([n_x, hidden, hidden, guide_z2.num_features], init)
+        self.encoder_z1 = TwoInputGated(n_x, z2_dim, hidden, guide_z1.num_features, init)
+        # model networks
+        self.decoder_z1 = gated_mlp([z2_dim, hidden, hidden, math.prod(self.conditional.param_shape)], init)
+        self.decoder_x = TwoInputGated(latent_dim, z2_dim, hidden, math.prod(likelihood.param_shape), init)
+        self.prior_module = None
+        # a name prefix unique to this instance (see VAE)
+        self.pyro_name = f"hvae_{uuid.uuid4().hex[:12]}"
+        self._register_modules = True
+
+    # -- construction ------------------------------------------------------
+    @classmethod
+    def from_config(cls, cfg: Any = None, data_shape: Tuple[int, ...] = (1, 28, 28), z2_dim: Optional[int] = None,
+                    hidden: int = 300, init: str = "he") -> "HVAE":
+        """Build from the ``model`` section (or a whole config, dict or YAML
+        path) for data of shape ``data_shape``.
+
+        :raises ConfigError: for a bad option, a component the model cannot
+            use, ``model.encoder``/``decoder``/``hierarchy`` set (this model
+            does not read them), or shapes that do not fit.
+        """
+        model_cfg = _model_section(cfg)
+        data_shape = tuple(int(s) for s in data_shape)
+        if not data_shape or any(s < 1 for s in data_shape):
+            raise ConfigError(f"data_shape must be a tuple of positive sizes, got {data_shape}")
+        _check_unread_keys(model_cfg)
+        d1 = model_cfg.latent_dim
+        d2 = d1 if z2_dim is None else z2_dim
+        for name, value in (("z2_dim", d2), ("hidden", hidden)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"model 'hvae': option {name} must be a positive integer, got {value!r}")
+        if init not in INITS:
+            raise ConfigError(f"model 'hvae': unknown init {init!r}; choose from {', '.join(INITS)}")
+        try:
+            guide_z1 = guides.build(model_cfg.guide, latent_dim=d1)
+            guide_z2 = guides.build(model_cfg.guide, latent_dim=d2)
+            likelihood = likelihoods.build(model_cfg.likelihood, data_shape=data_shape)
+            try:
+                model = cls(data_shape, d1, d2, likelihood, guide_z1, guide_z2, hidden, init)
+            except (RuntimeError, MemoryError) as e:
+                first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+                error = ConfigError(f"model 'hvae' with hidden={hidden} is too large to build here ({first})")
+                error.too_large = True
+                raise error from None
+            model.prior_module = priors.build(model_cfg.prior, latent_dim=d2, data_shape=data_shape,
+                                              posterior=model.encode_z2)
+        except ConfigError as e:
+            if not getattr(e, "too_large", False):
+                raise
+            raise ConfigError(
+                f"{e} (with model.latent_dim={d1}, z2_dim={d2}, hidden={hidden} and data of shape {data_shape}); "
+                "choose smaller sizes"
+            ) from None
+        model._check_shapes()
+        return model
+
+    def _check_shapes(self) -> None:
+        """Run the networks once on zeros: a clear :class:`ConfigError` when
+        the components disagree on shapes, or the prior has no density at
+        ordinary codes (a VampPrior made of a delta guide's point masses)."""
+        with torch.no_grad():
+            x = torch.zeros(2, *self.data_shape, device=self.device)
+            try:
+                z2 = self.encode_z2(x).sample()
+                z1 = self.encode_z1(x, z2).sample()
+                p_z1 = self.decode_z1(z2)
+                p_x = self.decode(z1, z2)
+            except RuntimeError as e:
+                raise ConfigError(f"model 'hvae': the networks do not fit data of shape {self.data_shape}: {e}") from None
+            shapes = {
+                "q(z2|x) gives z2 of shape": (tuple(z2.shape), (2, self.z2_dim)),
+                "q(z1|x,z2) gives z1 of shape": (tuple(z1.shape), (2, self.latent_dim)),
+                "p(z1|z2) has event shape": (tuple(p_z1.event_shape), (self.latent_dim,)),
+                "p(x|z1,z2) has event shape": (tuple(p_x.event_shape), self.data_shape),
+                "the prior p(z2) has event shape": (tuple(self.prior().event_shape), (self.z2_dim,)),
+            }
+            for what, (got, want) in shapes.items():
+                if got != want:
+                    raise ConfigError(f"model 'hvae': components disagree on shapes: {what} {got}, want {want}")
+            check_prior_density(self.prior_module, self.guide_z2, self.z2_dim, self.device, prefix="model 'hvae': ")
+
+    # the VAE's own plumbing, so that the two models behave alike: the device
+    # property, pyro.module registration under ``pyro_name``, the
+    # direct_parameters() context, the (subsampled) data plate, check_data
+    device = VAE.device
+    _register = VAE._register
+    direct_parameters = VAE.direct_parameters
+    _data_plate = VAE._data_plate
+    check_data = VAE.check_data
+
+    # -- distributions -----------------------------------------------------
+    def prior(self):
+        """p(z2): batch shape ``()``, event shape ``(z2_dim,)``."""
+        return self.prior_module.dist()
+
+    def encode_z2(self, x: torch.Tensor):
+        """q(z2 | x) for ``x`` ``(*batch, *data_shape)``: batch shape ``batch``,
+        event ``(z2_dim,)``. The VampPrior's components are this at its pseudo-inputs."""
+        return self.guide_z2.dist(self.encoder_z2(_flat(x, self.data_shape)))
+
+    def encode_z1(self, x: torch.Tensor, z2: torch.Tensor):
+        """q(z1 | x, z2): batch shape the broadcast of ``x``'s and ``z2``'s batch
+        dimensions (e.g. ``(B,)`` and ``(K, B)`` give ``(K, B)``), event ``(latent_dim,)``."""
+        return self.guide_z1.dist(self.encoder_z1(_flat(x, self.data_shape), z2))
+
+    def decode_z1(self, z2: torch.Tensor):
+        """p(z1 | z2), a diagonal Gaussian: batch shape ``z2.shape[:-1]``, event ``(latent_dim,)``."""
+        return self.conditional.dist(self.decoder_z1(z2))
+
+    def decode_params(self, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
+        """The likelihood parameters of p(x | z1, z2): ``(*batch, *likelihood.param_shape)``."""
+        h = self.decoder_x(z1, z2)
+        return h.reshape(*h.shape[:-1], *self.likelihood.param_shape)
+
+    def decode(self, z1: torch.Tensor, z2: torch.Tensor):
+        """p(x | z1, z2): batch shape the broadcast of the codes' batch dims, event ``data_shape``."""
+        return self.likelihood.dist(self.decode_params(z1, z2))
+
+    # the single-code view of the figures (pyrovae.report): the code is z2
+    def encode(self, x: torch.Tensor):
+        """q(z2 | x): the distribution of the code the figures read (the top
+        latent, which the prior is over); see :meth:`decoder`."""
+        return self.encode_z2(x)
+
+    def decoder(self, z2: torch.Tensor) -> torch.Tensor:
+        """Likelihood parameters for a top code ``z2`` ``(*batch, z2_dim)``:
+        those of p(x | z1, z2) at z1 = the mean of p(z1 | z2). With
+        :meth:`encode` and :meth:`prior` it gives the figures (traversals,
+        interpolations, manifold) one code space, z2's."""
+        return self.decode_params(self.decode_z1(z2).mean, z2)
+
+    # -- Pyro model and guide --------------------------------------------
+    def model(self, x: torch.Tensor, *, num_data: Optional[int] = None, beta: float = 1.0, obs_mask=None):
+        """p(z2) p(z1 | z2) p(x | z1, z2).
+
+        :param torch.Tensor x: a batch ``(B, *data_shape)``.
+        :param int num_data: full data-set size; the batch is scaled by
+            ``num_data / B`` so a mini-batch ELBO estimates the full one.
+        :param float beta: weight of both latent sites (KL weight).
+        :param torch.Tensor obs_mask: optional bool ``(B, *data_shape)``;
+            only ``True`` elements are scored (see :func:`~pyrovae.models.vae.observe_masked`).
+        :returns: ``(z1, z2)``.
+        """
+        self._register(decoder_z1=self.decoder_z1, decoder_x=self.decoder_x, prior=self.prior_module,
+                       likelihood=self.likelihood, conditional=self.conditional)
+        prior = self.prior()
+        with self._data_plate(x, num_data):
+            with kl_scale(beta):
+                z2 = pyro.sample("z2", prior)
+                z1 = pyro.sample("z1", self.decode_z1(z2))
+            observe(self.likelihood, self.decode_params(z1, z2), x, obs_mask)
+        return z1, z2
+
+    def guide(self, x: torch.Tensor, *, num_data: Optional[int] = None, beta: float = 1.0, obs_mask=None):
+        """q(z2 | x) q(z1 | x, z2); takes the same arguments as :meth:`model`
+        and returns ``(z1, z2)``."""
+        self._register(encoder_z2=self.encoder_z2, encoder_z1=self.encoder_z1, guide_z2=self.guide_z2,
+                       guide_z1=self.guide_z1)
+        with self._data_plate(x, num_data):
+            with kl_scale(beta):
+                z2 = pyro.sample("z2", self.encode_z2(x))
+                z1 = pyro.sample("z1", self.encode_z1(x, z2))
+        return z1, z2
+
+    # -- conveniences ------------------------------------------------------
+    @torch.no_grad()
+    def sample(self, n: int, mean: bool = True) -> torch.Tensor:
+        """``n`` new data points ``(n, *data_shape)``: z2 ~ p(z2), z1 ~ p(z1|z2)
+        (a draw, as the authors' ``generate_x``), then the likelihood's mean
+        (``mean=True``) or a draw from p(x | z1, z2)."""
+        z2 = self.prior().sample((n,))
+        z1 = self.decode_z1(z2).sample()
+        params = self.decode_params(z1, z2)
+        if mean:
+            return self.likelihood.mean(params)
+        return self.likelihood.dist(params).sample().to(params.dtype)
+
+    @torch.no_grad()
+    def codes(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """``(z1, z2)`` codes of ``x``: z2 the mean of q(z2 | x), z1 the mean
+        of q(z1 | x, z2) at that z2; ``(*batch, latent_dim)`` and ``(*batch, z2_dim)``."""
+        z2 = _code(self.encode_z2(x))
+        return _code(self.encode_z1(x, z2)), z2
+
+    @torch.no_grad()
+    def code(self, x: torch.Tensor) -> torch.Tensor:
+        """The latent code of ``x``: the mean of q(z2 | x), the top latent
+        (``(*batch, z2_dim)``; the space of :meth:`encode`, :meth:`decoder` and
+        the prior). :meth:`codes` gives z1's as well."""
+        return _code(self.encode_z2(x))
+
+    @torch.no_grad()
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        """E[x | z1, z2] at the codes of :meth:`codes`, shape of ``x``."""
+        z1, z2 = self.codes(x)
+        return self.likelihood.mean(self.decode_params(z1, z2))
+
+
+def _check_unread_keys(model_cfg: ModelConfig) -> None:
+    """A :class:`ConfigError` for the model-section keys this model would
+    silently ignore: ``encoder``, ``decoder`` (it builds its own gated
+    networks) and ``hierarchy`` (its two levels are fixed)."""
+    if model_cfg.hierarchy:
+        raise ConfigError(
+            "model.hierarchy is for the vae model; the hvae model has its two stochastic layers built in "
+            "(set the size of z2 with model.options.z2_dim)"
+        )
+    defaults = ModelConfig()
+    for key in ("encoder", "decoder"):
+        if getattr(model_cfg, key) != getattr(defaults, key):
+            raise ConfigError(
+                f"model.{key} is not read by the hvae model, which builds the gated networks of Tomczak & "
+                f"Welling (options hidden and init under model.options); remove model.{key} from the config"
+            )
+
+
+@register_model("hvae")
+def build_hvae(config, data_shape, z2_dim=None, hidden=300, init="he"):
+    """The two-level hierarchical VAE of Tomczak & Welling, "VAE with a
+    VampPrior" (2018): q(z2|x) q(z1|x,z2) and p(z2) p(z1|z2) p(x|z1,z2), with
+    the prior on z2 and gated networks of ``hidden`` units. ``model.latent_dim``
+    is the size of z1; ``z2_dim`` that of z2 (default: the same)."""
+    return HVAE.from_config(config, data_shape=data_shape, z2_dim=z2_dim, hidden=hidden, init=init)

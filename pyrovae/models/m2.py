@@ -1,0 +1,189 @@
+"""Semi-supervised M2 (Kingma, Rezende, Mohamed & Welling 2014), the Pyro way.
+
+::
+
+    model(x, y=None):  y ~ Cat(uniform)                observed where the label is known
+                       z ~ p(z)          (any registered prior)       scaled by beta
+                       x ~ p(x | z, y)
+    guide(x, y=None):  y ~ q(y | x)      (classifier)  only where y is not observed
+                       z ~ q(z | x, y)                              scaled by beta
+
+The label site ``y`` is listed in ``enumerate_sites``, so pyrovae trains
+with ``TraceEnum_ELBO`` and sums it out exactly over the C classes
+(:class:`~pyrovae.infer.objectives.EnumeratedObjective`), and importance
+sampling sums it out too: log p(x) = logsumexp_y [log p(y) + log p(x | y)]
+(:mod:`pyrovae.infer.loglik`).
+
+**The objective** is Kingma et al.'s eq. 9,
+
+    J^α = Σ_labelled L(x, y) + Σ_unlabelled U(x) + α · mean_labelled[-log q(y | x)],
+
+with L and U the negative ELBOs of a labelled and an unlabelled point and
+α = ``classification_weight`` · N (N training points; Kingma et al. use
+0.1). A batch mixes both kinds (``y = -1`` marks a missing label): the
+objective scores its unlabelled points with y enumerated, its labelled
+points with y observed, and weights the two parts and the classification
+term by the data's counts so that each step estimates J^α up to one
+positive factor (see :class:`~pyrovae.infer.objectives.EnumeratedObjective`).
+:meth:`auxiliary_loss` is the classification term.
+
+The networks are registered ones: q(z | x, y) and p(x | z, y) read the
+one-hot label by concatenation (:mod:`pyrovae.models.cvae`); the classifier
+q(y | x) is the encoder spec ``classifier`` (default: ``model.encoder``)
+with C outputs (logits).
+
+Example::
+
+    cfg = pyrovae.load_config({"model": {"name": "m2", "latent_dim": 50}, "data": {"labelled": 100}})
+    m2 = pyrovae.build_model(cfg.model, (1, 28, 28))
+    m2.classify(x_test)                     # (N,) predicted labels
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Optional
+
+import torch
+from torch import nn
+
+import pyro
+import pyro.distributions as dist
+
+from ..components.nets import encoders
+from ..errors import ConfigError, DataError
+from .base import register_model
+from .cvae import ConditionalVAE
+from .vae import kl_scale, observe
+
+__all__ = ["M2"]
+
+
+class M2(ConditionalVAE):
+    """The semi-supervised VAE M2: a :class:`~pyrovae.models.cvae.ConditionalVAE`
+    whose label is a latent variable where it is not observed.
+
+    :param nn.Module classifier: ``x (*batch, *data_shape) -> logits (*batch, C)`` of q(y | x).
+    :param float classification_weight: a in α = a · N, the weight of the
+        labelled points' classification term (Kingma et al.: 0.1).
+
+    The other parameters are those of :class:`~pyrovae.models.cvae.ConditionalVAE`.
+    """
+
+    registered_name = "m2"
+    latent_sites = ("y", "z")
+    #: summed out by TraceEnum_ELBO in training and exactly in importance sampling
+    enumerate_sites = ("y",)
+
+    def __init__(self, data_shape, latent_dim, condition, encoder, decoder, prior, likelihood, guide_family,
+                 classifier: nn.Module = None, classification_weight: float = 0.1):
+        super().__init__(data_shape, latent_dim, condition, encoder, decoder, prior, likelihood, guide_family)
+        if not condition.is_label:
+            raise ConfigError("the m2 model's y is a class label: set model.options.num_classes, not condition_dim")
+        self.classifier = classifier
+        self.classification_weight = float(classification_weight)
+        self.num_classes = condition.num_classes
+        # p(y): uniform over the classes, as in Kingma et al.
+        self.register_buffer("class_logits", torch.zeros(self.num_classes))
+
+    # -- distributions -----------------------------------------------------
+    def label_posterior(self, x: torch.Tensor):
+        """q(y | x): a ``Categorical`` with batch shape ``x``'s batch dims."""
+        return dist.Categorical(logits=self.classifier(x))
+
+    def label_prior(self):
+        """p(y): ``Categorical`` over the C classes, batch shape ``()``."""
+        return dist.Categorical(logits=self.class_logits)
+
+    @staticmethod
+    def _check_observed(y: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+        if y is None:
+            return None
+        if bool((y < 0).any()):
+            raise DataError(
+                "m2 model/guide: y holds -1 (missing) labels; call them with the labelled points' y and the "
+                "unlabelled points without y, or train with pyrovae, whose objective splits a mixed batch"
+            )
+        return y.long()
+
+    # -- Pyro model and guide --------------------------------------------
+    def model(self, x: torch.Tensor, y: Optional[torch.Tensor] = None, *, num_data: Optional[int] = None,
+              beta: float = 1.0, obs_mask=None):
+        """p(y) p(z) p(x | z, y); ``y`` observed when given, else latent
+        (enumerated by the objective). Arguments as
+        :meth:`ConditionalVAE.model <pyrovae.models.cvae.ConditionalVAE.model>`,
+        with ``y`` ``(B,)`` optional."""
+        self._register(decoder=self.decoder, prior=self.prior_module, likelihood=self.likelihood)
+        y = self._check_observed(y)
+        prior = self.prior()
+        with self._data_plate(x, num_data):
+            y = pyro.sample("y", self.label_prior(), obs=y)
+            with kl_scale(beta):
+                z = pyro.sample("z", prior)
+            observe(self.likelihood, self.decoder(z, self.condition(y, z)), x, obs_mask)
+        return z
+
+    def guide(self, x: torch.Tensor, y: Optional[torch.Tensor] = None, *, num_data: Optional[int] = None,
+              beta: float = 1.0, obs_mask=None):
+        """q(y | x) where ``y`` is not given, then q(z | x, y)."""
+        self._register(encoder=self.encoder, guide=self.guide_family, classifier=self.classifier)
+        y = self._check_observed(y)
+        with self._data_plate(x, num_data):
+            if y is None:
+                y = pyro.sample("y", self.label_posterior(x))
+            with kl_scale(beta):
+                return pyro.sample("z", self.encode(x, y))
+
+    def auxiliary_loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The classification term of labelled points: ``a · Σ -log q(y | x)``
+        (a scalar, nats; the objective multiplies it by N over the labelled
+        count, making α = a · N)."""
+        return -self.classification_weight * self.label_posterior(x).log_prob(y.long()).sum()
+
+    # -- conveniences ------------------------------------------------------
+    @torch.no_grad()
+    def classify(self, x: torch.Tensor) -> torch.Tensor:
+        """The most probable label under q(y | x), ``(N,)``."""
+        return self.classifier(x).argmax(-1)
+
+    @torch.no_grad()
+    def sample(self, n: int, mean: bool = True, y: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """``n`` data points from p(y) p(z) p(x | z, y); with ``y`` ``(n,)``
+        the labels are fixed (class-conditional samples)."""
+        if y is None:
+            y = self.label_prior().sample((n,)).to(self.device)
+        return super().sample(n, mean=mean, y=y)
+
+    @torch.no_grad()
+    def reconstruct(self, x: torch.Tensor, y: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """E[x | z = code(x, y), y], with ``y`` the classifier's label when not given."""
+        return super().reconstruct(x, self.classify(x) if y is None else y)
+
+    def encode(self, x: torch.Tensor, y: Optional[torch.Tensor] = None):
+        """q(z | x, y), with ``y`` the classifier's label when not given."""
+        return super().encode(x, self.classify(x) if y is None else y)
+
+    @torch.no_grad()
+    def code(self, x: torch.Tensor, y: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """The mean of q(z | x, y) ``(N, latent_dim)``, with ``y`` the classifier's label when not given."""
+        return super().code(x, self.classify(x) if y is None else y)
+
+    def check_fields(self, fields: Mapping[str, torch.Tensor], what: str = "data") -> None:
+        """Labels in 0..C-1, or -1 where a point has none."""
+        if fields.get("y") is not None:
+            self.condition.check(fields["y"], len(fields["x"]), what, allow_missing=True)
+
+
+@register_model("m2")
+def build_m2(config, data_shape, num_classes=10, classification_weight=0.1, classifier: Any = None):
+    """Kingma et al.'s (2014) semi-supervised M2 with the label summed out by
+    enumeration; ``classifier`` is the encoder spec of q(y | x) (default:
+    ``model.encoder``), ``classification_weight`` is a in α = a · N."""
+    if not isinstance(classification_weight, (int, float)) or isinstance(classification_weight, bool) \
+            or not classification_weight >= 0:
+        raise ConfigError(f"model.options.classification_weight must be a number >= 0, got {classification_weight!r}")
+    spec = config.encoder if classifier is None else classifier
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
+        raise ConfigError(f"model.options.num_classes must be an integer >= 2, got {num_classes!r}")
+    net = encoders.build(spec, data_shape=tuple(data_shape), out_features=num_classes)
+    return M2.from_config(config, data_shape, num_classes=num_classes, condition_dim=None, classifier=net,
+                          classification_weight=classification_weight)
