@@ -8,7 +8,14 @@ user's broken component would:
   likelihood, per code for a prior or guide): a density that no longer
   integrates to 1;
 - torch's analytic KL(Normal || Normal) is replaced (``register_kl``) by
-  1.1 times itself.
+  1.1 times itself;
+- the estimators of models with a summed-out label (m2) are patched where
+  they live: the stderr of log sum_c p(x, c) takes the largest class's
+  variance instead of the sum (``summed:variance``); log p(y) stays in the
+  reconstruction term (``summed:label-prior``); the ELBO loses the entropy
+  of q(y|x) (``summed:label-entropy``); the partly labelled objective weighs
+  its labelled points by 1 instead of (N_l/N_u)(B_u/B_l)
+  (``objective:labelled-weight``); m2's p(y) is not uniform (``m2:label-prior``).
 
 For each fault the suite runs in a fresh process (``pytest -x``, the oracle
 files first so that a caught fault stops early) and the first failing test
@@ -42,7 +49,7 @@ KL_FACTOR = 1.1
 #: run first, so that a caught fault stops the run early; then the rest of the suite
 ORACLE_FILES = [
     "tests/components/test_densities.py", "tests/components/test_kl.py", "tests/infer/test_objectives.py",
-    "tests/infer/test_weights.py", "tests/infer/test_evaluate.py",
+    "tests/infer/test_weights.py", "tests/infer/test_evaluate.py", "tests/models/test_m2.py",
 ]
 
 
@@ -132,6 +139,55 @@ def scale_normal_kl():
     kl.register_kl(Normal, Normal)(lambda p, q: KL_FACTOR * original(p, q))
 
 
+def patch_summed(fault: str) -> None:
+    """The faults of ``SUMMED_FAULTS``, patched into the modules that hold the estimators."""
+    import torch
+
+    import pyrovae.infer.loglik as loglik
+    from pyrovae.infer.objectives import EnumeratedObjective
+    from pyrovae.models.m2 import M2
+
+    if fault == "summed:variance":
+        combine = loglik._combine
+
+        def largest_class(parts, k):
+            out = combine(parts, k)
+            if len(parts) > 1 and k > 1:
+                lse_c = torch.stack([p[2] for p in parts])
+                lse2_c = torch.stack([p[3] for p in parts])
+                terms = k * torch.exp(lse2_c - 2 * out["lse"]) - torch.exp(2 * (lse_c - out["lse"]))
+                out["stderr"] = (terms.max(0).values / (k - 1)).clamp(min=0).sqrt()
+            return out
+
+        loglik._combine = largest_class
+    elif fault == "summed:label-prior":
+        loglik._observed_log_prob = lambda vae, fields, site: fields["x"].new_zeros(len(fields["x"]))
+    elif fault == "summed:label-entropy":
+        combine = loglik._combine
+
+        def no_entropy(parts, k):
+            out = combine(parts, k)
+            out["log_q"] = out["log_q"] - sum(p[0].exp() * p[0] for p in parts)
+            return out
+
+        loglik._combine = no_entropy
+    elif fault == "objective:labelled-weight":
+        parts = EnumeratedObjective._parts
+
+        def unit_weight(self, args, kwargs):
+            return [(1.0, *rest) for _, *rest in parts(self, args, kwargs)]
+
+        EnumeratedObjective._parts = unit_weight
+    elif fault == "m2:label-prior":
+        M2.label_prior = lambda self: __import__("pyro").distributions.Categorical(
+            logits=torch.arange(self.num_classes, dtype=self.class_logits.dtype, device=self.class_logits.device) * 0.05)
+
+
+#: faults of the estimators of a summed-out label (see :func:`patch_summed`)
+SUMMED_FAULTS = ["summed:variance", "summed:label-prior", "summed:label-entropy", "objective:labelled-weight",
+                 "m2:label-prior"]
+
+
 def registries():
     from pyrovae.components.guides import guides
     from pyrovae.components.likelihoods import likelihoods
@@ -143,10 +199,21 @@ def registries():
 def all_faults():
     """Fault ids: ``prior:NAME``, ``guide:NAME``, ``likelihood:NAME``, ``kl:normal-normal``."""
     faults = [f"{kind}:{name}" for kind, registry in registries().items() for name in registry.names()]
-    return faults + ["kl:normal-normal"]
+    return faults + ["kl:normal-normal"] + SUMMED_FAULTS
+
+
+SUMMED_DESCRIPTIONS = {
+    "summed:variance": "m2 IS: stderr from the largest class's variance, not the sum",
+    "summed:label-prior": "m2 IS/ELBO: log p(y) left in the reconstruction term",
+    "summed:label-entropy": "m2 ELBO: the entropy of q(y|x) dropped",
+    "objective:labelled-weight": "partly labelled objective: labelled points weighted 1",
+    "m2:label-prior": "m2: p(y) not uniform (logits 0.05 k)",
+}
 
 
 def describe(fault: str) -> str:
+    if fault in SUMMED_DESCRIPTIONS:
+        return SUMMED_DESCRIPTIONS[fault]
     kind, name = fault.split(":")
     if kind == "kl":
         return f"analytic KL(Normal ‖ Normal) × {KL_FACTOR}"
@@ -154,6 +221,9 @@ def describe(fault: str) -> str:
 
 
 def apply(fault: str) -> None:
+    if fault in SUMMED_FAULTS:
+        patch_summed(fault)
+        return
     kind, name = fault.split(":")
     if kind == "kl":
         scale_normal_kl()
