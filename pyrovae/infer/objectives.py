@@ -69,6 +69,10 @@ def iwae(num_particles=5, vectorize_particles=True):
     )
 
 
+#: how a partly labelled batch weighs its labelled points' ELBO (see :class:`EnumeratedObjective`)
+LABELLED_WEIGHTINGS = ("data", "batch")
+
+
 class EnumeratedObjective:
     """``TraceEnum_ELBO`` over a model whose discrete sites ``sites`` are summed
     out exactly (enumerated in parallel, as in Pyro's semi-supervised VAE)
@@ -99,13 +103,21 @@ class EnumeratedObjective:
     labelled points. A batch that is all labelled scores Σ L + a·N/N_l·Σ(-log q);
     all unlabelled, Σ U.
 
+    With ``labelled_weighting="batch"`` (the model's choice, e.g. m2's
+    option) w = 1 instead: a labelled point in the batch weighs as much as
+    an unlabelled one, so the few labelled points shape the decoder far
+    more than their share of the data (the classification term keeps s).
+
     :param sites: names of the discrete sites to enumerate.
     :param tuple counts: ``(N_l, N_u)``, labelled and unlabelled points in the training data.
     :param auxiliary: ``(x, y) -> scalar``, the model's ``auxiliary_loss`` (optional).
     """
 
     def __init__(self, sites, num_particles=1, vectorize_particles=True, max_plate_nesting=MAX_PLATE_NESTING,
-                 partial_field=None, counts=None, auxiliary=None):
+                 partial_field=None, counts=None, auxiliary=None, labelled_weighting="data"):
+        if labelled_weighting not in LABELLED_WEIGHTINGS:
+            raise ConfigError(f"labelled_weighting must be one of {', '.join(LABELLED_WEIGHTINGS)}, got {labelled_weighting!r}")
+        self.labelled_weighting = labelled_weighting
         self.sites = frozenset(sites)
         self.partial_field = partial_field
         self.counts = counts
@@ -148,7 +160,8 @@ class EnumeratedObjective:
         if n_u == 0:
             raise ValueError("a batch with unlabelled points, but counts say the data has none")
         scale = b_u / (n_u * b_l)
-        return [(1.0, *rows(~known, False), None), (n_l * scale, *rows(known, True), (n_l + n_u) * scale)]
+        weight = n_l * scale if self.labelled_weighting == "data" else 1.0
+        return [(1.0, *rows(~known, False), None), (weight, *rows(known, True), (n_l + n_u) * scale)]
 
     def _total(self, elbo_loss, model, guide, args, kwargs):
         total = 0.0
@@ -201,4 +214,5 @@ def build_objective(spec, model=None, counts=None):
     fields = getattr(model, "fields", ("x",))
     partial = next((s for s in sites if s in fields), None)
     return EnumeratedObjective(sites, max_plate_nesting=nesting, partial_field=partial, counts=counts,
-                               auxiliary=getattr(model, "auxiliary_loss", None), **options)
+                               auxiliary=getattr(model, "auxiliary_loss", None),
+                               labelled_weighting=getattr(model, "labelled_weighting", "data"), **options)

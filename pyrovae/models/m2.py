@@ -51,6 +51,7 @@ import pyro.distributions as dist
 
 from ..components.nets import encoders
 from ..errors import ConfigError, DataError
+from ..infer.objectives import LABELLED_WEIGHTINGS
 from .base import register_model
 from .cvae import ConditionalVAE
 from .vae import kl_scale, observe
@@ -65,6 +66,10 @@ class M2(ConditionalVAE):
     :param nn.Module classifier: ``x (*batch, *data_shape) -> logits (*batch, C)`` of q(y | x).
     :param float classification_weight: a in α = a · N, the weight of the
         labelled points' classification term (Kingma et al.: 0.1).
+    :param str labelled_weighting: ``data`` weighs the labelled points' ELBO
+        by their share of the data (an unbiased estimate of J^α); ``batch``
+        weighs each labelled point in a batch like an unlabelled one (see
+        :class:`~pyrovae.infer.objectives.EnumeratedObjective`).
 
     The other parameters are those of :class:`~pyrovae.models.cvae.ConditionalVAE`.
     """
@@ -75,12 +80,13 @@ class M2(ConditionalVAE):
     enumerate_sites = ("y",)
 
     def __init__(self, data_shape, latent_dim, condition, encoder, decoder, prior, likelihood, guide_family,
-                 classifier: nn.Module = None, classification_weight: float = 0.1):
+                 classifier: nn.Module = None, classification_weight: float = 0.1, labelled_weighting: str = "data"):
         super().__init__(data_shape, latent_dim, condition, encoder, decoder, prior, likelihood, guide_family)
         if not condition.is_label:
             raise ConfigError("the m2 model's y is a class label: set model.options.num_classes, not condition_dim")
         self.classifier = classifier
         self.classification_weight = float(classification_weight)
+        self.labelled_weighting = labelled_weighting
         self.num_classes = condition.num_classes
         # p(y): uniform over the classes, as in Kingma et al.
         self.register_buffer("class_logits", torch.zeros(self.num_classes))
@@ -174,10 +180,16 @@ class M2(ConditionalVAE):
 
 
 @register_model("m2")
-def build_m2(config, data_shape, num_classes=10, classification_weight=0.1, classifier: Any = None):
+def build_m2(config, data_shape, num_classes=10, classification_weight=0.1, classifier: Any = None,
+             labelled_weighting="data"):
     """Kingma et al.'s (2014) semi-supervised M2 with the label summed out by
     enumeration; ``classifier`` is the encoder spec of q(y | x) (default:
-    ``model.encoder``), ``classification_weight`` is a in α = a · N."""
+    ``model.encoder``), ``classification_weight`` is a in α = a · N,
+    ``labelled_weighting`` (``data`` or ``batch``) how a step weighs its
+    labelled points' ELBO."""
+    if labelled_weighting not in LABELLED_WEIGHTINGS:
+        raise ConfigError(f"model.options.labelled_weighting must be one of {', '.join(LABELLED_WEIGHTINGS)}, "
+                          f"got {labelled_weighting!r}")
     if not isinstance(classification_weight, (int, float)) or isinstance(classification_weight, bool) \
             or not classification_weight >= 0:
         raise ConfigError(f"model.options.classification_weight must be a number >= 0, got {classification_weight!r}")
@@ -186,4 +198,4 @@ def build_m2(config, data_shape, num_classes=10, classification_weight=0.1, clas
         raise ConfigError(f"model.options.num_classes must be an integer >= 2, got {num_classes!r}")
     net = encoders.build(spec, data_shape=tuple(data_shape), out_features=num_classes)
     return M2.from_config(config, data_shape, num_classes=num_classes, condition_dim=None, classifier=net,
-                          classification_weight=classification_weight)
+                          classification_weight=classification_weight, labelled_weighting=labelled_weighting)

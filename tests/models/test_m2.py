@@ -77,11 +77,13 @@ def test_enumerated_elbo_equals_the_hand_written_sum_over_classes():
     assert loss == pytest.approx(float(expected), abs=1e-8, rel=0)
 
 
+@pytest.mark.parametrize("weighting", ["data", "batch"])
 @pytest.mark.parametrize("counts", [None, (40, 760)])
-def test_a_partly_labelled_batch_scores_kingmas_objective(counts):
-    """U_b + w L_b + s A_b with w = (N_l/N_u)(B_u/B_l), s = (N/N_u)(B_u/B_l),
-    each part written out by hand (the batch's own counts when none are given)."""
-    model = build()
+def test_a_partly_labelled_batch_scores_kingmas_objective(counts, weighting):
+    """U_b + w L_b + s A_b with w = (N_l/N_u)(B_u/B_l) (``data``; 1 for
+    ``batch``), s = (N/N_u)(B_u/B_l), each part written out by hand (the
+    batch's own counts when none are given)."""
+    model = build(options={"num_classes": C, "classification_weight": 0.5, "labelled_weighting": weighting})
     x = binary(7)
     y = torch.tensor([-1, 2, -1, -1, 0, -1, 3])
     known = y >= 0
@@ -99,7 +101,7 @@ def test_a_partly_labelled_batch_scores_kingmas_objective(counts):
         log_px, log_pz, log_qz, log_qy = hand_written_terms(model, x[known], eps_l, y[known])
         labelled = -(-math.log(C) + log_px + log_pz - log_qz).sum()
         classification = -0.5 * log_qy.sum()  # classification_weight a = 0.5
-        w = (n_l / n_u) * (b_u / b_l)
+        w = (n_l / n_u) * (b_u / b_l) if weighting == "data" else 1.0
         s = ((n_l + n_u) / n_u) * (b_u / b_l)
         expected = unlabelled + w * labelled + s * classification
     assert loss == pytest.approx(float(expected), abs=1e-8, rel=0)
@@ -286,7 +288,7 @@ def test_bad_labelled_counts_are_clear_errors(labelled, message):
 
 def test_bad_m2_options_are_clear_errors():
     for options, message in [({"num_classes": 1}, "num_classes"), ({"classification_weight": -1.0}, "classification_weight"),
-                             ({"classes": 3}, "classes")]:
+                             ({"classes": 3}, "classes"), ({"labelled_weighting": "equal"}, "data, batch")]:
         cfg = m2_config()
         cfg["model"]["options"] = options
         with pytest.raises(ConfigError, match=message):
