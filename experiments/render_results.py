@@ -80,7 +80,12 @@ def _notes(r):
     requested = (r.get("test") or {}).get("iw_samples_requested")
     if requested and requested != r["iw_samples"] and not note:
         out.append(f"evaluated with K={r['iw_samples']} instead of {requested}")
-    if r["iw_samples"] < 5000 and not note:
+    summed = (r.get("test") or {}).get("summed_out")
+    if summed:
+        out.append(f"log p(x) with {', '.join(summed)} summed out: K={r['iw_samples']} samples of z for each class")
+        if r.get("test_error") is not None:
+            out.append(f"test error of q(y|x) {100 * r['test_error']:.2f}% with {r.get('labelled_points')} labels")
+    elif r["iw_samples"] < 5000 and not note:
         out.append(f"K={r['iw_samples']} (not the paper's 5000)")
     if r.get("test_points") and r.get("test_points") < 10000:
         out.append(f"only the first {r['test_points']} test points")

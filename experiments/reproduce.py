@@ -450,7 +450,7 @@ def main(argv=None) -> int:
         "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "curve": [
             {k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()
-             if k in ("epoch", "train_loss", "val_loss", "val_reconstruction", "val_kl", "test_elbo", "lr", "beta", "seconds", "elapsed")}
+             if k in ("epoch", "train_loss", "val_loss", "val_reconstruction", "val_kl", "val_error", "test_elbo", "lr", "beta", "seconds", "elapsed")}
             for r in curve
         ],
         "run_dir": str(run_dir),
