@@ -5,10 +5,6 @@ linear-Gaussian model, its class-conditional samples against the decoder's
 class templates; and the ways in (API, CLI) with the errors they give."""
 
 import math
-import os
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 import torch
@@ -155,25 +151,28 @@ def test_trains_through_the_api_and_resumes_exactly(tmp_path):
     assert_resumes_exactly(lambda epochs: cvae_config(epochs=epochs), tmp_path)
 
 
-def test_the_cli_trains_samples_a_label_evaluates_plots_encodes_and_imputes(tmp_path):
+def test_the_cli_trains_samples_a_label_evaluates_plots_encodes_and_imputes(tmp_path, capsys):
+    """The commands in process (``pyrovae.cli.main``), as a user runs them."""
     import yaml
+
+    from pyrovae.cli import main
 
     cfg_path = tmp_path / "cfg.yaml"
     cfg_path.write_text(yaml.safe_dump(cvae_config(epochs=1)))
     run = tmp_path / "run"
 
     def cli(*args, ok=True):
-        proc = subprocess.run([sys.executable, "-m", "pyrovae", *args], capture_output=True, text=True, timeout=300,
-                              env={**os.environ, "PYTHONWARNINGS": "ignore"})
-        assert (proc.returncode == 0) == ok, proc.stderr[-2000:]
-        return proc
+        code = main(list(args))
+        out = capsys.readouterr()
+        assert (code == 0) == ok, out.err[-2000:]
+        return out
 
     cli("train", "--config", str(cfg_path), "--out", str(run))
     cli("sample", str(run), "--label", "2", "-n", "6", "--out", str(tmp_path / "twos.npy"))
     assert np.load(tmp_path / "twos.npy").shape == (6, 1, 8, 8)
     bad = cli("sample", str(run), "--label", "7", ok=False)
-    assert "outside the model's classes 0..3" in bad.stderr
-    out = cli("evaluate", str(run), "--iw-samples", "3").stdout
+    assert "outside the model's classes 0..3" in bad.err
+    out = cli("evaluate", str(run), "--iw-samples", "3", "--no-compile", "--no-progress").out
     assert "log p(x | y), IS" in out
     cli("plot", str(run), "--only", "class_samples", "analogies", "reconstructions", "traversals")
     for name in ("class_samples", "analogies", "reconstructions", "traversals"):
