@@ -312,3 +312,21 @@ def test_model_and_guide_traces_agree_site_by_site(labelled):
     assert latent == (["z"] if labelled else ["y", "z"])
     assert model_trace.nodes["y"]["is_observed"] == labelled
     assert guide_trace.nodes["z"]["value"].shape == (3, 5, 3)
+
+
+def test_the_cli_reports_the_summed_out_likelihood_and_the_test_error(tmp_path, capsys):
+    import yaml
+
+    from pyrovae.cli import main
+
+    cfg_path = tmp_path / "cfg.yaml"
+    cfg_path.write_text(yaml.safe_dump(m2_config(epochs=1)))
+    run = tmp_path / "run"
+    assert main(["train", "--config", str(cfg_path), "--out", str(run)]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", str(run), "--iw-samples", "2", "--no-compile", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "log p(x), y summed out, IS" in out and "classification error of q(y|x)" in out
+    assert main(["sample", str(run), "--label", "1", "-n", "4", "--out", str(tmp_path / "ones.png")]) == 0
+    assert main(["plot", str(run), "--only", "analogies", "class_samples"]) == 0
+    assert (run / "plots" / "analogies.png").exists()
