@@ -143,7 +143,7 @@ class Trainer:
     def _label_counts(self) -> Optional[Tuple[int, int]]:
         """(labelled, unlabelled) training points when the model sums out a
         partly given label (M2), else None."""
-        y = self._extra_fields(self.splits.train).get("y")
+        y = self.batches.fields.get("y")  # the training labels, already selected and on the device
         if y is None or not summed_fields(self.vae):
             return None
         known = int((y >= 0).sum())
