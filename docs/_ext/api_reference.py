@@ -1,0 +1,92 @@
+"""Sphinx extension: the API reference page, written from
+``pyrovae.__all__`` at build time.
+
+The names are grouped into sections for the reader; a name exported in
+``__all__`` but not placed in a group lands in "Other", so every public name
+is documented, and a group naming something that is not exported stops the
+build. The types those functions return or take (``Splits``, ``Evaluation``,
+...) follow in a second part, from the modules that define them.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+from rst import heading, register_page
+from sphinx.errors import ExtensionError
+
+#: the public API, by what a reader is looking for
+GROUPS = (
+    ("Configuration", "A run's settings: three flat dataclasses with a strict YAML/dict round trip.",
+     ("load_config", "Config", "DataConfig", "ModelConfig", "TrainConfig")),
+    ("Models", "The VAE and the registry of model families (``vae``, ``cvae``, ``m2``, ``hvae`` and yours).",
+     ("VAE", "build_model", "register_model")),
+    ("Components", ("Base classes and registration decorators of the swappable parts; the registered ones are "
+     "listed in :ref:`components`."),
+     ("Prior", "Likelihood", "GuideFamily", "register_prior", "register_likelihood", "register_encoder",
+      "register_decoder", "register_guide")),
+    ("Data", "Loading, splitting and binarizing data sets.", ("load_data", "register_dataset")),
+    ("Training", "Fitting a model with SVI and reading a run directory back.", ("train", "Trainer", "load_run")),
+    ("Evaluation and inference", "Importance-sampled log-likelihoods, metrics, imputation and the latent space.",
+     ("log_likelihood", "evaluate", "impute", "draw_samples", "encode_data", "latent_probe")),
+    ("Errors", "Every error pyrovae raises on bad input derives from :class:`~pyrovae.PyrovaeError`.",
+     ("PyrovaeError", "ConfigError", "DataError", "CheckpointError", "RunDirError", "TrainingDiverged")),
+)
+
+#: types that public functions take or return, documented where they are defined
+SUPPORTING = (
+    ("pyrovae.data.splits", "Splits", "class"),
+    ("pyrovae.infer.loglik", "ISResult", "class"),
+    ("pyrovae.infer.evaluate", "Evaluation", "class"),
+    ("pyrovae.infer.impute", "Imputation", "class"),
+    ("pyrovae.infer.masks", "make_mask", "function"),
+    ("pyrovae.models.vae", "StochasticLayer", "class"),
+    ("pyrovae.registry", "Registry", "class"),
+    ("pyrovae.training.callbacks", "callbacks_from_config", "function"),
+    ("pyrovae.training.strategy", "Strategy", "class"),
+)
+
+
+def directive(qualified: str, obj) -> str:
+    """The autodoc directive that documents ``obj`` under ``qualified``."""
+    if inspect.isclass(obj):
+        if issubclass(obj, BaseException):
+            return f".. autoexception:: {qualified}\n   :show-inheritance:\n"
+        return f".. autoclass:: {qualified}\n   :members:\n   :show-inheritance:\n"
+    return f".. autofunction:: {qualified}\n"
+
+
+def grouped_names(exported) -> list:
+    listed = [name for _, _, names in GROUPS for name in names]
+    unknown = [n for n in listed if n not in exported]
+    if unknown:
+        raise ExtensionError(f"API reference: {unknown} are grouped in docs/_ext/api_reference.py but not in pyrovae.__all__")
+    other = [n for n in exported if n not in listed]
+    return list(GROUPS) + ([("Other", "", tuple(other))] if other else [])
+
+
+def api_page() -> str:
+    import pyrovae
+
+    out = [".. _api:", "", heading("API reference", "=", over=True)]
+    out += [
+        ("Everything below is importable from the top-level package (``pyrovae.__all__``, "
+        f"{len(pyrovae.__all__)} names); the page is written from that list when the documentation is "
+        "built. Shapes are written ``(N, *data_shape)``: N data points, each of the model's data shape."),
+        "",
+        ".. contents:: Sections\n   :local:\n   :depth: 1\n",
+    ]
+    for title, intro, names in grouped_names(pyrovae.__all__):
+        out += [heading(title, "-"), intro, ""] if intro else [heading(title, "-")]
+        out += [".. autosummary::", "   :nosignatures:", ""] + [f"   pyrovae.{n}" for n in names] + [""]
+        out += [directive(f"pyrovae.{n}", getattr(pyrovae, n)) for n in names]
+    out += [heading("Types the API takes and returns", "-"),
+            "Not exported at the top level, but handed to you or asked of you by the functions above.", ""]
+    for module, name, _ in SUPPORTING:
+        obj = getattr(__import__(module, fromlist=[name]), name)
+        out.append(directive(f"{module}.{name}", obj))
+    return "\n".join(out)
+
+
+def setup(app):
+    return register_page(app, "api.rst", api_page)
