@@ -114,6 +114,25 @@ class ModelConfig:
         that components and models registered outside pyrovae exist for
         ``pyrovae train``, ``evaluate`` and resume (the run's config.yaml
         keeps the list).
+    :ivar latent_dim: size of the latent z (of z1, the bottom layer, with a ``hierarchy``).
+    :ivar encoder: the network from a data point to the guide's parameters,
+        ``(*batch, *data_shape) -> (*batch, guide features)``.
+    :ivar decoder: the network from z to the likelihood's parameters,
+        ``(*batch, latent_dim) -> (*batch, *likelihood parameter shape)``.
+    :ivar prior: p(z), over the top latent layer.
+    :ivar likelihood: p(x | z), the distribution of a data point given the decoder's output.
+    :ivar guide: the family of q(z | x) that the encoder's output parameterizes.
+    :ivar hierarchy: stochastic layers above z1, bottom first (Burda et al.'s
+        two-layer models); each entry is ``{latent_dim, encoder, decoder, guide}``
+        (empty: one stochastic layer).
+
+    Example::
+
+        >>> from pyrovae import ModelConfig
+        >>> ModelConfig(latent_dim=8, prior="mog").prior    # a bare name becomes a spec
+        {'name': 'mog'}
+        >>> ModelConfig(hierarchy=[{"latent_dim": 4}]).hierarchy[0]["encoder"]
+        {'name': 'mlp', 'hidden': [100, 100], 'activation': 'tanh'}
     """
 
     name: str = "vae"
