@@ -203,6 +203,9 @@ class TrainConfig:
     :ivar progress: show a progress bar.
     :ivar eval_batch_size: batch size of the validation pass.
     :ivar validate_model: run Pyro's argument validation during training (slower).
+    :ivar precision: ``fp32``, or ``bf16``: the layers' matrix products in bf16 during training, with
+        fp32 weights, activations, log-densities and loss (:mod:`pyrovae.training.precision`); refused
+        on a device without bf16 matrix units.
     :ivar skip_nonfinite: skip (with a warning) a batch whose loss or gradient norm is NaN/inf instead of
         stopping (the gradient norm is then computed every step).
     :ivar sample_every: also write reconstruction and sample PNGs to ``RUN_DIR/figures/epoch-N/``
@@ -229,6 +232,7 @@ class TrainConfig:
     progress: bool = True
     eval_batch_size: int = 1000
     validate_model: bool = False
+    precision: str = "fp32"
     skip_nonfinite: bool = False
     sample_every: int = 0
     tensorboard: bool = False
@@ -251,6 +255,8 @@ class TrainConfig:
             _check_min("train.patience", self.patience, 1)
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
             raise ConfigError(f"train.device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+        if self.precision not in ("fp32", "bf16"):
+            raise ConfigError(f"train.precision must be fp32 or bf16, got {self.precision!r}")
         for key in ("objective", "optimizer", "lr_schedule", "kl_schedule"):
             setattr(self, key, _as_spec(f"train.{key}", getattr(self, key)))
         lr = self.optimizer.get("lr", 1.0)

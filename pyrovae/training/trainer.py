@@ -43,6 +43,7 @@ from ..infer.objectives import build_objective
 from .callbacks import Progress, callbacks_from_config
 from .checkpoint import TrainState
 from .optim import kl_schedules, optimizers, schedules
+from .precision import Precision
 from .strategy import Strategy, from_environment, resolve_device
 from ..runs import RunDir, load_checkpoint, save_checkpoint
 
@@ -85,6 +86,7 @@ class Trainer:
         self.splits = _as_splits(data)
         self.device = self.strategy.device(tc.device)
         self.vae = vae.to(self.device)
+        self.precision = Precision(tc.precision, self.vae, self.device)  # bf16 refused, before any file is made, where it does not pay
         if dynamic_binarize is None:
             dynamic_binarize = binarizes_dynamically(self.cfg.data) and isinstance(data, Splits)
         self.dynamic_binarize = dynamic_binarize
@@ -309,11 +311,26 @@ class Trainer:
 
     def _train_epoch(self) -> Dict[str, Any]:
         st = self.state
-        world = self.strategy.world_size  # the step's loss is summed over the ranks' batches
         start = time.perf_counter()
         self.vae.train()
-        total, count, skipped = 0.0, 0, 0
         bar = self.progress.bar(st.epoch + 1, self.batches.points_per_epoch)
+        with self.precision:  # the steps' products in bf16 under precision: bf16; validation stays fp32
+            total, count, skipped, beta = self._train_steps(bar)
+        if bar is not None:
+            bar.close()
+        count = int(self.strategy.sum([count])[0])  # the loss is summed over ranks already; the count is not
+        self.scheduler.step()
+        st.epoch += 1
+        record = {"epoch": st.epoch, "step": st.step, "train_loss": total / max(count, 1), "beta": beta, "lr": self.optimizer.param_groups[0]["lr"], "_start": start}
+        if skipped:
+            record["skipped_batches"] = skipped
+        return record
+
+    def _train_steps(self, bar) -> Tuple[float, int, int, float]:
+        """One pass over the batches: ``(loss summed, points, skipped batches, last beta)``."""
+        st = self.state
+        world = self.strategy.world_size  # the step's loss is summed over the ranks' batches
+        total, count, skipped, beta = 0.0, 0, 0, self.kl_weight(st.step)
         step = self.strategy.step
         for i, batch in enumerate(self.batches):
             beta = self.kl_weight(st.step)
@@ -336,15 +353,7 @@ class Trainer:
                 bar.update(len(x))
                 if i % 25 == 0:
                     bar.set_postfix(loss=f"{total / (count * world):.2f}", refresh=False)
-        if bar is not None:
-            bar.close()
-        count = int(self.strategy.sum([count])[0])  # the loss is summed over ranks already; the count is not
-        self.scheduler.step()
-        st.epoch += 1
-        record = {"epoch": st.epoch, "step": st.step, "train_loss": total / max(count, 1), "beta": beta, "lr": self.optimizer.param_groups[0]["lr"], "_start": start}
-        if skipped:
-            record["skipped_batches"] = skipped
-        return record
+        return total, count, skipped, beta
 
     # -- checkpoints -----------------------------------------------------
     def state_dict(self, ranks: Optional[List[Dict[str, Any]]] = None) -> Dict[str, Any]:
