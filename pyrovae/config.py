@@ -74,6 +74,16 @@ class DataConfig:
         model). null keeps every label.
     :ivar labelled_seed: seed of the choice of labelled points (the same points in every run
         with this seed, whatever ``train.seed``).
+
+    Example::
+
+        >>> from pyrovae import DataConfig
+        >>> DataConfig(name="synthetic", options={"num_points": 500}).binarize
+        'dynamic'
+        >>> DataConfig(binarize="sometimes")
+        Traceback (most recent call last):
+        ...
+        pyrovae.errors.ConfigError: data.binarize must be one of dynamic, static, none, got 'sometimes'
     """
 
     name: str = "mnist"
@@ -215,6 +225,14 @@ class TrainConfig:
         machine where other jobs run, two threads can be ten times slower than one.
     :ivar tensorboard: log scalars every epoch, and sample and reconstruction images every
         ``sample_every`` epochs (5 when 0), to ``RUN_DIR/tensorboard`` (``pip install -e '.[tensorboard]'``).
+
+    Example::
+
+        >>> from pyrovae import TrainConfig
+        >>> TrainConfig(objective={"name": "iwae", "num_particles": 5}, optimizer="sgd").optimizer
+        {'name': 'sgd'}
+        >>> TrainConfig().objective
+        {'name': 'elbo', 'num_particles': 1}
     """
 
     epochs: int = 30
@@ -269,7 +287,22 @@ SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
 
 @dataclass
 class Config:
-    """The whole run configuration."""
+    """The whole run configuration: ``data`` (:class:`DataConfig`), ``model``
+    (:class:`ModelConfig`) and ``train`` (:class:`TrainConfig`).
+
+    Example::
+
+        >>> from pyrovae import Config
+        >>> cfg = Config.from_dict({"model": {"latent_dim": 8}, "train": {"epochs": 3}})
+        >>> cfg.model.latent_dim, cfg.train.epochs, cfg.data.name     # the rest are defaults
+        (8, 3, 'mnist')
+        >>> print(cfg.to_yaml().splitlines()[0])
+        data:
+        >>> cfg.override(["model.prior={name: mog, num_components: 5}"]).model.prior
+        {'name': 'mog', 'num_components': 5}
+        >>> Config.from_dict(Config().to_dict()) == Config()       # a lossless round trip
+        True
+    """
 
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -320,7 +353,23 @@ class Config:
 
 
 def load_config(source: Any = None, overrides: Optional[List[str]] = None) -> Config:
-    """A :class:`Config` from ``None`` (defaults), a dict, a YAML path or a Config."""
+    """A :class:`Config` from ``None`` (defaults), a dict, a YAML path or a
+    Config, with ``section.key=value`` ``overrides`` applied (values parsed as YAML).
+
+    :raises ConfigError: for an unknown key (the message names the valid
+        ones), a value of the wrong type, or an unreadable file.
+
+    Example::
+
+        >>> import pyrovae
+        >>> cfg = pyrovae.load_config({"train": {"epochs": 3}}, overrides=["model.latent_dim=8"])
+        >>> cfg.train.epochs, cfg.model.latent_dim
+        (3, 8)
+        >>> pyrovae.load_config({"train": {"epoch": 3}})
+        Traceback (most recent call last):
+        ...
+        pyrovae.errors.ConfigError: unknown key 'epoch' in train. Did you mean 'epochs'? Valid keys: ...
+    """
     if source is None:
         cfg = Config()
     elif isinstance(source, Config):

@@ -314,7 +314,26 @@ def load_model_state(vae, state: Dict[str, Any], path="checkpoint") -> None:
 def load_run(path, which: str = "checkpoint", device="cpu") -> Tuple[Any, Config, Dict[str, Any]]:
     """The trained VAE of a run directory, its config and the raw checkpoint.
 
+    :param path: a run directory written by :func:`pyrovae.train` or ``pyrovae train``.
     :param str which: ``checkpoint`` (latest epoch) or ``best`` (best validation loss).
+    :returns: ``(model, config, checkpoint)``: the model in eval mode on ``device``,
+        the run's :class:`~pyrovae.Config`, and the checkpoint's dict.
+    :raises RunDirError: for a folder that is not a run directory.
+    :raises CheckpointError: for a missing, truncated or foreign checkpoint.
+
+    Example::
+
+        >>> import tempfile, pyrovae
+        >>> cfg = pyrovae.load_config({
+        ...     "data": {"name": "synthetic", "val_size": 100, "options": {"num_points": 300}},
+        ...     "model": {"latent_dim": 2},
+        ...     "train": {"epochs": 1, "progress": False, "device": "cpu"}})
+        >>> splits = pyrovae.load_data(cfg.data)
+        >>> run_dir = tempfile.mkdtemp() + "/run"
+        >>> _ = pyrovae.train(pyrovae.VAE.from_config(cfg, splits.data_shape), splits, cfg, run_dir=run_dir)
+        >>> vae, run_cfg, checkpoint = pyrovae.load_run(run_dir, which="best")
+        >>> run_cfg.model.latent_dim, checkpoint["epoch"], vae.sample(4).shape
+        (2, 1, torch.Size([4, 1, 8, 8]))
     """
     from .models import build_model
 

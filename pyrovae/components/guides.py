@@ -23,7 +23,26 @@ register_guide = guides.register
 
 
 class GuideFamily(nn.Module):
-    """Base class."""
+    """Base class of the family of q(z | x): it turns the encoder's output
+    ``(*batch, num_features)`` into a distribution with event shape
+    ``(latent_dim,)``. Subclasses implement :attr:`num_features` and
+    :meth:`dist`; register one with :func:`pyrovae.register_guide`.
+
+    Example::
+
+        >>> import torch, pyro.distributions as dist
+        >>> from pyrovae import GuideFamily
+        >>> class UnitScaleNormal(GuideFamily):
+        ...     @property
+        ...     def num_features(self):            # the encoder outputs the mean only
+        ...         return self.latent_dim
+        ...     def dist(self, features):
+        ...         return dist.Normal(features, 1.0).to_event(1)
+        >>> guide = UnitScaleNormal(latent_dim=4)
+        >>> q = guide.dist(torch.zeros(8, guide.num_features))
+        >>> q.batch_shape, q.event_shape
+        (torch.Size([8]), torch.Size([4]))
+    """
 
     def __init__(self, latent_dim: int):
         super().__init__()

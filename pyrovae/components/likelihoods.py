@@ -18,6 +18,7 @@ from torch import nn
 from torch.distributions import constraints
 
 import pyro.distributions as dist
+from torch.distributions.utils import _sum_rightmost, broadcast_all
 
 from ..errors import DataError
 from ..registry import Registry
@@ -29,12 +30,32 @@ register_likelihood = likelihoods.register
 
 
 class Likelihood(nn.Module):
-    """Base class.
+    """Base class of p(x | z) for data points of shape ``data_shape``.
 
     Subclasses set ``num_params`` (parameters per data element), ``support``
     (a ``torch.distributions.constraints`` object for the data),
     ``support_hint`` (what to do about data outside it) and implement
-    :meth:`dist_from`.
+    :meth:`dist_from`, which gets ``num_params`` tensors of shape
+    ``(*batch, *data_shape)``. The decoder is asked for
+    :attr:`param_shape` outputs per data point. Register a subclass with
+    :func:`pyrovae.register_likelihood` to name it in a config.
+
+    Example::
+
+        >>> import torch, pyro.distributions as dist
+        >>> from pyrovae import Likelihood
+        >>> class FixedLaplace(Likelihood):
+        ...     num_params = 1                      # a location per pixel
+        ...     def dist_from(self, loc):
+        ...         return dist.Laplace(loc, 0.1)
+        >>> lik = FixedLaplace(data_shape=(1, 28, 28))
+        >>> lik.param_shape                         # what the decoder outputs per point
+        (1, 28, 28)
+        >>> p = lik.dist(torch.zeros(5, *lik.param_shape))
+        >>> p.batch_shape, p.event_shape
+        (torch.Size([5]), torch.Size([1, 28, 28]))
+        >>> lik.mean(torch.zeros(5, 1, 28, 28)).shape
+        torch.Size([5, 1, 28, 28])
     """
 
     num_params: int = 1
@@ -83,6 +104,28 @@ class Likelihood(nn.Module):
             )
 
 
+class BernoulliPixels(dist.Independent):
+    """``Bernoulli(logits).to_event(n)`` whose ``log_prob`` negates after the
+    sum over the event: ``-Σ bce`` instead of ``Σ -bce``. Negation is exact,
+    so the numbers are the same to the bit, with one pass fewer over a
+    ``(*batch, *event)`` tensor; in importance sampling that tensor holds
+    K × B × D elements, and the pass was about a tenth of the time.
+
+    Example::
+
+        p = BernoulliPixels(dist.Bernoulli(logits=torch.zeros(5, 1, 28, 28)), 3)
+        p.log_prob(torch.ones(1, 28, 28))  # shape (5,): -784 log 2 each
+    """
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        base = self.base_dist
+        if self._validate_args:
+            self._validate_sample(value)
+        logits, value = broadcast_all(base.logits, value)
+        bce = F.binary_cross_entropy_with_logits(logits, value, reduction="none")
+        return -_sum_rightmost(bce, self.reinterpreted_batch_ndims)
+
+
 @register_likelihood("bernoulli")
 class BernoulliLikelihood(Likelihood):
     """Independent Bernoulli pixels with logits from the decoder (binary data)."""
@@ -95,6 +138,9 @@ class BernoulliLikelihood(Likelihood):
 
     def dist_from(self, logits):
         return dist.Bernoulli(logits=logits)
+
+    def dist(self, params: torch.Tensor) -> dist.TorchDistribution:
+        return BernoulliPixels(self.dist_from(*self.split(params)), len(self.data_shape))
 
     def mean(self, params):
         return torch.sigmoid(self.split(params)[0])

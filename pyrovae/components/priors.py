@@ -25,7 +25,29 @@ register_prior = priors.register
 
 
 class Prior(nn.Module):
-    """Base class: a distribution over R^latent_dim."""
+    """Base class: a distribution over R^latent_dim.
+
+    A subclass implements :meth:`dist`; constants are buffers and learned
+    quantities parameters, so the prior moves with ``.to(device)`` and is
+    saved with the model. Register it with :func:`pyrovae.register_prior` to
+    name it in a config.
+
+    Example::
+
+        >>> import torch, pyro.distributions as dist
+        >>> from pyrovae import Prior
+        >>> class CauchyPrior(Prior):
+        ...     def __init__(self, latent_dim):
+        ...         super().__init__(latent_dim)
+        ...         self.register_buffer("loc", torch.zeros(latent_dim))
+        ...     def dist(self):
+        ...         return dist.Cauchy(self.loc, 1.0).to_event(1)
+        >>> p = CauchyPrior(3).dist()
+        >>> p.batch_shape, p.event_shape
+        (torch.Size([]), torch.Size([3]))
+        >>> p.sample((5,)).shape
+        torch.Size([5, 3])
+    """
 
     def __init__(self, latent_dim: int):
         super().__init__()

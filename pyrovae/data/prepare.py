@@ -68,11 +68,30 @@ def _in_unit_interval(x: torch.Tensor, release: Optional[Callable[[], None]] = N
 
 def load_data(cfg: DataConfig) -> Splits:
     """Load the source, hold out validation data, and apply static
-    transforms. Dynamic binarization is left to :class:`Batches`.
+    transforms. Dynamic binarization is left to :class:`~pyrovae.data.batches.Batches`.
 
     Validation and test sets are always binarized once, with the fixed
     seeds of :mod:`pyrovae.data.binarize`, so that evaluations are
     comparable across runs.
+
+    :param cfg: the ``data`` section, a :class:`~pyrovae.DataConfig`.
+    :returns: a :class:`~pyrovae.data.splits.Splits` of ``(x, labels)``
+        pairs: ``x`` ``(N, *data_shape)`` float, ``labels`` ``(N,)`` int64
+        (-1 where a point has no label).
+
+    Example::
+
+        >>> import pyrovae
+        >>> cfg = pyrovae.load_config({"data": {"name": "synthetic", "val_size": 100,
+        ...                                     "options": {"num_points": 300}}})
+        >>> splits = pyrovae.load_data(cfg.data)
+        >>> splits.data_shape
+        (1, 8, 8)
+        >>> x, labels = splits.train
+        >>> x.shape, labels.shape, splits.val[0].shape
+        (torch.Size([200, 1, 8, 8]), torch.Size([200]), torch.Size([100, 1, 8, 8]))
+        >>> splits.test[0].unique()           # binarized once, with a fixed seed
+        tensor([0., 1.])
     """
     splits = datasets.build(
         {"name": cfg.name, **cfg.options}, root=cfg.root, path=cfg.path, download=cfg.download

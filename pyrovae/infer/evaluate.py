@@ -195,8 +195,22 @@ def evaluate(
     :param bool progress: show a progress bar on stderr.
     :param bool compile: ``torch.compile`` the likelihood's log-density (see :func:`log_likelihood`).
     :param fields: further fields as keywords, e.g. ``y=labels`` (each ``(N, ...)``).
-    :returns: an :class:`Evaluation`; ``.summary()`` gives the means.
-    :raises ConfigError, DataError: as :func:`log_likelihood`.
+    :returns: an :class:`~pyrovae.infer.evaluate.Evaluation`; ``.summary()`` gives the means.
+    :raises ConfigError, DataError: as :func:`~pyrovae.log_likelihood`.
+
+    Example::
+
+        >>> import torch, pyrovae
+        >>> vae = pyrovae.VAE.from_config({"latent_dim": 2}, data_shape=(1, 8, 8))
+        >>> x = torch.bernoulli(torch.full((5, 1, 8, 8), 0.3))      # 5 binary 8x8 images
+        >>> ev = pyrovae.evaluate(vae, x, num_samples=50)
+        >>> ev.per_point["log_likelihood"].shape, ev.per_point["elbo"].shape
+        (torch.Size([5]), torch.Size([5]))
+        >>> summary = ev.summary()                          # means over the points
+        >>> summary["num_points"], summary["num_samples"], summary["latent_units"]
+        (5, 50, 2)
+        >>> summary["log_likelihood"] >= summary["elbo"]
+        True
     """
     check_num_samples(num_samples)
     batch = split_data(vae, data, fields, "evaluate")

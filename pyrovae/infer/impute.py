@@ -256,10 +256,24 @@ def impute(vae, x: torch.Tensor, mask, method: Any = "importance", fill: Optiona
     :param fields: the model's other batch fields (``y=labels``), each
         ``(N, ...)``, chunked with ``x`` and passed to the model and guide.
 
+    :returns: an :class:`~pyrovae.infer.impute.Imputation` of ``(N, *data_shape)`` tensors.
+
     Example::
 
-        result = impute(vae, x_test[:100], make_mask("center", 100, vae.data_shape))
-        result.mean.shape   # (100, 1, 28, 28)
+        >>> import torch, pyrovae
+        >>> from pyrovae.infer.masks import make_mask
+        >>> vae = pyrovae.VAE.from_config({"latent_dim": 2}, data_shape=(1, 8, 8))
+        >>> x = torch.bernoulli(torch.full((5, 1, 8, 8), 0.3))
+        >>> mask = make_mask("center:0.5", 5, vae.data_shape)       # True = observed
+        >>> mask.shape, int((~mask[0]).sum())                        # a 4x4 hole in each image
+        (torch.Size([5, 1, 8, 8]), 16)
+        >>> result = pyrovae.impute(vae, x, mask, method={"name": "importance", "num_particles": 20})
+        >>> result.mean.shape, result.draw.shape
+        (torch.Size([5, 1, 8, 8]), torch.Size([5, 1, 8, 8]))
+        >>> torch.equal(result.mean[mask], x[mask])                  # observed pixels are kept
+        True
+        >>> result.diagnostics["effective_sample_size"].shape
+        torch.Size([5])
     """
     imputer = imputers.build(method)
     check_imputable(vae)

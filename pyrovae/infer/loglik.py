@@ -424,9 +424,22 @@ def log_likelihood(
 
     Example::
 
-        ll = pyrovae.log_likelihood(vae, x_test, num_samples=5000, seed=0)
-        print(f"{ll.mean():.2f} nats")
-        ll_xy = pyrovae.log_likelihood(m2, x_test, 5000, y=labels)   # log p(x, y), (N,)
+        >>> import torch, pyrovae
+        >>> vae = pyrovae.VAE.from_config({"latent_dim": 2}, data_shape=(1, 8, 8))
+        >>> x = torch.bernoulli(torch.full((5, 1, 8, 8), 0.3))      # 5 binary 8x8 images
+        >>> ll = pyrovae.log_likelihood(vae, x, num_samples=100, seed=0)
+        >>> ll.shape                                       # one estimate per point, nats
+        torch.Size([5])
+        >>> torch.equal(ll, pyrovae.log_likelihood(vae, x, num_samples=100, seed=0))
+        True
+        >>> stats = pyrovae.log_likelihood(vae, x, 100, seed=0, return_stats=True)
+        >>> stats.log_likelihood.shape, stats.stderr.shape, stats.ess.shape
+        (torch.Size([5]), torch.Size([5]), torch.Size([5]))
+        >>> pyrovae.log_likelihood(vae, x, num_samples=1, seed=0).shape   # K = 1: a one-sample ELBO
+        torch.Size([5])
+
+    For a model with more batch fields, pass them by name:
+    ``pyrovae.log_likelihood(cvae, x, 1000, y=labels)`` estimates log p(x | y).
     """
     check_num_samples(num_samples)
     data = data_fields(vae, x, fields, "log_likelihood")

@@ -62,8 +62,13 @@ def build_model(config: Any, data_shape: Tuple[int, ...]):
 
     Example::
 
-        cfg = pyrovae.load_config({"model": {"name": "vae", "latent_dim": 8}})
-        model = build_model(cfg.model, data_shape=(1, 28, 28))
+        >>> import pyrovae
+        >>> cfg = pyrovae.load_config({"model": {"name": "cvae", "latent_dim": 8}})
+        >>> cvae = pyrovae.build_model(cfg.model, data_shape=(1, 28, 28))
+        >>> type(cvae).__name__, cvae.fields       # the batch fields its model and guide take
+        ('ConditionalVAE', ('x', 'y'))
+        >>> pyrovae.build_model(cfg.model, data_shape=(784,)).latent_dim
+        8
     """
     import_plugins(config.plugins)
     model = models.build({"name": config.name, **config.options}, config=config, data_shape=tuple(data_shape))

@@ -87,12 +87,30 @@ class VAE(nn.Module):
     :param int latent_dim: size of z.
     :param encoder: network ``(*batch, *data_shape) -> (*batch, guide.num_features)``.
     :param decoder: network ``(*batch, latent_dim) -> (*batch, *likelihood.param_shape)``.
-    :param prior: a :class:`~pyrovae.priors.Prior`.
-    :param likelihood: a :class:`~pyrovae.likelihoods.Likelihood`.
-    :param guide_family: a :class:`~pyrovae.guides.GuideFamily`.
-    :param upper: :class:`StochasticLayer` s above z1, bottom first (default none).
+    :param prior: a :class:`~pyrovae.Prior`.
+    :param likelihood: a :class:`~pyrovae.Likelihood`.
+    :param guide_family: a :class:`~pyrovae.GuideFamily`.
+    :param upper: :class:`~pyrovae.models.vae.StochasticLayer` s above z1, bottom first (default none).
 
-    Build one from a config with :meth:`from_config`.
+    Build one from a config with :meth:`from_config`. ``model(x, *, num_data,
+    beta, obs_mask)`` and ``guide(...)`` are Pyro functions of a batch
+    ``x`` ``(N, *data_shape)``; the conveniences below give the
+    distributions and tensors directly.
+
+    Example::
+
+        >>> import torch, pyrovae
+        >>> vae = pyrovae.VAE.from_config({"latent_dim": 4}, data_shape=(1, 28, 28))
+        >>> x = torch.bernoulli(torch.full((8, 1, 28, 28), 0.3))
+        >>> vae.prior().event_shape                     # p(z)
+        torch.Size([4])
+        >>> q = vae.encode(x)                           # q(z | x)
+        >>> q.batch_shape, q.event_shape
+        (torch.Size([8]), torch.Size([4]))
+        >>> vae.decode(q.rsample()).event_shape         # p(x | z), one per z
+        torch.Size([1, 28, 28])
+        >>> vae.sample(3).shape, vae.reconstruct(x).shape
+        (torch.Size([3, 1, 28, 28]), torch.Size([8, 1, 28, 28]))
     """
 
     def __init__(self, data_shape, latent_dim, encoder, decoder, prior, likelihood, guide_family, upper=()):

@@ -34,7 +34,23 @@ def draw_samples(vae, n: int, seed: Optional[int] = 0, mean: bool = True, **fiel
     for the same ``seed``. ``mean=True`` gives E[x|z] (what one looks at),
     ``mean=False`` a draw from p(x|z). ``fields`` (``y=labels`` ``(n,)`` for a
     conditional model) go to the model's ``sample``. Needs the model's
-    ``sample(n, mean)`` convenience (a :class:`ConfigError` says so when it has none)."""
+    ``sample(n, mean)`` convenience (a :class:`~pyrovae.ConfigError` says so when it has none).
+
+    Example::
+
+        >>> import torch, pyrovae
+        >>> vae = pyrovae.VAE.from_config({"latent_dim": 2}, data_shape=(1, 8, 8))
+        >>> samples = pyrovae.draw_samples(vae, 16, seed=0)
+        >>> samples.shape
+        torch.Size([16, 1, 8, 8])
+        >>> torch.equal(samples, pyrovae.draw_samples(vae, 16, seed=0))   # the same seed, the same samples
+        True
+        >>> pyrovae.draw_samples(vae, 16, seed=0, mean=False).unique()    # draws from the Bernoulli
+        tensor([0., 1.])
+        >>> cvae = pyrovae.build_model(pyrovae.load_config({"model": {"name": "cvae"}}).model, (1, 8, 8))
+        >>> pyrovae.draw_samples(cvae, 3, y=torch.tensor([7, 7, 7])).shape   # three samples of class 7
+        torch.Size([3, 1, 8, 8])
+    """
     if not isinstance(n, int) or n < 1:
         raise DataError(f"the number of samples must be a positive integer, got {n!r}")
     sample = require(vae, "sample", "drawing samples")
@@ -77,7 +93,12 @@ def encode_data(vae, x: torch.Tensor, batch_size: int = 1000, num_samples: int =
 
     Example::
 
-        codes = encode_data(vae, x_test)     # codes["mean"]: (N, latent_dim)
+        >>> import torch, pyrovae
+        >>> vae = pyrovae.VAE.from_config({"latent_dim": 2}, data_shape=(1, 8, 8))
+        >>> x = torch.bernoulli(torch.full((5, 1, 8, 8), 0.3))      # 5 binary 8x8 images
+        >>> codes = pyrovae.encode_data(vae, x)
+        >>> codes["mean"].shape, codes["scale"].shape
+        (torch.Size([5, 2]), torch.Size([5, 2]))
     """
     from ..infer.fields import accepted_fields, chunk_sizes, chunks, data_fields
 

@@ -70,6 +70,18 @@ def latent_probe(train_codes, train_labels, test_codes, test_labels, k: int = 5,
     :param int seed: seeds k-means.
     :param int max_train: use only the first ``max_train`` training points (None: all).
     :raises DataError: for unlabelled points, mismatched shapes or fewer than two classes.
+
+    Example::
+
+        >>> import torch, pyrovae
+        >>> g = torch.Generator().manual_seed(0)
+        >>> labels = torch.arange(3).repeat(40)                      # 3 classes, (120,)
+        >>> codes = labels[:, None].float() * 4 + torch.randn(120, 2, generator=g)   # separable
+        >>> scores = pyrovae.latent_probe(codes[:90], labels[:90], codes[90:], labels[90:])
+        >>> sorted(scores)
+        ['kmeans_nmi', 'kmeans_purity', 'knn_accuracy', 'logreg_accuracy']
+        >>> scores["knn_accuracy"] > 0.9
+        True
     """
     _sklearn()
     from sklearn.cluster import KMeans

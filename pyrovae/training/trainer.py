@@ -76,6 +76,29 @@ class Trainer:
         with :meth:`request_stop`.
     :param strategy: a :class:`~pyrovae.training.strategy.Strategy`; default:
         data-parallel under torchrun, else one process.
+
+    :func:`pyrovae.train` builds one with the config's callbacks and calls
+    :meth:`fit`; build it yourself to pass your own callbacks.
+
+    Example::
+
+        >>> import pyrovae
+        >>> cfg = pyrovae.load_config({
+        ...     "data": {"name": "synthetic", "val_size": 100, "options": {"num_points": 300}},
+        ...     "model": {"latent_dim": 2, "encoder": {"name": "mlp", "hidden": [16]},
+        ...               "decoder": {"name": "mlp", "hidden": [16]}},
+        ...     "train": {"epochs": 3, "progress": False, "device": "cpu"}})
+        >>> splits = pyrovae.load_data(cfg.data)
+        >>> class StopAtTwo:                       # a callback
+        ...     def on_epoch_end(self, trainer, record):
+        ...         if record["epoch"] == 2:
+        ...             trainer.request_stop("enough")
+        ...     def on_train_end(self, trainer):
+        ...         pass
+        >>> vae = pyrovae.VAE.from_config(cfg, data_shape=splits.data_shape)
+        >>> history = pyrovae.Trainer(vae, splits, cfg, callbacks=[StopAtTwo()]).fit()
+        >>> [record["epoch"] for record in history]
+        [1, 2]
     """
 
     def __init__(self, vae, data, cfg=None, run_dir=None, dynamic_binarize=None, callbacks=None,
@@ -405,12 +428,30 @@ class Trainer:
         self.strategy.on_main(lambda: self.run.write_metrics(self.state.history))
 
 def train(vae, data, cfg=None, run_dir=None, resume: bool = False) -> List[Dict[str, Any]]:
-    """Fit ``vae`` to ``data`` with SVI; see :class:`Trainer`. Returns the
+    """Fit ``vae`` to ``data`` with SVI; see :class:`~pyrovae.Trainer`. Returns the
     per-epoch metrics (``train_loss``, ``val_loss``, ... in nats per point).
     Writes into ``run_dir`` (when given) the resolved config (``config.yaml``,
-    so that :func:`~pyrovae.runs.load_run` can rebuild the model), the
+    so that :func:`~pyrovae.load_run` can rebuild the model), the
     checkpoints, the metrics and what the config's callbacks write
-    (:func:`~pyrovae.training.callbacks.callbacks_from_config`)."""
+    (:func:`~pyrovae.training.callbacks.callbacks_from_config`).
+
+    :param data: a :class:`~pyrovae.data.splits.Splits` (from
+        :func:`~pyrovae.load_data`) or a tensor ``(N, *data_shape)``.
+
+    Example::
+
+        >>> import pyrovae
+        >>> cfg = pyrovae.load_config({
+        ...     "data": {"name": "synthetic", "val_size": 100, "options": {"num_points": 300}},
+        ...     "model": {"latent_dim": 2, "encoder": {"name": "mlp", "hidden": [16]},
+        ...               "decoder": {"name": "mlp", "hidden": [16]}},
+        ...     "train": {"epochs": 2, "progress": False, "device": "cpu"}})
+        >>> splits = pyrovae.load_data(cfg.data)          # 1x8x8 images
+        >>> vae = pyrovae.VAE.from_config(cfg, data_shape=splits.data_shape)
+        >>> history = pyrovae.train(vae, splits, cfg)
+        >>> len(history), sorted(history[-1])[:5]
+        (2, ['beta', 'epoch', 'lr', 'seconds', 'step'])
+    """
     cfg = load_config(cfg)
     strategy = from_environment()
     callbacks = callbacks_from_config(cfg, run_dir, is_main=strategy.is_main)
