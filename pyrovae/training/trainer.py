@@ -82,23 +82,20 @@ class Trainer:
 
     Example::
 
-        >>> import pyrovae
-        >>> cfg = pyrovae.load_config({
-        ...     "data": {"name": "synthetic", "val_size": 100, "options": {"num_points": 300}},
-        ...     "model": {"latent_dim": 2, "encoder": {"name": "mlp", "hidden": [16]},
-        ...               "decoder": {"name": "mlp", "hidden": [16]}},
-        ...     "train": {"epochs": 3, "progress": False, "device": "cpu"}})
-        >>> splits = pyrovae.load_data(cfg.data)
+        >>> import torch, pyrovae
+        >>> x = torch.bernoulli(torch.full((200, 1, 8, 8), 0.3))    # training data, no validation set
+        >>> cfg = pyrovae.load_config({"model": {"latent_dim": 2},
+        ...                            "train": {"epochs": 3, "progress": False, "device": "cpu"}})
         >>> class StopAtTwo:                       # a callback
         ...     def on_epoch_end(self, trainer, record):
         ...         if record["epoch"] == 2:
         ...             trainer.request_stop("enough")
         ...     def on_train_end(self, trainer):
         ...         pass
-        >>> vae = pyrovae.VAE.from_config(cfg, data_shape=splits.data_shape)
-        >>> history = pyrovae.Trainer(vae, splits, cfg, callbacks=[StopAtTwo()]).fit()
-        >>> [record["epoch"] for record in history]
-        [1, 2]
+        >>> vae = pyrovae.VAE.from_config(cfg, data_shape=(1, 8, 8))
+        >>> history = pyrovae.Trainer(vae, x, cfg, callbacks=[StopAtTwo()]).fit()
+        >>> [record["epoch"] for record in history], "val_loss" in history[-1]
+        ([1, 2], False)
     """
 
     def __init__(self, vae, data, cfg=None, run_dir=None, dynamic_binarize=None, callbacks=None,
