@@ -63,6 +63,8 @@ html_theme_options = {
 # -- autodoc ---------------------------------------------------------------
 autodoc_member_order = "bysource"
 autodoc_typehints = "description"
+# types only for the parameters a docstring documents (no bare "source (Any)" lists)
+autodoc_typehints_description_target = "documented"
 autodoc_typehints_format = "short"
 autodoc_default_options = {"exclude-members": "__init__, __new__"}
 autosummary_generate = False

@@ -74,7 +74,6 @@ def api_page() -> str:
         f"{len(pyrovae.__all__)} names); the page is written from that list when the documentation is "
         "built. Shapes are written ``(N, *data_shape)``: N data points, each of the model's data shape."),
         "",
-        ".. contents:: Sections\n   :local:\n   :depth: 1\n",
     ]
     for title, intro, names in grouped_names(pyrovae.__all__):
         out += [heading(title, "-"), intro, ""] if intro else [heading(title, "-")]

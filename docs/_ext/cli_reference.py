@@ -90,7 +90,6 @@ def cli_page() -> str:
         "This page is written from the argument parser when the documentation is built."),
         "",
         code_block(main_help),
-        ".. contents:: Commands\n   :local:\n   :depth: 1\n",
     ]
     for verb, text in helps.items():
         out += [f".. _cli-{verb}:", "", heading(f"``pyrovae {verb}``", "-"), "Examples:", "", examples_block(verb),

@@ -100,7 +100,6 @@ def config_page() -> str:
         "unknown key is an error that names the valid keys. This page is written from the dataclasses "
         "in :mod:`pyrovae.config` when the documentation is built."),
         "",
-        ".. contents:: Sections\n   :local:\n   :depth: 1\n",
         heading("The defaults", "-"),
         "``pyrovae train`` with no ``--config`` trains this:",
         "",

@@ -87,8 +87,12 @@ def registry_label(kind: str) -> str:
     return f"registry-{kind}"
 
 
+#: section titles that the registry kind does not spell well by itself
+TITLES = {"lr_schedule": "Learning-rate schedules", "kl_schedule": "KL schedules", "dataset": "Data sets"}
+
+
 def section_title(kind: str) -> str:
-    return kind.replace("_", " ").capitalize() + "s"
+    return TITLES.get(kind, kind.replace("_", " ").capitalize() + "s")
 
 
 def component_entry(registry, name: str) -> str:
@@ -141,9 +145,8 @@ def components_page() -> str:
         "prints. A spec is a name, or a mapping ``{name: ..., <option>: <value>}``; an unknown name or "
         "option fails when the model is built, with the valid choices."
     )
-    toc = ".. contents:: Registries\n   :local:\n   :depth: 1\n"
     sections = [registry_section(m, a, r) for (m, a), r in zip(REGISTRIES, all_registries())]
-    return "\n".join([".. _components:", "", heading("Components", "=", over=True), intro, "", toc, *sections])
+    return "\n".join([".. _components:", "", heading("Components", "=", over=True), intro, "", *sections])
 
 
 def setup(app):

@@ -15,9 +15,8 @@ through the public API: :func:`pyrovae.load_config`, :func:`pyrovae.load_data`,
 # The gallery's examples share this one (:download:`small_mnist_vae.yaml </examples/small_mnist_vae.yaml>`):
 from pathlib import Path
 
-import torch
-
 import pyrovae
+import torch
 from pyrovae.report.plots import (
     reconstruction_figure,
     samples_figure,
@@ -37,7 +36,9 @@ print("the prior, from the defaults:", cfg.model.prior)
 splits = pyrovae.load_data(cfg.data)
 x_train, _ = splits.train
 x_test, y_test = splits.test
-print("train", tuple(x_train.shape), "validation", tuple(splits.val[0].shape), "test", tuple(x_test.shape))
+print("train", tuple(x_train.shape))
+print("validation", tuple(splits.val[0].shape))
+print("test", tuple(x_test.shape))
 
 # %%
 # Build the model from the ``model`` section and fit it. :func:`pyrovae.train`
@@ -45,9 +46,13 @@ print("train", tuple(x_train.shape), "validation", tuple(splits.val[0].shape), "
 # digit.
 vae = pyrovae.VAE.from_config(cfg, data_shape=splits.data_shape)
 history = pyrovae.train(vae, splits, cfg)
-print(f"epoch {history[-1]['epoch']}: train {history[-1]['train_loss']:.1f}, "
-      f"validation {history[-1]['val_loss']:.1f} nats")
-curves = training_curves_figure(history, title="Training a small VAE on 4000 digits")
+print(
+    f"epoch {history[-1]['epoch']}: train {history[-1]['train_loss']:.1f}, "
+    f"validation {history[-1]['val_loss']:.1f} nats"
+)
+curves = training_curves_figure(
+    history, title="Training a small VAE on 4000 digits"
+)
 
 # %%
 # Evaluate on 1000 test digits with K = 200 importance samples each. The
@@ -55,13 +60,28 @@ curves = training_curves_figure(history, title="Training a small VAE on 4000 dig
 # latent dimensions the model uses.
 evaluation = pyrovae.evaluate(vae, x_test[:1000], num_samples=200, seed=0)
 summary = evaluation.summary()
-for key in ("log_likelihood", "log_likelihood_stderr", "elbo", "reconstruction", "kl", "active_units"):
-    print(f"{key:>22}: {summary[key]:.3f}" if isinstance(summary[key], float) else f"{key:>22}: {summary[key]}")
+for key in (
+    "log_likelihood",
+    "log_likelihood_stderr",
+    "elbo",
+    "reconstruction",
+    "kl",
+    "active_units",
+):
+    print(
+        f"{key:>22}: {summary[key]:.3f}"
+        if isinstance(summary[key], float)
+        else f"{key:>22}: {summary[key]}"
+    )
 
 # %%
 # Reconstructions of test digits: the decoder's mean at the guide's mean code.
 reconstructions = vae.reconstruct(x_test[:16])
-recon_fig = reconstruction_figure(x_test[:16], reconstructions.detach(), title="Test digits and their reconstructions")
+recon_fig = reconstruction_figure(
+    x_test[:16],
+    reconstructions.detach(),
+    title="Test digits and their reconstructions",
+)
 
 # %%
 # New digits: z from the prior, then the decoder's mean. The same seed gives

@@ -23,14 +23,19 @@ and trains a VAE on grey MNIST digits with them.
 # config may set. Learned quantities are parameters, so they train with the
 # rest of the model.
 import pyro.distributions as dist
+import pyrovae
 import torch
+from pyrovae import (
+    ConfigError,
+    Likelihood,
+    Prior,
+    register_likelihood,
+    register_prior,
+)
+from pyrovae.report.plots import reconstruction_figure, samples_figure
 from torch import nn
 from torch.distributions import constraints
 from torch.nn import functional as F
-
-import pyrovae
-from pyrovae import ConfigError, Likelihood, Prior, register_likelihood, register_prior
-from pyrovae.report.plots import reconstruction_figure, samples_figure
 
 torch.set_num_threads(1)
 
@@ -59,7 +64,7 @@ class CorrelatedNormalPrior(Prior):
 # ``(*batch, *data_shape)`` per parameter. pyrovae passes ``data_shape``.
 @register_likelihood("student_t")
 class StudentTLikelihood(Likelihood):
-    """Independent Student-t pixels: a location and a scale per pixel, ``df`` fixed."""
+    """Independent Student-t pixels: a location and a scale per pixel."""
 
     num_params = 2
     support = constraints.real
@@ -88,7 +93,10 @@ for registry in all_registries():
 # %%
 # A misspelled option fails when the model is built, and says what was meant:
 try:
-    pyrovae.VAE.from_config({"prior": {"name": "correlated_normal", "init_scal": 0.5}}, data_shape=(784,))
+    pyrovae.VAE.from_config(
+        {"prior": {"name": "correlated_normal", "init_scal": 0.5}},
+        data_shape=(784,),
+    )
 except ConfigError as error:
     print("ConfigError:", error)
 
@@ -96,24 +104,32 @@ except ConfigError as error:
 # Train the quickstart's small VAE on grey digits (``binarize: none``, values
 # in [0, 1]) with both new components, chosen by name in ``key=value``
 # overrides (the values are YAML), as ``pyrovae train --set`` would.
-cfg = pyrovae.load_config("small_mnist_vae.yaml", overrides=[
-    "data.binarize=none",
-    "model.latent_dim=8",
-    "model.prior={name: correlated_normal, init_scale: 0.5}",
-    "model.likelihood={name: student_t, df: 3.0}",
-])
+cfg = pyrovae.load_config(
+    "small_mnist_vae.yaml",
+    overrides=[
+        "data.binarize=none",
+        "model.latent_dim=8",
+        "model.prior={name: correlated_normal, init_scale: 0.5}",
+        "model.likelihood={name: student_t, df: 3.0}",
+    ],
+)
 splits = pyrovae.load_data(cfg.data)
 vae = pyrovae.VAE.from_config(cfg, data_shape=splits.data_shape)
 history = pyrovae.train(vae, splits, cfg)
 # The Student-t is a density over real pixel values: with pixel scales near
 # 0.01 it exceeds 1 on most pixels, so the -ELBO is negative and not
 # comparable with a Bernoulli model's.
-print(f"validation -ELBO after {len(history)} epochs: {history[-1]['val_loss']:.1f} nats per digit")
+print(
+    f"validation -ELBO after {len(history)} epochs: "
+    f"{history[-1]['val_loss']:.1f} nats per digit"
+)
 
 # %%
 # The prior the model learned: the correlations of its latent dimensions.
 with torch.no_grad():
-    covariance = vae.prior().covariance_matrix  # vae.prior() is p(z), the prior's dist()
+    covariance = (
+        vae.prior().covariance_matrix
+    )  # vae.prior() is p(z), the prior's dist()
     std = covariance.diagonal().sqrt()
     correlation = covariance / std[:, None] / std[None, :]
 
@@ -131,7 +147,12 @@ prior_fig.tight_layout()
 # %%
 # Reconstructions (the Student-t location) and samples from the learned prior.
 x_test = splits.test[0][:16]
-recon_fig = reconstruction_figure(x_test, vae.reconstruct(x_test).detach().clamp(0, 1),
-                                  title="Grey test digits and their reconstructions")
-samples_fig = samples_figure(pyrovae.draw_samples(vae, 36, seed=0).clamp(0, 1),
-                             title="Samples: z from the learned prior, x the Student-t location")
+recon_fig = reconstruction_figure(
+    x_test,
+    vae.reconstruct(x_test).detach().clamp(0, 1),
+    title="Grey test digits and their reconstructions",
+)
+samples_fig = samples_figure(
+    pyrovae.draw_samples(vae, 36, seed=0).clamp(0, 1),
+    title="Samples: z from the learned prior, x the Student-t location",
+)

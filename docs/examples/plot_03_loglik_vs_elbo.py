@@ -5,7 +5,8 @@ The importance-sampled log-likelihood against the ELBO
 :func:`pyrovae.log_likelihood` estimates log p(x) by importance sampling
 with the guide as proposal::
 
-    log p(x) ≈ logsumexp_k [log p(x, z_k) - log q(z_k | x)] - log K,   z_k ~ q(z | x)
+    log p(x) ≈ logsumexp_k [log p(x, z_k) - log q(z_k | x)] - log K,
+    z_k ~ q(z | x)
 
 With K = 1 this is a one-sample ELBO; as K grows the estimate rises
 towards log p(x) (Burda et al., 2015). This example trains a small VAE
@@ -15,10 +16,9 @@ and draws that curve on test digits, next to the ELBO.
 # %%
 import math
 
+import pyrovae
 import torch
 from matplotlib.figure import Figure
-
-import pyrovae
 
 torch.set_num_threads(1)
 
@@ -32,7 +32,10 @@ x_test = splits.test[0][:300]
 # :func:`pyrovae.evaluate` gives the ELBO and its two terms from the same
 # importance samples; the ELBO does not depend on K, only its noise does.
 summary = pyrovae.evaluate(vae, x_test, num_samples=100, seed=0).summary()
-print(f"ELBO {summary['elbo']:.2f} = reconstruction {summary['reconstruction']:.2f} - KL {summary['kl']:.2f}")
+print(
+    f"ELBO {summary['elbo']:.2f} = reconstruction {summary['reconstruction']:.2f}"
+    f" - KL {summary['kl']:.2f}"
+)
 
 # %%
 # The IS estimate for growing K, with ``return_stats=True`` for each
@@ -41,7 +44,9 @@ print(f"ELBO {summary['elbo']:.2f} = reconstruction {summary['reconstruction']:.
 ks = [1, 2, 5, 10, 30, 100, 300, 1000]
 means, sems, ess = [], [], []
 for k in ks:
-    result = pyrovae.log_likelihood(vae, x_test, num_samples=k, seed=0, return_stats=True)
+    result = pyrovae.log_likelihood(
+        vae, x_test, num_samples=k, seed=0, return_stats=True
+    )
     means.append(result.log_likelihood.mean().item())
     sems.append(result.log_likelihood.std().item() / math.sqrt(len(x_test)))
     ess.append(result.ess.mean().item())
@@ -56,8 +61,12 @@ for k in ks:
 # bars.
 fig = Figure(figsize=(6.5, 4))
 ax = fig.add_subplot()
-ax.errorbar(ks, means, yerr=sems, marker="o", capsize=3, label="IS estimate of log p(x)")
-ax.axhline(summary["elbo"], color="C3", ls="--", label=f"ELBO ({summary['elbo']:.1f})")
+ax.errorbar(
+    ks, means, yerr=sems, marker="o", capsize=3, label="IS estimate of log p(x)"
+)
+ax.axhline(
+    summary["elbo"], color="C3", ls="--", label=f"ELBO ({summary['elbo']:.1f})"
+)
 ax.set_xscale("log")
 ax.set_xlabel("importance samples K")
 ax.set_ylabel("nats per test digit (mean of 300)")

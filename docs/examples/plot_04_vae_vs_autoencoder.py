@@ -14,15 +14,16 @@ reconstruction for a code space that can be sampled.
 """
 
 # %%
-import torch
-
 import pyrovae
+import torch
 from pyrovae.report.plots import side_by_side_figure
 
 torch.set_num_threads(1)
 
 vae_cfg = pyrovae.load_config("small_mnist_vae.yaml")  # the quickstart's small VAE
-ae_cfg = pyrovae.load_config("small_mnist_vae.yaml", overrides=["model.guide=delta", "train.beta=0"])
+ae_cfg = pyrovae.load_config(
+    "small_mnist_vae.yaml", overrides=["model.guide=delta", "train.beta=0"]
+)
 print("autoencoder:", ae_cfg.model.guide, "beta =", ae_cfg.train.beta)
 
 splits = pyrovae.load_data(vae_cfg.data)
@@ -40,7 +41,10 @@ for name, cfg in (("VAE", vae_cfg), ("autoencoder", ae_cfg)):
 x_test = splits.test[0][:1000]
 for name, model in models.items():
     summary = pyrovae.evaluate(model, x_test, num_samples=10, seed=0).summary()
-    print(f"{name:>12}: reconstruction BCE {summary['bce']:.1f} nats, MSE {summary['mse']:.4f}")
+    print(
+        f"{name:>12}: reconstruction BCE {summary['bce']:.1f} nats, "
+        f"MSE {summary['mse']:.4f}"
+    )
 
 # %%
 # Top: reconstructions of the same test digits. Bottom: the decoder's mean
@@ -49,6 +53,10 @@ z = torch.randn(32, 16, generator=torch.Generator().manual_seed(0))
 panels = {}
 for name, model in models.items():
     with torch.no_grad():
-        panels[name] = {"reconstructions": model.reconstruct(x_test[:32]),
-                        "decoded z ~ N(0, I)": model.decode(z).mean}  # decode(z) is p(x | z)
-fig = side_by_side_figure(panels, title="VAE against autoencoder: same networks, same data")
+        panels[name] = {
+            "reconstructions": model.reconstruct(x_test[:32]),
+            "decoded z ~ N(0, I)": model.decode(z).mean,
+        }  # decode(z) is p(x | z)
+fig = side_by_side_figure(
+    panels, title="VAE against autoencoder: same networks, same data"
+)

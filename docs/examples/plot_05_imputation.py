@@ -16,9 +16,8 @@ random, and both are compared with filling in the training mean.
 """
 
 # %%
-import torch
-
 import pyrovae
+import torch
 from pyrovae.infer.impute import imputation_errors
 from pyrovae.infer.masks import make_mask
 from pyrovae.report.plots import imputation_figure
@@ -40,21 +39,43 @@ train_mean = splits.train[0].mean(0)  # what mean imputation fills in, (1, 28, 2
 center = make_mask("center:0.5", len(x_test), vae.data_shape)
 print("hidden pixels per digit:", int((~center[0]).sum()))
 
-result = pyrovae.impute(vae, x_test, center, method={"name": "importance", "num_particles": 200},
-                        fill=train_mean, seed=0)
+result = pyrovae.impute(
+    vae,
+    x_test,
+    center,
+    method={"name": "importance", "num_particles": 200},
+    fill=train_mean,
+    seed=0,
+)
 errors = imputation_errors(x_test, result.mean, center, train_mean)
 print({k: round(v, 4) for k, v in errors.items()})
-center_fig = imputation_figure(x_test[:12], center[:12], result.mean[:12],
-                               title="Centre hidden: importance resampling, 200 proposals")
+center_fig = imputation_figure(
+    x_test[:12],
+    center[:12],
+    result.mean[:12],
+    title="Centre hidden: importance resampling, 200 proposals",
+)
 
 # %%
 # Half of the pixels hidden at random, and the Gibbs sampler next to
 # importance resampling.
 random_half = make_mask("random:0.5", len(x_test), vae.data_shape, seed=1)
-for method in ({"name": "importance", "num_particles": 200}, {"name": "gibbs", "steps": 60, "burn_in": 20}):
-    result = pyrovae.impute(vae, x_test, random_half, method=method, fill=train_mean, seed=0)
+for method in (
+    {"name": "importance", "num_particles": 200},
+    {"name": "gibbs", "steps": 60, "burn_in": 20},
+):
+    result = pyrovae.impute(
+        vae, x_test, random_half, method=method, fill=train_mean, seed=0
+    )
     errors = imputation_errors(x_test, result.mean, random_half, train_mean)
-    print(f"{method['name']:>10}: MSE on hidden pixels {errors['mse_imputation']:.4f}, "
-          f"mean imputation {errors['mse_mean_imputation']:.4f}, zero fill {errors['mse_zero_filled']:.4f}")
-random_fig = imputation_figure(x_test[:12], random_half[:12], result.mean[:12],
-                               title="Half the pixels hidden at random: Metropolis-within-Gibbs")
+    print(
+        f"{method['name']:>10}: MSE on hidden pixels {errors['mse_imputation']:.4f}, "
+        f"mean imputation {errors['mse_mean_imputation']:.4f}, "
+        f"zero fill {errors['mse_zero_filled']:.4f}"
+    )
+random_fig = imputation_figure(
+    x_test[:12],
+    random_half[:12],
+    result.mean[:12],
+    title="Half the pixels hidden at random: Metropolis-within-Gibbs",
+)

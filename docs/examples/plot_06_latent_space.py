@@ -13,23 +13,24 @@ What the encoder learned to put where. Three views:
 """
 
 # %%
-import torch
-from sklearn.manifold import TSNE
-
 import pyrovae
+import torch
 from pyrovae.report.latents import manifold_codes, prior_quantiles, traversal_codes
 from pyrovae.report.plots import (
     latent_scatter_figure,
     manifold_figure,
     traversal_figure,
 )
+from sklearn.manifold import TSNE
 
 torch.set_num_threads(1)
 
 
 def trained_vae(latent_dim, splits):
     """The quickstart's small VAE with a latent of ``latent_dim``, trained."""
-    cfg = pyrovae.load_config("small_mnist_vae.yaml", overrides=[f"model.latent_dim={latent_dim}"])
+    cfg = pyrovae.load_config(
+        "small_mnist_vae.yaml", overrides=[f"model.latent_dim={latent_dim}"]
+    )
     vae = pyrovae.VAE.from_config(cfg, data_shape=splits.data_shape)
     pyrovae.train(vae, splits, cfg)
     return vae
@@ -45,14 +46,21 @@ vae2 = trained_vae(2, splits)
 # q(z | x) for every point, ``(N, latent_dim)`` each. t-SNE embeds the 16-D
 # means in the plane; digits of one class should share a region.
 codes16 = pyrovae.encode_data(vae16, x_test)["mean"]
-embedding = TSNE(n_components=2, perplexity=30, init="pca", random_state=0).fit_transform(codes16.numpy())
-tsne_fig = latent_scatter_figure(torch.as_tensor(embedding), y_test,
-                                 title="t-SNE of the 16-D latent means of 1500 test digits")
+embedding = TSNE(
+    n_components=2, perplexity=30, init="pca", random_state=0
+).fit_transform(codes16.numpy())
+tsne_fig = latent_scatter_figure(
+    torch.as_tensor(embedding),
+    y_test,
+    title="t-SNE of the 16-D latent means of 1500 test digits",
+)
 
 # %%
 # With a 2-D latent the codes need no embedding.
 codes2 = pyrovae.encode_data(vae2, x_test)["mean"]
-scatter_fig = latent_scatter_figure(codes2, y_test, title="The 2-D latent means of 1500 test digits")
+scatter_fig = latent_scatter_figure(
+    codes2, y_test, title="The 2-D latent means of 1500 test digits"
+)
 
 # %%
 # The manifold: decode a 12 x 12 grid of prior quantiles (5% to 95%) of the
@@ -70,8 +78,14 @@ manifold_fig = manifold_figure(images, grid_values[:, 0], grid_values[:, 1].flip
 activity = codes16.var(0)
 dims = activity.argsort(descending=True)[:6].tolist()
 levels = torch.linspace(0.05, 0.95, 9)
-codes = traversal_codes(codes16[0], prior_quantiles(vae16, levels), dims)  # (6, 9, 16)
+codes = traversal_codes(
+    codes16[0], prior_quantiles(vae16, levels), dims
+)  # (6, 9, 16)
 with torch.no_grad():
     images = vae16.decode(codes).mean
-traversal_fig = traversal_figure(images, dims, levels.tolist(),
-                                 title="Traversals: the six most active dimensions, from one test digit")
+traversal_fig = traversal_figure(
+    images,
+    dims,
+    levels.tolist(),
+    title="Traversals: the six most active dimensions, from one test digit",
+)

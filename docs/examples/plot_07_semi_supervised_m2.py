@@ -15,25 +15,45 @@ literature page has full runs (:ref:`literature`).
 """
 
 # %%
-import torch
-
 import pyrovae
+import torch
 from pyrovae.report.plots import image_rows_figure
 
 torch.set_num_threads(1)
 
-cfg = pyrovae.load_config({
-    "data": {"name": "mnist", "download": False, "subset": 5000, "val_size": 1000, "labelled": 500},
-    "model": {"name": "m2", "latent_dim": 16,
-              "options": {"num_classes": 10, "classification_weight": 10.0},
-              "encoder": {"name": "mlp", "hidden": [256], "activation": "softplus"},
-              "decoder": {"name": "mlp", "hidden": [256], "activation": "softplus"}},
-    "train": {"epochs": 6, "batch_size": 100, "labelled_batch_size": 50,
-              "optimizer": {"name": "adam", "lr": 0.001}, "progress": False, "device": "cpu", "seed": 0},
-})
+cfg = pyrovae.load_config(
+    {
+        "data": {
+            "name": "mnist",
+            "download": False,
+            "subset": 5000,
+            "val_size": 1000,
+            "labelled": 500,
+        },
+        "model": {
+            "name": "m2",
+            "latent_dim": 16,
+            "options": {"num_classes": 10, "classification_weight": 10.0},
+            "encoder": {"name": "mlp", "hidden": [256], "activation": "softplus"},
+            "decoder": {"name": "mlp", "hidden": [256], "activation": "softplus"},
+        },
+        "train": {
+            "epochs": 6,
+            "batch_size": 100,
+            "labelled_batch_size": 50,
+            "optimizer": {"name": "adam", "lr": 0.001},
+            "progress": False,
+            "device": "cpu",
+            "seed": 0,
+        },
+    }
+)
 splits = pyrovae.load_data(cfg.data)
 labels = splits.train[1]
-print(f"{int((labels >= 0).sum())} of {len(labels)} training digits keep their label (-1 marks the rest)")
+print(
+    f"{int((labels >= 0).sum())} of {len(labels)} training digits keep their label "
+    "(-1 marks the rest)"
+)
 
 # %%
 # :func:`pyrovae.build_model` builds any registered model family from the
@@ -49,8 +69,10 @@ history = pyrovae.train(m2, splits, cfg)
 # score the classifier q(y | x) instead.
 x_test, y_test = splits.test[0][:1000], splits.test[1][:1000]
 summary = pyrovae.evaluate(m2, (x_test, y_test), num_samples=20, seed=0).summary()
-print(f"test error of q(y | x): {100 * summary['classification_error']:.1f}% "
-      f"(trained with {int((labels >= 0).sum())} labels)")
+print(
+    f"test error of q(y | x): {100 * summary['classification_error']:.1f}% "
+    f"(trained with {int((labels >= 0).sum())} labels)"
+)
 print(f"log p(x), y summed out: {summary['log_likelihood']:.1f} nats per digit")
 
 # %%
@@ -60,16 +82,26 @@ torch.manual_seed(0)
 with torch.no_grad():
     z = m2.prior().sample((10,))  # (10, latent_dim)
     classes = torch.arange(10)
-    images = m2.decode(z.unsqueeze(0), classes.unsqueeze(1)).mean  # (class, z, 1, 28, 28)
-samples_fig = image_rows_figure(images, "M2: one class per row, one z per column",
-                                row_labels=[str(c) for c in range(10)])
+    images = m2.decode(
+        z.unsqueeze(0), classes.unsqueeze(1)
+    ).mean  # (class, z, 1, 28, 28)
+samples_fig = image_rows_figure(
+    images,
+    "M2: one class per row, one z per column",
+    row_labels=[str(c) for c in range(10)],
+)
 
 # %%
 # Analogies (Kingma et al.'s Figure 1): the style z of a test digit (the
 # mean of q(z | x, y) at the classifier's label) decoded with every class.
 with torch.no_grad():
     style = m2.code(x_test[:8])  # (8, latent_dim)
-    images = m2.decode(style.unsqueeze(1), classes.unsqueeze(0)).mean  # (8, 10, 1, 28, 28)
+    images = m2.decode(
+        style.unsqueeze(1), classes.unsqueeze(0)
+    ).mean  # (8, 10, 1, 28, 28)
 analogies = torch.cat([x_test[:8].unsqueeze(1), images], 1)
-analogy_fig = image_rows_figure(analogies, "M2 analogies: the style of each input (left) with every class",
-                                col_labels=["input"] + [str(c) for c in range(10)])
+analogy_fig = image_rows_figure(
+    analogies,
+    "M2 analogies: the style of each input (left) with every class",
+    col_labels=["input"] + [str(c) for c in range(10)],
+)

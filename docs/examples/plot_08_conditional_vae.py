@@ -13,20 +13,30 @@ argmax_y log p(x | y), computed with :func:`pyrovae.log_likelihood`.
 """
 
 # %%
-import torch
-
 import pyrovae
+import torch
 from pyrovae.report.plots import image_rows_figure
 
 torch.set_num_threads(1)
 
-cfg = pyrovae.load_config({
-    "data": {"name": "mnist", "download": False, "subset": 5000, "val_size": 1000},
-    "model": {"name": "cvae", "latent_dim": 4, "options": {"num_classes": 10},
-              "encoder": {"name": "mlp", "hidden": [256], "activation": "relu"},
-              "decoder": {"name": "mlp", "hidden": [256], "activation": "relu"}},
-    "train": {"epochs": 10, "progress": False, "device": "cpu", "seed": 0},
-})
+cfg = pyrovae.load_config(
+    {
+        "data": {
+            "name": "mnist",
+            "download": False,
+            "subset": 5000,
+            "val_size": 1000,
+        },
+        "model": {
+            "name": "cvae",
+            "latent_dim": 4,
+            "options": {"num_classes": 10},
+            "encoder": {"name": "mlp", "hidden": [256], "activation": "relu"},
+            "decoder": {"name": "mlp", "hidden": [256], "activation": "relu"},
+        },
+        "train": {"epochs": 10, "progress": False, "device": "cpu", "seed": 0},
+    }
+)
 splits = pyrovae.load_data(cfg.data)
 cvae = pyrovae.build_model(cfg.model, data_shape=splits.data_shape)
 print("batch fields the model takes:", cvae.fields)
@@ -39,20 +49,34 @@ history = pyrovae.train(cvae, splits, cfg)
 # class.
 y = torch.arange(10).repeat_interleave(10)
 samples = pyrovae.draw_samples(cvae, 100, seed=0, y=y)  # (100, 1, 28, 28)
-samples_fig = image_rows_figure(samples.reshape(10, 10, *samples.shape[1:]), "cvae: ten samples of each class",
-                                row_labels=[str(c) for c in range(10)])
+samples_fig = image_rows_figure(
+    samples.reshape(10, 10, *samples.shape[1:]),
+    "cvae: ten samples of each class",
+    row_labels=[str(c) for c in range(10)],
+)
 
 # %%
 # log p(x | y) for every candidate label of 300 test digits (K = 50
 # importance samples each), and the label that explains each digit best.
 x_test, y_test = splits.test[0][:300], splits.test[1][:300]
-scores = torch.stack([
-    pyrovae.log_likelihood(cvae, x_test, num_samples=50, seed=0, y=torch.full_like(y_test, c))
-    for c in range(10)
-], dim=1)  # (300, 10)
+scores = torch.stack(
+    [
+        pyrovae.log_likelihood(
+            cvae, x_test, num_samples=50, seed=0, y=torch.full_like(y_test, c)
+        )
+        for c in range(10)
+    ],
+    dim=1,
+)  # (300, 10)
 predicted = scores.argmax(1)
-print(f"generative classifier argmax_y log p(x | y): {100 * (predicted == y_test).float().mean():.1f}% correct")
-print(f"log p(x | true y): {scores.gather(1, y_test[:, None]).mean():.1f} nats per digit")
+print(
+    "generative classifier argmax_y log p(x | y): "
+    f"{100 * (predicted == y_test).float().mean():.1f}% correct"
+)
+print(
+    f"log p(x | true y): {scores.gather(1, y_test[:, None]).mean():.1f} "
+    "nats per digit"
+)
 
 # %%
 # The per-class scores of a few test digits: the true class (outlined)
@@ -61,9 +85,19 @@ from matplotlib.figure import Figure
 
 scores_fig = Figure(figsize=(7, 3))
 ax = scores_fig.add_subplot()
-relative = (scores[:12] - scores[:12].max(1, keepdim=True).values).T  # (10 classes, 12 digits)
+relative = (
+    scores[:12] - scores[:12].max(1, keepdim=True).values
+).T  # (10 classes, 12 digits)
 image = ax.imshow(relative.clamp(min=-40), cmap="viridis", aspect="auto")
-ax.scatter(range(12), y_test[:12], s=160, facecolors="none", edgecolors="red", linewidths=1.5, label="true class")
+ax.scatter(
+    range(12),
+    y_test[:12],
+    s=160,
+    facecolors="none",
+    edgecolors="red",
+    linewidths=1.5,
+    label="true class",
+)
 ax.set_xlabel("test digit")
 ax.set_ylabel("candidate label y")
 ax.set_yticks(range(10))

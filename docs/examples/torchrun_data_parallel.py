@@ -19,7 +19,8 @@ data-parallel strategy. Every process runs the whole script:
 
    # the command line does the same without a script
    torchrun --nproc_per_node=2 -m pyrovae train --config cfg.yaml --out runs/ddp
-   torchrun --nproc_per_node=2 -m pyrovae train --resume runs/ddp --set train.epochs=20
+   torchrun --nproc_per_node=2 -m pyrovae train --resume runs/ddp \\
+       --set train.epochs=20
 
    # two nodes of four processes: run on every node
    torchrun --nnodes=2 --node_rank=$NODE_RANK --nproc_per_node=4 \\
@@ -53,18 +54,25 @@ machine.
 # and leaves it joined, so that a script can go on using it).
 import os
 
+import pyrovae
 import torch
 import torch.distributed as dist
 
-import pyrovae
-
 
 def main():
-    cfg = pyrovae.load_config({
-        "data": {"name": "mnist", "download": False},
-        "model": {"latent_dim": 16},
-        "train": {"epochs": 10, "batch_size": 1000, "device": "auto", "seed": 0, "progress": False},
-    })
+    cfg = pyrovae.load_config(
+        {
+            "data": {"name": "mnist", "download": False},
+            "model": {"latent_dim": 16},
+            "train": {
+                "epochs": 10,
+                "batch_size": 1000,
+                "device": "auto",
+                "seed": 0,
+                "progress": False,
+            },
+        }
+    )
     splits = pyrovae.load_data(cfg.data)
     vae = pyrovae.VAE.from_config(cfg, data_shape=splits.data_shape)
     # every rank trains its share of each global batch; rank 0 writes
