@@ -15,8 +15,9 @@ through the public API: :func:`pyrovae.load_config`, :func:`pyrovae.load_data`,
 # The gallery's examples share this one (:download:`small_mnist_vae.yaml </examples/small_mnist_vae.yaml>`):
 from pathlib import Path
 
-import pyrovae
 import torch
+
+import pyrovae
 from pyrovae.report.plots import (
     reconstruction_figure,
     samples_figure,

@@ -23,8 +23,12 @@ and trains a VAE on grey MNIST digits with them.
 # config may set. Learned quantities are parameters, so they train with the
 # rest of the model.
 import pyro.distributions as dist
-import pyrovae
 import torch
+from torch import nn
+from torch.distributions import constraints
+from torch.nn import functional as F
+
+import pyrovae
 from pyrovae import (
     ConfigError,
     Likelihood,
@@ -33,9 +37,6 @@ from pyrovae import (
     register_prior,
 )
 from pyrovae.report.plots import reconstruction_figure, samples_figure
-from torch import nn
-from torch.distributions import constraints
-from torch.nn import functional as F
 
 torch.set_num_threads(1)
 

@@ -16,9 +16,10 @@ and draws that curve on test digits, next to the ELBO.
 # %%
 import math
 
-import pyrovae
 import torch
 from matplotlib.figure import Figure
+
+import pyrovae
 
 torch.set_num_threads(1)
 

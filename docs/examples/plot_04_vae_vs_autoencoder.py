@@ -14,8 +14,9 @@ reconstruction for a code space that can be sampled.
 """
 
 # %%
-import pyrovae
 import torch
+
+import pyrovae
 from pyrovae.report.plots import side_by_side_figure
 
 torch.set_num_threads(1)

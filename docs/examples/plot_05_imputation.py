@@ -16,8 +16,9 @@ random, and both are compared with filling in the training mean.
 """
 
 # %%
-import pyrovae
 import torch
+
+import pyrovae
 from pyrovae.infer.impute import imputation_errors
 from pyrovae.infer.masks import make_mask
 from pyrovae.report.plots import imputation_figure

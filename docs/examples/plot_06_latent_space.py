@@ -13,15 +13,16 @@ What the encoder learned to put where. Three views:
 """
 
 # %%
-import pyrovae
 import torch
+from sklearn.manifold import TSNE
+
+import pyrovae
 from pyrovae.report.latents import manifold_codes, prior_quantiles, traversal_codes
 from pyrovae.report.plots import (
     latent_scatter_figure,
     manifold_figure,
     traversal_figure,
 )
-from sklearn.manifold import TSNE
 
 torch.set_num_threads(1)
 

@@ -15,8 +15,9 @@ literature page has full runs (:ref:`literature`).
 """
 
 # %%
-import pyrovae
 import torch
+
+import pyrovae
 from pyrovae.report.plots import image_rows_figure
 
 torch.set_num_threads(1)

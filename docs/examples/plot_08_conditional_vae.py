@@ -13,8 +13,9 @@ argmax_y log p(x | y), computed with :func:`pyrovae.log_likelihood`.
 """
 
 # %%
-import pyrovae
 import torch
+
+import pyrovae
 from pyrovae.report.plots import image_rows_figure
 
 torch.set_num_threads(1)

@@ -54,9 +54,10 @@ machine.
 # and leaves it joined, so that a script can go on using it).
 import os
 
-import pyrovae
 import torch
 import torch.distributed as dist
+
+import pyrovae
 
 
 def main():
