@@ -52,7 +52,8 @@ def directive(qualified: str, obj) -> str:
     if inspect.isclass(obj):
         if issubclass(obj, BaseException):
             return f".. autoexception:: {qualified}\n   :show-inheritance:\n"
-        return f".. autoclass:: {qualified}\n   :members:\n   :show-inheritance:\n"
+        inherits = "   :show-inheritance:\n" if obj.__bases__ != (object,) else ""
+        return f".. autoclass:: {qualified}\n   :members:\n{inherits}"
     return f".. autofunction:: {qualified}\n"
 
 

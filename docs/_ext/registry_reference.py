@@ -57,6 +57,24 @@ def spec_example(name: str, options: dict[str, Any]) -> str:
     return "{" + ", ".join(parts) + "}"
 
 
+#: registries whose choice is ``section.name`` with the options under ``section.options``
+OPTIONS_KEY = {"model": "model", "dataset": "data"}
+
+
+def config_example(kind: str, name: str, options: dict[str, Any]) -> str:
+    """How a config chooses this component, every default spelled out."""
+    spec = spec_example(name, options)
+    if kind in OPTIONS_KEY:
+        inner = spec[len("{name: " + name):].lstrip(", ").rstrip("}")
+        text = f"{{name: {name}" + (f", options: {{{inner}}}}}" if inner else "}")
+        return f"In a config: ``{OPTIONS_KEY[kind]}: {text}``"
+    key = WHERE_CHOSEN.get(kind, (None, None))[0]
+    if key:
+        section, field = key.split(".")
+        return f"In a config: ``{section}: {{{field}: {spec}}}``"
+    return f"Spec: ``{spec}``"
+
+
 def register_function(module_name: str, registry) -> str | None:
     """The public ``register_*`` name that adds to ``registry``, if its module has one."""
     module = importlib.import_module(module_name)
@@ -109,7 +127,7 @@ def component_entry(registry, name: str) -> str:
         out += [list_table(("option", "default"), rows, widths=(1, 2)), ""]
     else:
         out += ["No options.", ""]
-    out += [f"Spec: ``{spec_example(name, options)}``", ""]
+    out += [f"{config_example(registry.kind, name, options)}", ""]
     where = f"{factory.__module__}.{factory.__qualname__}"
     out += [f"Defined by ``{where}``.", ""]
     return "\n".join(out)

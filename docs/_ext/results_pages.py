@@ -50,7 +50,7 @@ def reproduce_section(out_dir: Path) -> str:
         "by importance sampling on the test set. The config's comment header names the paper, the settings "
         "it copies and the paper's figure."),
         "",
-        render.table(records),
+        render.table(records).replace("\n[", "\n\n["),  # one paragraph per note
         "",
         "## The curves",
         "",

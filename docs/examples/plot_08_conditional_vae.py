@@ -45,9 +45,11 @@ history = pyrovae.train(cvae, splits, cfg)
 
 # %%
 # Samples of each class: :func:`pyrovae.draw_samples` passes the field
-# ``y`` ``(n,)`` to the model. Ten per class, one class per row. A small
-# latent (4) leaves the digit's identity to y, so the rows read as their
-# class.
+# ``y`` ``(n,)`` to the model. Ten per class, one class per row. After 10
+# epochs on 4000 digits many samples are still blurred, and some rows hold
+# digits of another class: the decoder has not yet learned to rely on y.
+# The conditional-VAE rows on :ref:`literature` (all 50000 training digits,
+# a latent of 4, 20 epochs) reach 97% label accuracy.
 y = torch.arange(10).repeat_interleave(10)
 samples = pyrovae.draw_samples(cvae, 100, seed=0, y=y)  # (100, 1, 28, 28)
 samples_fig = image_rows_figure(
