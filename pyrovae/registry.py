@@ -104,7 +104,8 @@ class Registry:
         registry. The factory's keyword arguments become the component's
         options in a config; the registry's context arguments (for a prior
         ``latent_dim``) are passed by pyrovae. Registering a name twice is an
-        error, so that a component is defined once. Use :meth:`unregister`
+        error, so that a component is defined once. Use
+        :meth:`~pyrovae.registry.Registry.unregister`
         first to replace one deliberately.
 
         Example::

@@ -5,7 +5,8 @@ The names are grouped into sections for the reader; a name exported in
 ``__all__`` but not placed in a group lands in "Other", so every public name
 is documented, and a group naming something that is not exported stops the
 build. The types those functions return or take (``Splits``, ``Evaluation``,
-...) follow in a second part, from the modules that define them.
+...) follow in a second part, from the modules that define them, and the
+docstrings of the modules the reference points to in a third.
 """
 
 from __future__ import annotations
@@ -36,14 +37,33 @@ GROUPS = (
 #: types that public functions take or return, documented where they are defined
 SUPPORTING = (
     ("pyrovae.data.splits", "Splits", "class"),
+    ("pyrovae.data.splits", "RowReader", "class"),
     ("pyrovae.infer.loglik", "ISResult", "class"),
     ("pyrovae.infer.evaluate", "Evaluation", "class"),
     ("pyrovae.infer.impute", "Imputation", "class"),
     ("pyrovae.infer.masks", "make_mask", "function"),
+    ("pyrovae.infer.masks", "load_mask_file", "function"),
+    ("pyrovae.components.likelihoods", "LocationScaleLikelihood", "class"),
     ("pyrovae.models.vae", "StochasticLayer", "class"),
     ("pyrovae.registry", "Registry", "class"),
     ("pyrovae.training.callbacks", "callbacks_from_config", "function"),
+    ("pyrovae.report.figures", "EpochFigures", "class"),
+    ("pyrovae.report.tensorboard", "TensorBoardCallback", "class"),
     ("pyrovae.training.strategy", "Strategy", "class"),
+    ("pyrovae.training.strategy", "SingleProcess", "class"),
+    ("pyrovae.training.strategy", "DataParallel", "class"),
+    ("pyrovae.training.distributed", "Context", "class"),
+    ("pyrovae.training.distributed", "init", "function"),
+)
+
+#: modules whose docstring the pages above point to (the contract of a model,
+#: the callback protocol, ...): their docstrings only, no members
+MODULES = (
+    "pyrovae.models.base",
+    "pyrovae.data.binarize",
+    "pyrovae.training.callbacks",
+    "pyrovae.training.distributed",
+    "pyrovae.training.precision",
 )
 
 
@@ -69,7 +89,8 @@ def grouped_names(exported) -> list:
 def api_page() -> str:
     import pyrovae
 
-    out = [".. _api:", "", heading("API reference", "=", over=True)]
+    # names in the summary tables resolve as the top-level ones they are
+    out = [".. _api:", "", heading("API reference", "=", over=True), ".. currentmodule:: pyrovae", ""]
     out += [
         ("Everything below is importable from the top-level package (``pyrovae.__all__``, "
         f"{len(pyrovae.__all__)} names); the page is written from that list when the documentation is "
@@ -78,13 +99,18 @@ def api_page() -> str:
     ]
     for title, intro, names in grouped_names(pyrovae.__all__):
         out += [heading(title, "-"), intro, ""] if intro else [heading(title, "-")]
-        out += [".. autosummary::", "   :nosignatures:", ""] + [f"   pyrovae.{n}" for n in names] + [""]
+        out += [".. autosummary::", "   :nosignatures:", ""] + [f"   {n}" for n in names] + [""]
         out += [directive(f"pyrovae.{n}", getattr(pyrovae, n)) for n in names]
     out += [heading("Types the API takes and returns", "-"),
-            "Not exported at the top level, but handed to you or asked of you by the functions above.", ""]
+            ("Not exported at the top level, but handed to you or asked of you by the functions above, "
+             "and the classes their documentation names."), ""]
     for module, name, _ in SUPPORTING:
         obj = getattr(__import__(module, fromlist=[name]), name)
         out.append(directive(f"{module}.{name}", obj))
+    out += [heading("Modules the reference points to", "-"),
+            "What these modules' docstrings say; their members are internal unless listed above.", ""]
+    for module in MODULES:
+        out += [heading(f"``{module}``", "~"), f".. automodule:: {module}", ""]
     return "\n".join(out)
 
 

@@ -92,7 +92,8 @@ def hierarchy_table() -> str:
 def config_page() -> str:
     from pyrovae.config import SECTIONS, Config
 
-    out = [".. _config:", "", heading("Configuration", "=", over=True)]
+    # this page is the reference of pyrovae.config: the target of :mod:`pyrovae.config`
+    out = [".. _config:", "", heading("Configuration", "=", over=True), ".. py:module:: pyrovae.config", ""]
     out += [
         ("A run is configured by one YAML file (or a dict) with three sections, ``data``, ``model`` and "
         "``train``; :func:`pyrovae.load_config` reads it, and ``pyrovae train --set section.key=value`` "

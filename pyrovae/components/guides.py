@@ -54,6 +54,8 @@ class GuideFamily(nn.Module):
         raise NotImplementedError
 
     def dist(self, features) -> dist.TorchDistribution:
+        """q(z | x) from the encoder's ``features`` ``(*batch, num_features)``:
+        a distribution with event shape ``(latent_dim,)``."""
         raise NotImplementedError
 
 

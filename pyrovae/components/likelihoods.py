@@ -85,6 +85,10 @@ class Likelihood(nn.Module):
         return self.dist_from(*self.split(params)).to_event(len(self.data_shape))
 
     def dist_from(self, *params: torch.Tensor) -> dist.TorchDistribution:
+        """The distribution of each data element from the ``num_params``
+        tensors that :meth:`~pyrovae.Likelihood.split` gives, each
+        ``(*batch, *data_shape)``; :meth:`~pyrovae.Likelihood.dist` makes
+        the data shape its event shape."""
         raise NotImplementedError
 
     def mean(self, params: torch.Tensor) -> torch.Tensor:
@@ -200,7 +204,9 @@ class LocationScaleLikelihood(Likelihood):
 
 @register_likelihood("normal")
 class NormalLikelihood(LocationScaleLikelihood):
-    """Gaussian pixels; see :class:`LocationScaleLikelihood` for the scale options."""
+    """Gaussian pixels; see
+    :class:`~pyrovae.components.likelihoods.LocationScaleLikelihood` for the
+    scale options."""
 
     family = dist.Normal
 

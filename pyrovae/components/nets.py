@@ -231,7 +231,7 @@ class ConvEncoder(nn.Module):
 
 @register_decoder("conv")
 class ConvDecoder(nn.Module):
-    """Convolutional decoder mirroring :class:`ConvEncoder`: a fully
+    """Convolutional decoder mirroring the ``conv`` encoder (``ConvEncoder``): a fully
     connected layer, then stride-2 4×4 transposed convolutions.
 
     :param list channels: channels of each transposed conv input, from the

@@ -17,7 +17,7 @@ class Batches:
     explicit ``torch.Generator`` objects (so their state can be checkpointed).
 
     With ``world_size`` W > 1 (data-parallel training, see
-    :mod:`pyrovae.distributed`) ``batch_size`` is the global batch: every
+    :mod:`pyrovae.training.distributed`) ``batch_size`` is the global batch: every
     rank draws the same permutation and keeps points ``rank, rank + W, ...``
     of each global batch; a last global batch smaller than W is dropped, so
     every rank takes the same number of steps.

@@ -68,7 +68,7 @@ def _in_unit_interval(x: torch.Tensor, release: Optional[Callable[[], None]] = N
 
 def load_data(cfg: DataConfig) -> Splits:
     """Load the source, hold out validation data, and apply static
-    transforms. Dynamic binarization is left to :class:`~pyrovae.data.batches.Batches`.
+    transforms. Dynamic binarization is left to ``pyrovae.data.batches.Batches``.
 
     Validation and test sets are always binarized once, with the fixed
     seeds of :mod:`pyrovae.data.binarize`, so that evaluations are

@@ -33,7 +33,7 @@ Pair = Tuple[torch.Tensor, torch.Tensor]
 class Splits:
     """Train / validation / test pairs ``(x, labels)``.
 
-    ``val`` is ``None`` until :func:`load_data` holds one out (or when the
+    ``val`` is ``None`` until :func:`~pyrovae.load_data` holds one out (or when the
     source has none and ``val_size`` is 0).
     """
 
@@ -53,7 +53,7 @@ class Splits:
         release_pages(self.mapped)
 
     def row_reader(self, x: torch.Tensor) -> Optional["RowReader"]:
-        """A :class:`RowReader` for ``x`` when it is a view of rows of the
+        """A :class:`~pyrovae.data.splits.RowReader` for ``x`` when it is a view of rows of the
         mapped file (None for in-memory data, or where ``pread`` is missing)."""
         if self.mapped is None or not hasattr(os, "pread") or not x.is_contiguous():
             return None

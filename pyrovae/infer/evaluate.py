@@ -55,7 +55,7 @@ RECONSTRUCTION_BATCH = 500
 
 @dataclass
 class Evaluation:
-    """What :func:`evaluate` measured.
+    """What :func:`~pyrovae.evaluate` measured.
 
     :ivar num_samples: K, importance samples per data point.
     :ivar per_point: ``(N,)`` tensors, log densities in nats:

@@ -205,7 +205,7 @@ def _merge(proposal, current, accept: torch.Tensor):
 
 @dataclass
 class Imputation:
-    """What :func:`impute` returns; tensors ``(N, *data_shape)`` on the CPU.
+    """What :func:`~pyrovae.impute` returns; tensors ``(N, *data_shape)`` on the CPU.
 
     :ivar mean: the point estimate E[x_m | x_o] in the hidden elements, the
         input in the observed ones.

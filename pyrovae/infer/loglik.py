@@ -407,7 +407,7 @@ def log_likelihood(
     :param int seed: seed for a forked RNG, so the result is repeatable and
         the global RNG is left as it was (None: draw from the global RNG).
     :param bool return_stats: also return the per-point standard error and
-        effective sample size, as an :class:`ISResult`.
+        effective sample size, as an :class:`~pyrovae.infer.loglik.ISResult`.
     :param bool progress: show a progress bar (decoder passes) on stderr.
     :param bool compile: evaluate the observed sites' log-densities through
         ``torch.compile``, which fuses the likelihood's elementwise work
@@ -416,7 +416,7 @@ def log_likelihood(
         default (None) compiles only from N x K >= 10^7 decoder passes.
         Falls back to eager (with a warning) if compilation fails.
     :returns: ``(N,)`` tensor of log p(x) estimates in nats, or an
-        :class:`ISResult` of ``(N,)`` tensors if ``return_stats``.
+        :class:`~pyrovae.infer.loglik.ISResult` of ``(N,)`` tensors if ``return_stats``.
     :raises ConfigError: for ``num_samples``, ``batch_size`` or ``chunk_size`` < 1,
         or a field the model does not take (the message lists its fields).
     :raises DataError: for data of the wrong shape, non-finite, or outside the

@@ -108,7 +108,7 @@ class LeanTraceELBO(Trace_ELBO):
 @objectives.register("elbo")
 def elbo(num_particles=1, vectorize_particles=True):
     """Trace_ELBO: the standard reparameterized ELBO (Monte Carlo KL), as
-    :class:`LeanTraceELBO`."""
+    ``LeanTraceELBO``."""
     return _particle_elbo(LeanTraceELBO, num_particles, vectorize_particles)
 
 

@@ -16,12 +16,12 @@ A model may also declare:
   the fields it needs are those without a default in ``model``'s signature;
 - ``latent_sites``: the names of its latent sample sites;
 - ``enumerate_sites``: discrete sites to enumerate in parallel, so that the
-  objective becomes ``TraceEnum_ELBO`` (see :mod:`pyrovae.infer.objectives`);
+  objective becomes ``TraceEnum_ELBO`` (see ``pyrovae.infer.objectives``);
 - conveniences that commands use: ``sample(n)``, ``reconstruct(x)``,
   ``code(x)``, ``check_data(x, what)``, ``data_shape``.
 
 A command that needs a convenience the model lacks says so
-(:func:`require`). Register a model with :func:`register_model`; its factory
+(``require``). Register a model with :func:`~pyrovae.register_model`; its factory
 receives the ``model`` config section and the data shape, plus the
 options under ``model.options``::
 

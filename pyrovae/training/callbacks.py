@@ -7,7 +7,7 @@ A callback is any object with two methods, which the
   metrics line; ``record`` is that epoch's metrics (``train_loss``,
   ``val_loss``, ... in nats per point). ``trainer.request_stop(reason)``
   ends training after it.
-- ``on_train_end(trainer)``: once when :meth:`~pyrovae.training.trainer.Trainer.fit`
+- ``on_train_end(trainer)``: once when :meth:`~pyrovae.Trainer.fit`
   returns or raises.
 
 The caller builds the callbacks and hands them to the trainer; the trainer
@@ -22,7 +22,7 @@ Two jobs stay in the trainer and are not callbacks:
   history on resume, so that the two always agree. A callback that a
   caller could leave out would break that.
 - The progress bar advances every step, and callbacks see epochs; it is
-  :class:`Progress`, switched by ``train.progress`` and shown on the main
+  ``Progress``, switched by ``train.progress`` and shown on the main
   rank only.
 """
 

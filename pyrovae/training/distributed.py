@@ -21,11 +21,11 @@ What a run of ``W`` processes computes:
   process would use, and an epoch has the same number of steps for every
   ``W``. A last global batch smaller than ``W`` is dropped.
 - Gradients are averaged by :class:`~torch.nn.parallel.DistributedDataParallel`
-  around :class:`ElboLoss`; each rank scales its loss by ``W``, so the
+  around ``ElboLoss``; each rank scales its loss by ``W``, so the
   average is the gradient of the ELBO summed over the global batch: one step
   of ``W`` processes is the step of one process on the concatenated batch.
   Objectives without a differentiable loss (``iwae``) sum their gradients
-  with one ``all_reduce`` instead (:func:`all_reduce_grads`).
+  with one ``all_reduce`` instead (``all_reduce_grads``).
 - Each rank draws its own noise: the latent samples (torch's global RNG,
   re-seeded per rank) and the dynamic binarization (a generator per rank).
 - The loss of every step is summed over ranks, so the decision to stop or

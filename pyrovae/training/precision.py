@@ -1,7 +1,7 @@
 """``train.precision``: the matrix products of training in bf16, the rest in fp32.
 
 With ``precision: bf16`` every matrix-product layer of the model
-(``nn.Linear``, convolutions; :data:`MATMUL_LAYERS`) runs under
+(``nn.Linear``, convolutions; ``MATMUL_LAYERS``) runs under
 ``torch.autocast(dtype=torch.bfloat16)`` during the training steps and hands
 its output back in fp32. So:
 

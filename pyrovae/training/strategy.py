@@ -47,7 +47,7 @@ class Strategy:
     identity); :class:`SingleProcess` names it, :class:`DataParallel`
     overrides what differs with several processes.
 
-    :ivar distributed.Context context: rank, world size and local rank.
+    :ivar ~pyrovae.training.distributed.Context context: rank, world size and local rank.
     """
 
     context: distributed.Context = distributed.SINGLE

@@ -63,10 +63,10 @@ class Trainer:
     """Trains ``vae`` on ``data`` as ``cfg.train`` says, writing into ``run_dir``.
 
     :param vae: the model; moved to the configured device.
-    :param data: a :class:`~pyrovae.data.Splits` (validation from ``data.val``)
+    :param data: a :class:`~pyrovae.data.splits.Splits` (validation from ``data.val``)
         or a tensor ``(N, *data_shape)`` of training data.
     :param cfg: the whole :class:`~pyrovae.config.Config` (or anything
-        :func:`~pyrovae.config.load_config` takes).
+        :func:`~pyrovae.load_config` takes).
     :param run_dir: where to write checkpoints and metrics (None: nowhere).
     :param bool dynamic_binarize: resample binary data every batch.
     :param list callbacks: objects with ``on_epoch_end(trainer, record)`` and
@@ -377,11 +377,11 @@ class Trainer:
 
     # -- checkpoints -----------------------------------------------------
     def state_dict(self, ranks: Optional[List[Dict[str, Any]]] = None) -> Dict[str, Any]:
-        """Everything a checkpoint holds (:func:`~pyrovae.training.checkpoint.capture`)."""
+        """Everything a checkpoint holds (``pyrovae.training.checkpoint.capture``)."""
         return checkpoint.capture(self, ranks)
 
     def load_state_dict(self, state: Dict[str, Any], path="checkpoint") -> None:
-        """Restore a :meth:`state_dict` (:func:`~pyrovae.training.checkpoint.restore`).
+        """Restore a :meth:`state_dict` (``pyrovae.training.checkpoint.restore``).
 
         :raises CheckpointError: when the checkpoint was written for other
             data, another model config, or another optimizer or schedule.
