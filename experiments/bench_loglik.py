@@ -173,6 +173,7 @@ def main(argv=None):
     p.add_argument("--sweep", action="store_true", help="time pyrovae's chunk shapes only")
     p.add_argument("--no-compile", action="store_true", help="skip the torch.compile variant")
     p.add_argument("--no-pythae", action="store_true", help="skip pythae")
+    p.add_argument("--out", help="also write the figures as JSON here (e.g. experiments/results/bench_loglik.json)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     pyro.enable_validation(False)
@@ -241,6 +242,21 @@ def main(argv=None):
             print(f"- full run estimate, K=5000 on 10,000 points with {name}: "
                   f"{10_000 * 5_000 / rate[name] / 60:.1f} min (target: 10 min, 83,333 passes/s)")
     print(f"- load average after: {load_after:.2f}")
+    if args.out:
+        import json
+
+        record = {
+            "command": "experiments/bench_loglik.py " + " ".join(sys.argv[1:] if argv is None else argv),
+            "machine": f"{os.cpu_count()} CPUs, {platform.processor() or platform.machine()}, "
+                       f"torch CPU capability {torch.backends.cpu.get_cpu_capability()}",
+            "torch": torch.__version__, "pyro": pyro.__version__, "threads": torch.get_num_threads(),
+            "points": n, "iw_samples": k, "repeats": args.repeats, "load_average_at_end": load_after,
+            "passes_per_second": {name: [n * k / t for t in times[name]] for name in names},
+            "median_passes_per_second": rate,
+            "ratio_to_a": {name: rate[name] / base_a for name in names},
+        }
+        with open(args.out, "w") as f:
+            json.dump(record, f, indent=1)
     return 0
 
 

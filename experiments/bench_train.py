@@ -15,8 +15,12 @@ hand-written loop.
 from __future__ import annotations
 
 import argparse
+import json
 import math
+import os
+import platform
 import statistics
+import sys
 import time
 
 import torch
@@ -105,6 +109,7 @@ def main():
         "on the machine when --threads 1",
     )
     parser.add_argument("--variants", default="handwritten,handwritten_fused,pyrovae,stock_pyro,compiled")
+    parser.add_argument("--out", help="also write the figures as JSON here (e.g. experiments/results/bench_train.json)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -149,6 +154,22 @@ def main():
         print(f"repeat {r + 1}: " + ", ".join(f"{k} {v[-1]:.2f}s" for k, v in times.items()), flush=True)
 
     ref = statistics.median(times["handwritten"]) if "handwritten" in times else None
+    if args.out:
+        medians = {name: statistics.median(ts) for name, ts in times.items()}
+        record = {
+            "command": "experiments/bench_train.py " + " ".join(sys.argv[1:]),
+            "machine": f"{os.cpu_count()} CPUs, {platform.processor() or platform.machine()}, "
+                       f"torch CPU capability {torch.backends.cpu.get_cpu_capability()}",
+            "torch": torch.__version__, "pyro": pyro.__version__, "points_per_epoch": n, "batch_size": 100,
+            "threads": args.threads, "clock": args.clock, "repeats": args.repeats,
+            "load_average_at_end": list(os.getloadavg()),
+            "seconds_per_epoch": times, "median_seconds_per_epoch": medians,
+            "ratio_to_handwritten": {k: v / ref for k, v in medians.items()} if ref else None,
+            "ratio_to_handwritten_fused": ({k: v / medians["handwritten_fused"] for k, v in medians.items()}
+                                           if "handwritten_fused" in medians else None),
+        }
+        with open(args.out, "w") as f:
+            json.dump(record, f, indent=1)
     print(f"\nOne epoch, {n} points, batch 100, {args.threads} threads, {args.clock} clock, median of {args.repeats}:\n")
     print("| variant | seconds/epoch (median) | min | ratio to hand-written |")
     print("|---|---|---|---|")
