@@ -51,8 +51,8 @@ def add_parser(sub):
                         "other jobs keep busy, 1 thread can beat 2, because multi-threaded operations "
                         "wait for a descheduled thread (see the README)")
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
-                   help="torch.compile the likelihood's log-density: a few seconds of compiling, then about "
-                        "faster for large runs (default: only for N x K >= 10^7 decoder passes)")
+                   help="torch.compile the likelihood's log-density: a few seconds of compiling, then faster "
+                        "for large runs (README: Performance) (default: only for N x K >= 10^7 decoder passes)")
     p.add_argument("--probe", action="store_true",
                    help="also fit k-NN, logistic regression and k-means on the latent means of training points "
                         "and score them on the evaluated split (needs scikit-learn: pip install -e '.[probe]')")
