@@ -15,7 +15,9 @@ user's broken component would:
   reconstruction term (``summed:label-prior``); the ELBO loses the entropy
   of q(y|x) (``summed:label-entropy``); the partly labelled objective weighs
   its labelled points by 1 instead of (N_l/N_u)(B_u/B_l)
-  (``objective:labelled-weight``); m2's p(y) is not uniform (``m2:label-prior``).
+  (``objective:labelled-weight``); m2's p(y) is not uniform (``m2:label-prior``);
+- the training path: the lean ELBO drops the sites' scale and mask
+  (``lean:unscaled``), bf16 layers pass bf16 outputs on (``precision:bf16-outputs``).
 
 For each fault the suite runs in a fresh process (``pytest -x``, the oracle
 files first so that a caught fault stops early) and the first failing test
@@ -50,6 +52,7 @@ KL_FACTOR = 1.1
 ORACLE_FILES = [
     "tests/components/test_densities.py", "tests/components/test_kl.py", "tests/infer/test_objectives.py",
     "tests/infer/test_weights.py", "tests/infer/test_evaluate.py", "tests/models/test_m2.py",
+    "tests/infer/test_lean_elbo.py", "tests/training/test_precision.py",
 ]
 
 
@@ -183,6 +186,30 @@ def patch_summed(fault: str) -> None:
             logits=torch.arange(self.num_classes, dtype=self.class_logits.dtype, device=self.class_logits.device) * 0.05)
 
 
+def patch_training(fault: str) -> None:
+    """Faults of the training path: the lean ELBO drops each site's scale
+    and mask (``lean:unscaled``); bf16 layers hand their bf16 output on
+    instead of fp32, so the log-densities are taken in bf16
+    (``precision:bf16-outputs``)."""
+    from pyrovae.infer import objectives
+    from pyrovae.training.precision import Precision
+
+    if fault == "lean:unscaled":
+        objectives._scored_log_prob = lambda site: site["fn"].log_prob(site["value"], *site["args"], **site["kwargs"]).sum()
+    elif fault == "precision:bf16-outputs":
+        def enter(self):
+            for layer in self.layers:
+                region = torch.autocast(self.device_type, dtype=torch.bfloat16)
+                self._handles += [layer.register_forward_pre_hook(lambda m, i, r=region: r.__enter__()),
+                                  layer.register_forward_hook(lambda m, i, o, r=region: r.__exit__(None, None, None))]
+            return self
+
+        Precision.__enter__ = enter
+
+
+#: faults of the training path (see :func:`patch_training`)
+TRAINING_FAULTS = ["lean:unscaled", "precision:bf16-outputs"]
+
 #: faults of the estimators of a summed-out label (see :func:`patch_summed`)
 SUMMED_FAULTS = ["summed:variance", "summed:label-prior", "summed:label-entropy", "objective:labelled-weight",
                  "m2:label-prior"]
@@ -199,7 +226,7 @@ def registries():
 def all_faults():
     """Fault ids: ``prior:NAME``, ``guide:NAME``, ``likelihood:NAME``, ``kl:normal-normal``."""
     faults = [f"{kind}:{name}" for kind, registry in registries().items() for name in registry.names()]
-    return faults + ["kl:normal-normal"] + SUMMED_FAULTS
+    return faults + ["kl:normal-normal"] + SUMMED_FAULTS + TRAINING_FAULTS
 
 
 SUMMED_DESCRIPTIONS = {
@@ -208,6 +235,8 @@ SUMMED_DESCRIPTIONS = {
     "summed:label-entropy": "m2 ELBO: the entropy of q(y|x) dropped",
     "objective:labelled-weight": "partly labelled objective: labelled points weighted 1",
     "m2:label-prior": "m2: p(y) not uniform (logits 0.05 k)",
+    "lean:unscaled": "lean ELBO: each site's scale and mask dropped",
+    "precision:bf16-outputs": "bf16 layers pass bf16 outputs on (log-densities in bf16)",
 }
 
 
@@ -223,6 +252,9 @@ def describe(fault: str) -> str:
 def apply(fault: str) -> None:
     if fault in SUMMED_FAULTS:
         patch_summed(fault)
+        return
+    if fault in TRAINING_FAULTS:
+        patch_training(fault)
         return
     kind, name = fault.split(":")
     if kind == "kl":
