@@ -191,6 +191,10 @@ def _layer_spec(index: int, layer: Any) -> Dict[str, Any]:
     return out
 
 
+#: the values ``train.precision`` takes (see :mod:`pyrovae.training.precision`)
+PRECISIONS = ("fp32", "bf16")
+
+
 @dataclass
 class TrainConfig:
     """How the model is fitted.
@@ -273,8 +277,8 @@ class TrainConfig:
             _check_min("train.patience", self.patience, 1)
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
             raise ConfigError(f"train.device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
-        if self.precision not in ("fp32", "bf16"):
-            raise ConfigError(f"train.precision must be fp32 or bf16, got {self.precision!r}")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"train.precision must be {' or '.join(PRECISIONS)}, got {self.precision!r}")
         for key in ("objective", "optimizer", "lr_schedule", "kl_schedule"):
             setattr(self, key, _as_spec(f"train.{key}", getattr(self, key)))
         lr = self.optimizer.get("lr", 1.0)

@@ -13,9 +13,8 @@ import torch
 import pyro.poutine as poutine
 from pyro.infer import RenyiELBO, Trace_ELBO, TraceEnum_ELBO, TraceMeanField_ELBO
 from pyro.distributions.util import scale_and_mask
-from pyro.infer.util import is_validation_enabled
+from pyro.infer.util import is_validation_enabled, torch_item
 from pyro.poutine.util import prune_subsample_sites, site_is_subsample
-from pyro.infer.util import torch_item
 
 from ..errors import ConfigError
 from ..registry import Registry, spec_kwargs, spec_name

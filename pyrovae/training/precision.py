@@ -36,12 +36,10 @@ from typing import List, Optional
 import torch
 from torch import nn
 
+from ..config import PRECISIONS
 from ..errors import ConfigError
 
 __all__ = ["PRECISIONS", "MATMUL_LAYERS", "Precision", "bf16_unsupported_reason"]
-
-#: the values ``train.precision`` takes
-PRECISIONS = ("fp32", "bf16")
 
 #: the layers whose products run in bf16 under ``precision: bf16``
 MATMUL_LAYERS = (nn.Linear, nn.Bilinear, nn.Conv1d, nn.Conv2d, nn.Conv3d,
