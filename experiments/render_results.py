@@ -4,12 +4,15 @@ and a figure of the per-epoch curves.
 ::
 
     python experiments/render_results.py                 # writes results.md and curves.png
-    python experiments/render_results.py --print         # also prints the table (for the README)
+    python experiments/render_results.py --print         # also prints the table
+    python experiments/render_results.py --readme README.md   # and puts it in the README
 
 Reads every ``experiments/results/*.json`` whose ``kind`` is ``reproduce``
 and writes ``experiments/results/results.md`` (ours, the paper's, the gap,
 the budget, converged or not) and ``experiments/results/curves.png`` (test
 ELBO per epoch, and validation ELBO where the config holds a validation set).
+With ``--readme`` the table also replaces what stands between the lines
+``<!-- results-table:start -->`` and ``<!-- results-table:end -->`` there.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
+README_MARKERS = ("<!-- results-table:start -->", "<!-- results-table:end -->")
 
 
 def load_results(results_dir):
@@ -120,7 +124,7 @@ def table(records) -> str:
         )
     text = "\n".join(lines)
     if notes:
-        text += "\n\n" + "\n".join(notes)
+        text += "\n\n" + "\n\n".join(notes)  # one paragraph each in markdown
     machines = {(r["machine"]["cpu_count"], r["machine"]["cpu"], r["machine"].get("gpu"), r["machine"]["torch"]) for r in records}
     commits = {((r.get("git") or {}).get("commit") or "?")[:10] + ("+dirty" if (r.get("git") or {}).get("dirty") else "") for r in records}
     if machines:
@@ -185,10 +189,25 @@ def curves_figure(records, path) -> bool:
     return True
 
 
+def put_in_readme(text: str, readme: Path) -> None:
+    """Replace the table between ``README_MARKERS`` in ``readme`` by ``text``;
+    a file without exactly one start marker followed by one end marker is
+    left as it was and raises ``ValueError``."""
+    start, end = README_MARKERS
+    content = readme.read_text()
+    if content.count(start) != 1 or content.count(end) != 1 or content.index(start) > content.index(end):
+        raise ValueError(f"{readme} needs one line {start} and, after it, one line {end} around the results "
+                         f"table; add them where the table goes")
+    head, rest = content.split(start)
+    _, tail = rest.split(end)
+    readme.write_text(f"{head}{start}\n{text}\n{end}{tail}")
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--results-dir", default=str(RESULTS))
     p.add_argument("--print", dest="show", action="store_true", help="print the table")
+    p.add_argument("--readme", type=Path, help="also write the table between the results-table markers of this file")
     args = p.parse_args(argv)
     results_dir = Path(args.results_dir)
     records = load_results(results_dir)
@@ -200,6 +219,13 @@ def main(argv=None) -> int:
     print(f"wrote {results_dir / 'results.md'}", file=sys.stderr)
     if curves_figure(records, results_dir / "curves.png"):
         print(f"wrote {results_dir / 'curves.png'}", file=sys.stderr)
+    if args.readme is not None:
+        try:
+            put_in_readme(text, args.readme)
+        except (OSError, ValueError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        print(f"wrote the table into {args.readme}", file=sys.stderr)
     if args.show:
         print(text)
     return 0

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 EXPERIMENTS = ROOT / "experiments"
 
@@ -67,3 +69,31 @@ def test_resume_continues_a_run_across_sessions(tmp_path):
     other = run_reproduce(tmp_path, "--epochs", "4", "--resume", "--set", "train.optimizer.lr=0.5")
     assert other.returncode == 2 and other.stderr.startswith("error: ") and "another config" in other.stderr
     assert json.loads((tmp_path / "run" / "curve.json").read_text())[-1]["epoch"] == 3
+
+
+def _render_results_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("render_results", EXPERIMENTS / "render_results.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_readme_table_is_replaced_between_its_markers_only(tmp_path):
+    render = _render_results_module()
+    start, end = render.README_MARKERS
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n\n{start}\n| old | table |\n{end}\n\noutro\n")
+    render.put_in_readme("| new | table |", readme)
+    assert readme.read_text() == f"intro\n\n{start}\n| new | table |\n{end}\n\noutro\n"
+
+
+def test_readme_without_markers_is_left_as_it_was(tmp_path):
+    render = _render_results_module()
+    readme = tmp_path / "README.md"
+    before = "intro\n| old | table |\n"
+    readme.write_text(before)
+    with pytest.raises(ValueError, match="results-table:start"):
+        render.put_in_readme("| new | table |", readme)
+    assert readme.read_text() == before
