@@ -1,0 +1,114 @@
+"""Where one training step's time goes: pyrovae's loss against the
+hand-written one, and whether ``torch.compile`` can take pyrovae's whole loss.
+
+Workload: the Burda 784-200-200-50 VAE of ``bench_train.py``, batch 100,
+binary images, fused Adam, one torch thread.
+
+1. ``torch.profiler`` over ``--steps`` steps of each loop: the top operators
+   by self CPU time. The aten work is the same in both; what pyrovae adds is
+   Python (Pyro's messengers and the distribution objects), which shows as
+   the difference of the two totals.
+2. ``torch._dynamo.explain`` of pyrovae's whole loss
+   (``LeanTraceELBO.differentiable_loss`` of the model and guide): how many
+   graphs and graph breaks, and why. Each break is Python run eagerly at
+   every step, so a loss with a break at every Pyro site gains nothing from
+   being compiled.
+
+::
+
+    python experiments/profile_step.py --steps 50
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+
+import torch
+import torch.nn.functional as F
+
+import pyro
+import pyrovae
+from pyrovae.infer.objectives import LeanTraceELBO
+from pyrovae.models.base import unregistered
+
+BASE = {"data": {"val_size": 0}, "train": {"epochs": 1, "progress": False, "batch_size": 100}}
+
+
+def build():
+    pyro.clear_param_store()
+    pyro.set_rng_seed(0)
+    vae = pyrovae.VAE.from_config(BASE, data_shape=(1, 28, 28))
+    return vae, torch.optim.Adam(vae.parameters(), lr=1e-3, fused=True)
+
+
+def handwritten_loss(vae, x):
+    """The negative ELBO written out: encoder, reparameterized z, decoder."""
+    loc, raw = vae.encoder(x).split(vae.latent_dim, -1)
+    scale = F.softplus(raw) + vae.guide_family.min_scale
+    eps = torch.randn_like(loc)
+    z = loc + scale * eps
+    log_lik = -F.binary_cross_entropy_with_logits(vae.decoder(z), x, reduction="none").flatten(1).sum(-1)
+    half_log_2pi = 0.5 * math.log(2 * math.pi)
+    log_p = (-0.5 * z.pow(2) - half_log_2pi).sum(-1)
+    log_q = (-0.5 * eps.pow(2) - scale.log() - half_log_2pi).sum(-1)
+    return -(log_lik + log_p - log_q).sum()
+
+
+def pyrovae_loss_fn(vae):
+    elbo = LeanTraceELBO(max_plate_nesting=1)
+
+    def loss(x):
+        with unregistered(vae):
+            return elbo.differentiable_loss(vae.model, vae.guide, x=x, beta=1.0)
+
+    return loss
+
+
+def profile(name, loss_fn, opt, xs, top):
+    for x in xs[:5]:  # warm-up: allocator, Adam's state
+        opt.zero_grad(set_to_none=True)
+        loss_fn(x).backward()
+        opt.step()
+    start = time.process_time()
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        for x in xs:
+            loss = loss_fn(x)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+    seconds = time.process_time() - start
+    print(f"\n## {name}: {1e3 * seconds / len(xs):.2f} ms per step under the profiler (CPU time)\n")
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=top))
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--steps", type=int, default=50)
+    p.add_argument("--top", type=int, default=12, help="operators listed per loop")
+    args = p.parse_args()
+    torch.set_num_threads(1)
+    pyro.enable_validation(False)  # the trainer's default: the data are checked once, up front
+    g = torch.Generator().manual_seed(0)
+    xs = [torch.bernoulli(torch.full((100, 1, 28, 28), 0.2), generator=g) for _ in range(args.steps)]
+
+    vae, opt = build()
+    profile("hand-written loss", lambda x: handwritten_loss(vae, x), opt, xs, args.top)
+    vae, opt = build()
+    profile("pyrovae loss (LeanTraceELBO, Pyro model and guide)", pyrovae_loss_fn(vae), opt, xs, args.top)
+
+    import torch._dynamo as dynamo
+
+    vae, _ = build()
+    explained = dynamo.explain(pyrovae_loss_fn(vae))(xs[0])
+    print(f"\n## torch.compile of pyrovae's whole loss: {explained.graph_count} graphs, "
+          f"{explained.graph_break_count} graph breaks\n")
+    for reason in explained.break_reasons:
+        where = reason.user_stack[-1] if reason.user_stack else None
+        place = f"{where.filename.split('site-packages/')[-1]}:{where.lineno}" if where else "?"
+        print(f"- {place}: {reason.reason.splitlines()[0]}")
+
+
+if __name__ == "__main__":
+    main()
