@@ -191,6 +191,8 @@ def patch_training(fault: str) -> None:
     and mask (``lean:unscaled``); bf16 layers hand their bf16 output on
     instead of fp32, so the log-densities are taken in bf16
     (``precision:bf16-outputs``)."""
+    import torch
+
     from pyrovae.infer import objectives
     from pyrovae.training.precision import Precision
 
