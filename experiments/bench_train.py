@@ -39,22 +39,24 @@ def handwritten_fused_epoch(vae, batches, opt):
     handwritten_epoch(vae, batches, opt)
 
 
-def handwritten_epoch(vae, batches, opt):
-    """The same model as plain PyTorch: encoder -> reparameterized z -> decoder."""
-    enc, dec, min_scale = vae.encoder, vae.decoder, vae.guide_family.min_scale
+def handwritten_loss(vae, x):
+    """The same model's negative ELBO as plain PyTorch, summed over the batch
+    ``x`` (B, 1, 28, 28): encoder -> reparameterized z -> decoder, in nats."""
+    loc, raw = vae.encoder(x).split(vae.latent_dim, -1)
+    scale = F.softplus(raw) + vae.guide_family.min_scale
+    eps = torch.randn_like(loc)
+    z = loc + scale * eps
+    log_lik = -F.binary_cross_entropy_with_logits(vae.decoder(z), x, reduction="none").flatten(1).sum(-1)
     half_log_2pi = 0.5 * math.log(2 * math.pi)
+    log_p = (-0.5 * z.pow(2) - half_log_2pi).sum(-1)
+    log_q = (-0.5 * eps.pow(2) - scale.log() - half_log_2pi).sum(-1)
+    return -(log_lik + log_p - log_q).sum()
+
+
+def handwritten_epoch(vae, batches, opt):
+    """The hand-written loop: :func:`handwritten_loss`, backward, optimizer step."""
     for batch in batches:
-        x = batch["x"]
-        h = enc(x)
-        loc, raw = h.split(vae.latent_dim, -1)
-        scale = F.softplus(raw) + min_scale
-        eps = torch.randn_like(loc)
-        z = loc + scale * eps
-        logits = dec(z)
-        log_lik = -F.binary_cross_entropy_with_logits(logits, x, reduction="none").flatten(1).sum(-1)
-        log_p = (-0.5 * z.pow(2) - half_log_2pi).sum(-1)
-        log_q = (-0.5 * eps.pow(2) - scale.log() - half_log_2pi).sum(-1)
-        loss = -(log_lik + log_p - log_q).sum()
+        loss = handwritten_loss(vae, batch["x"])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -1,6 +1,12 @@
-"""Small configs and models shared by the tests."""
+"""Small configs and models shared by the tests, and the experiment scripts
+loaded as modules."""
+
+import importlib.util
+from pathlib import Path
 
 import pyrovae
+
+EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 
 SHAPE = (1, 8, 8)
 
@@ -129,3 +135,11 @@ def assert_resumes_exactly(make_config, tmp_path, epochs=3):
         runs[name] = load_checkpoint(tmp_path / name / "checkpoint.pt")
     assert_identical(runs["straight"]["model"], runs["cut"]["model"])
     assert_identical(runs["straight"]["optimizer"], runs["cut"]["optimizer"])
+
+
+def load_experiment(name):
+    """The script ``experiments/<name>.py`` as a module (it is not a package)."""
+    spec = importlib.util.spec_from_file_location(name, EXPERIMENTS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -1,9 +1,9 @@
 """Every config in experiments/configs loads strictly and builds a VAE."""
 
-import importlib.util
 from pathlib import Path
 
 import pytest
+from helpers import load_experiment
 
 import pyrovae
 
@@ -13,10 +13,7 @@ MNIST_SHAPE = (1, 28, 28)
 
 
 def _reproduce():
-    spec = importlib.util.spec_from_file_location("reproduce", CONFIGS.parent / "reproduce.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_experiment("reproduce")
 
 
 def test_there_are_configs():

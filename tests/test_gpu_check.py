@@ -2,23 +2,18 @@
 GPU run itself needs a GPU): the checks pass for a sound setup, fail when
 their tolerance cannot be met, and a missing CUDA device is an error."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 import torch
+from helpers import load_experiment
 
-SCRIPT = Path(__file__).resolve().parents[1] / "experiments" / "gpu_check.py"
 SMALL = ["--device", "cpu", "--data", "synthetic", "--epochs", "1", "--val-points", "200", "--test-points", "40", "-k", "20"]
 
 
 @pytest.fixture(scope="module")
 def gpu_check():
-    spec = importlib.util.spec_from_file_location("gpu_check", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_experiment("gpu_check")
 
 
 def test_a_sound_setup_passes_and_records_its_figures(gpu_check, tmp_path):

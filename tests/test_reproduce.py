@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import load_experiment
 
 ROOT = Path(__file__).resolve().parent.parent
 EXPERIMENTS = ROOT / "experiments"
@@ -71,17 +72,8 @@ def test_resume_continues_a_run_across_sessions(tmp_path):
     assert json.loads((tmp_path / "run" / "curve.json").read_text())[-1]["epoch"] == 3
 
 
-def _render_results_module():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("render_results", EXPERIMENTS / "render_results.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_readme_table_is_replaced_between_its_markers_only(tmp_path):
-    render = _render_results_module()
+    render = load_experiment("render_results")
     start, end = render.README_MARKERS
     readme = tmp_path / "README.md"
     readme.write_text(f"intro\n\n{start}\n| old | table |\n{end}\n\noutro\n")
@@ -90,7 +82,7 @@ def test_readme_table_is_replaced_between_its_markers_only(tmp_path):
 
 
 def test_readme_without_markers_is_left_as_it_was(tmp_path):
-    render = _render_results_module()
+    render = load_experiment("render_results")
     readme = tmp_path / "README.md"
     before = "intro\n| old | table |\n"
     readme.write_text(before)
