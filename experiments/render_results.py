@@ -8,10 +8,13 @@ and a figure of the per-epoch curves.
     python experiments/render_results.py --readme README.md   # and puts it in the README
 
 Reads every ``experiments/results/*.json`` whose ``kind`` is ``reproduce``
-and writes ``experiments/results/results.md`` (ours, the paper's, the gap,
-the budget, converged or not) and ``experiments/results/curves.png`` (test
-ELBO per epoch, and validation ELBO where the config holds a validation set).
-With ``--readme`` the table also replaces what stands between the lines
+and writes ``experiments/results/results.md`` and
+``experiments/results/curves.png`` (test ELBO per epoch, and validation ELBO
+where the config holds a validation set). ``results.md`` holds two tables:
+the headline (:func:`headline`: one row per paper model, pyrovae's best
+row against the paper's figure) and every row (:func:`table`: ours, the
+paper's, the gap, the budget, converged or not). With ``--readme`` the
+headline also replaces what stands between the lines
 ``<!-- results-table:start -->`` and ``<!-- results-table:end -->`` there.
 """
 
@@ -48,6 +51,27 @@ def load_results(results_dir):
     return out
 
 
+def _error_gap(r):
+    """Test error above the paper's, in percentage points (None without both)."""
+    paper = (r.get("paper") or {}).get("error")
+    if paper is None or r.get("test_error") is None:
+        return None
+    return 100 * (r["test_error"] - paper)
+
+
+def _machine(r) -> str:
+    """``AMD EPYC (2 cores, 1 thread), 2026-12-02``: where and when a row ran."""
+    m = r.get("machine") or {}
+    cpu = (m.get("cpu") or "?").replace("(R)", "").replace(" Processor", "").strip()
+    where = f"GPU {m['gpu']}" if m.get("gpu") else f"{cpu} ({m.get('cpu_count', '?')} cores, " \
+        f"{m.get('torch_threads', '?')} thread{'s' if m.get('torch_threads') != 1 else ''})"
+    return f"{where}, {(r.get('finished') or '?')[:10]}"
+
+
+def _legs(r) -> int:
+    return r.get("train_legs", 1)
+
+
 def _fmt(value, fmt="{:.2f}", none="—"):
     return none if value is None else fmt.format(value)
 
@@ -60,9 +84,9 @@ def _budget(r) -> str:
         head = f"{r['epochs_limit']} epochs"
     else:
         head = "full plan"
-    sessions = r.get("train_sessions", 1)
-    if sessions > 1:
-        head += f" (last of {sessions} sessions)"
+    if _legs(r) > 1:
+        return f"{head} for the last of {_legs(r)} legs: {r['epochs_run']} of {r['epochs_planned']} epochs, " \
+               f"{minutes:.1f} min in all"
     return f"{head}: {r['epochs_run']} of {r['epochs_planned']} epochs, {minutes:.1f} min"
 
 
@@ -88,7 +112,7 @@ def _notes(r):
     if summed:
         out.append(f"log p(x) with {', '.join(summed)} summed out: K={r['iw_samples']} samples of z for each class")
         if r.get("test_error") is not None:
-            out.append(f"test error of q(y|x) {100 * r['test_error']:.2f}% with {r.get('labelled_points')} labels")
+            out.append(f"the test error is that of q(y|x), trained with {r.get('labelled_points')} labels")
     elif r["iw_samples"] < 5000 and not note:
         out.append(f"K={r['iw_samples']} (not the paper's 5000)")
     if r.get("test_points") and r.get("test_points") < 10000:
@@ -101,26 +125,42 @@ def _notes(r):
     return out
 
 
+def _paper_figure(paper) -> str:
+    if paper.get("error") is not None:
+        text = f"{100 * paper['error']:.2f}% test error"
+    elif paper.get("nll") is not None:
+        text = f"{paper['nll']:.2f}"
+    else:
+        return "—"
+    return text + (" (unverified)" if paper.get("verified") is False else "")
+
+
+def _gap(r) -> str:
+    if r.get("gap") is not None:
+        return f"{r['gap']:+.2f}"
+    error_gap = _error_gap(r)
+    return "—" if error_gap is None else f"{error_gap:+.2f} points"
+
+
+def _test_error(r) -> str:
+    return "—" if r.get("test_error") is None else f"{100 * r['test_error']:.2f}%"
+
+
 def table(records) -> str:
-    head = ("| config | paper's NLL | ours: NLL (K, test points) | gap | test ELBO | active units "
-            "| budget / epochs run | training finished |")
-    lines = [head, "|---|---:|---:|---:|---:|---:|---|---|"]
+    """Every row: one line per results file, with notes below."""
+    head = ("| config | paper | ours: NLL (K, test points) | test error | gap | test ELBO | active units "
+            "| budget / epochs run | training finished | machine, date |")
+    lines = [head, "|---|---:|---:|---:|---:|---:|---:|---|---|---|"]
     notes = []
     for r in records:
-        paper = r.get("paper") or {}
-        paper_nll = paper.get("nll")
-        paper_txt = _fmt(paper_nll)
-        if paper_nll is not None and paper.get("verified") is False:
-            paper_txt += " (unverified)"
-        gap = r.get("gap")
-        gap_txt = _fmt(gap, "{:+.2f}")
         ours = f"{r['nll']:.2f} (K={r['iw_samples']}, {r['test_points']})"
         if _notes(r):
             ours += f" [{len(notes) + 1}]"
             notes.append(f"[{len(notes) + 1}] `{r['name']}`: " + "; ".join(_notes(r)) + ".")
         lines.append(
-            f"| `{r['name']}` | {paper_txt} | {ours} | {gap_txt} | {r['elbo']:.2f} "
-            f"| {r['active_units']} / {r['latent_units']} | {_budget(r)} | {_converged(r)} |"
+            f"| `{r['name']}` | {_paper_figure(r.get('paper') or {})} | {ours} | {_test_error(r)} | {_gap(r)} "
+            f"| {r['elbo']:.2f} | {r['active_units']} / {r['latent_units']} | {_budget(r)} | {_converged(r)} "
+            f"| {_machine(r)} |"
         )
     text = "\n".join(lines)
     if notes:
@@ -129,8 +169,58 @@ def table(records) -> str:
     commits = {((r.get("git") or {}).get("commit") or "?")[:10] + ("+dirty" if (r.get("git") or {}).get("dirty") else "") for r in records}
     if machines:
         m = "; ".join(f"{c} CPU cores ({cpu}), {'GPU ' + gpu if gpu else 'no GPU'}, torch {t}" for c, cpu, gpu, t in sorted(machines, key=str))
-        text += f"\n\nNLL in nats (lower is better), IS with K importance samples on the test set. Machine: {m}. Commit: {', '.join(sorted(commits))}."
+        text += (f"\n\nNLL in nats (lower is better), IS with K importance samples on the test set; gap: ours minus "
+                 f"the paper's (nats, or percentage points of test error). A leg is one `reproduce.py` run; `--resume` carries a row on in another leg. "
+                 f"Machines: {m}. Code: {', '.join(sorted(commits))}.")
     return text
+
+
+def paper_model(paper) -> str:
+    """The paper model a row reproduces, from its config's ``paper_source``
+    (without the evaluation's details)."""
+    import re
+
+    return re.sub(r";\s*IS with K\s*=\s*\d+", "", paper.get("source") or "").strip()
+
+
+def best_rows(records) -> list:
+    """pyrovae's best row for each paper model: the lowest test error where
+    the paper's figure is one, else the lowest NLL; in the order first seen."""
+    groups = {}
+    for r in records:
+        paper = r.get("paper") or {}
+        if paper.get("nll") is None and paper.get("error") is None:
+            continue
+        groups.setdefault(paper_model(paper), []).append(r)
+    out = []
+    for rows in groups.values():
+        if (rows[0].get("paper") or {}).get("error") is not None:
+            out.append(min(rows, key=lambda r: (r.get("test_error") is None, r.get("test_error") or 0, r["nll"])))
+        else:
+            out.append(min(rows, key=lambda r: r["nll"]))
+    return out
+
+
+def headline(records) -> str:
+    """One row per paper model: the paper's figure and how it was checked,
+    pyrovae's best row, the gap, K and test points, training time and
+    epochs, and the machine."""
+    lines = ["| paper model | paper's figure | how it was checked | pyrovae's best row | NLL (nats) | test error | gap "
+             "| K, test points | training | machine, date |",
+             "|---|---:|---|---|---:|---:|---:|---|---|---|"]
+    for r in best_rows(records):
+        paper = r["paper"]
+        check = paper.get("check") or {True: "checked against the paper's text", False: "not checked"}.get(
+            paper.get("verified"), "—")
+        k = f"{r['iw_samples']} per class" if (r.get("test") or {}).get("summed_out") else f"{r['iw_samples']}"
+        legs = f", {_legs(r)} legs" if _legs(r) > 1 else ""
+        training = f"{r['train_seconds'] / 60:.0f} min{legs}, {r['epochs_run']} of {r['epochs_planned']} epochs"
+        lines.append(
+            f"| {paper_model(paper)} | {_paper_figure(paper).replace(' (unverified)', '')} | {check} "
+            f"| `{r['name']}` | {r['nll']:.2f} | {_test_error(r)} | {_gap(r)} | {k}, {r['test_points']} "
+            f"| {training} | {_machine(r)} |"
+        )
+    return "\n".join(lines)
 
 
 def curves_figure(records, path) -> bool:
@@ -207,27 +297,28 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--results-dir", default=str(RESULTS))
     p.add_argument("--print", dest="show", action="store_true", help="print the table")
-    p.add_argument("--readme", type=Path, help="also write the table between the results-table markers of this file")
+    p.add_argument("--readme", type=Path, help="also write the headline table between the results-table markers of this file")
     args = p.parse_args(argv)
     results_dir = Path(args.results_dir)
     records = load_results(results_dir)
     if not records:
         print(f"no reproduce results in {results_dir}", file=sys.stderr)
         return 1
-    text = table(records)
-    (results_dir / "results.md").write_text(text + "\n")
+    top, text = headline(records), table(records)
+    (results_dir / "results.md").write_text(f"## Headline: pyrovae's best row for each paper model\n\n{top}\n\n"
+                                            f"## Every row\n\n{text}\n")
     print(f"wrote {results_dir / 'results.md'}", file=sys.stderr)
     if curves_figure(records, results_dir / "curves.png"):
         print(f"wrote {results_dir / 'curves.png'}", file=sys.stderr)
     if args.readme is not None:
         try:
-            put_in_readme(text, args.readme)
+            put_in_readme(top, args.readme)
         except (OSError, ValueError) as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
         print(f"wrote the table into {args.readme}", file=sys.stderr)
     if args.show:
-        print(text)
+        print(top + "\n\n" + text)
     return 0
 
 

@@ -18,9 +18,9 @@ the paper's run length); a callback stops it:
 
 ``--resume`` continues the run in ``--run-dir`` from its last checkpoint
 (exactly, as :meth:`pyrovae.Trainer.resume` does), so a row can be trained
-over several sessions: ``--budget-minutes`` is then the new session's
-budget, ``--epochs`` the total, and the JSON adds up the training time
-(``train_sessions`` counts the sessions).
+in several legs: ``--budget-minutes`` is then the new leg's budget,
+``--epochs`` the total, and the JSON adds up the training time
+(``train_legs`` counts the legs: 1 for a run never resumed).
 
 After every epoch the ELBO of the test set (one sample, beta = 1) is
 recorded, next to the trainer's training loss and validation ELBO where the
@@ -73,8 +73,12 @@ RESULTS = HERE / "results"
 
 
 def paper_info(config_path) -> dict:
-    """``paper_*`` fields from the config's leading comment block."""
-    info = {"nll": None, "source": None, "verified": None}
+    """``paper_*`` fields from the config's leading comment block: the
+    paper's NLL (``paper_nll: 86.76``) or test error (``paper_error: 11.97%
+    (where it is from)``), where it is from (``paper_source``), whether it
+    was checked against the paper's text (``paper_verified``) and, in a few
+    words, how (``paper_check``)."""
+    info = {"nll": None, "error": None, "source": None, "verified": None, "check": None}
     lines = []
     for line in Path(config_path).read_text().splitlines():
         if not line.startswith("#"):
@@ -87,6 +91,14 @@ def paper_info(config_path) -> dict:
     m = re.search(r"^paper_source:\s*(.+(?:\n  .+)*)", text, re.M)
     if m:
         info["source"] = " ".join(part.strip() for part in m.group(1).splitlines())
+    m = re.search(r"^paper_error:\s*([0-9.]+)%\s*(?:\((.+)\))?", text, re.M)
+    if m:
+        info["error"] = float(m.group(1)) / 100
+        if info["source"] is None and m.group(2):
+            info["source"] = m.group(2).strip()
+    m = re.search(r"^paper_check:\s*(.+)", text, re.M)
+    if m:
+        info["check"] = m.group(1).strip()
     m = re.search(r"^paper_verified:\s*(\w+)", text, re.M)
     if m:
         info["verified"] = m.group(1).lower() == "true"
@@ -142,10 +154,10 @@ class CurveAndBudget:
     """Trainer callback: after every epoch, record the test ELBO and the
     elapsed time in ``curve.json``, keep the best-validation weights, and
     stop the run at ``--epochs`` or before an epoch that would end past the
-    budget (judged from the mean epoch time of this session).
+    budget (judged from the mean epoch time of this leg).
 
-    :param list curve: records of earlier sessions (``--resume``); their
-        last ``elapsed`` is where this session's clock starts.
+    :param list curve: records of the run's previous legs (``--resume``);
+        their last ``elapsed`` is where this leg's clock starts.
     """
 
     def __init__(self, run_dir, x_test=None, epochs=None, budget_minutes=None, log=print, curve=(), best_state=None,
@@ -156,19 +168,19 @@ class CurveAndBudget:
         self.x_test, self.epochs, self.budget_minutes, self.log = x_test, epochs, budget_minutes, log
         self.curve, self.best_state = list(curve), best_state
         self.earlier_seconds = self.curve[-1]["elapsed"] if self.curve else 0.0
-        self.session_epochs = 0
+        self.leg_epochs = 0
         self.start = time.perf_counter()
 
-    def session_seconds(self) -> float:
+    def leg_seconds(self) -> float:
         return time.perf_counter() - self.start
 
     def on_epoch_end(self, trainer, record) -> None:
         record = dict(record)
         if self.x_test is not None:
             record["test_elbo"] = test_elbo(trainer.vae, self.x_test, self.labels_test)
-        self.session_epochs += 1
-        session = self.session_seconds()
-        record["elapsed"] = self.earlier_seconds + session
+        self.leg_epochs += 1
+        leg = self.leg_seconds()
+        record["elapsed"] = self.earlier_seconds + leg
         self.curve.append(record)
         (self.run_dir / "curve.json").write_text(json.dumps(self.curve))
         val = record.get("val_loss")
@@ -186,8 +198,8 @@ class CurveAndBudget:
         if self.epochs is not None and trainer.state.epoch >= self.epochs:
             trainer.request_stop("epochs")
         elif self.budget_minutes is not None:
-            per_epoch = session / self.session_epochs
-            if session + per_epoch > self.budget_minutes * 60:
+            per_epoch = leg / self.leg_epochs
+            if leg + per_epoch > self.budget_minutes * 60:
                 trainer.request_stop("budget")
 
     def on_train_end(self, trainer) -> None:
@@ -195,7 +207,7 @@ class CurveAndBudget:
 
 
 def resumed_curve(run_dir: Path, history) -> list:
-    """The curve of the earlier sessions, cut to the checkpoint's epochs
+    """The curve of the run's previous legs, cut to the checkpoint's epochs
     (a crash can leave curve.json one epoch ahead of or behind the checkpoint;
     epochs missing from it come back from the checkpoint's history, without
     their test ELBO)."""
@@ -216,15 +228,15 @@ def train(cfg, splits, run_dir, epochs=None, budget_minutes=None, x_test=None, l
     stays the plan that schedules follow); returns (vae, curve, info).
 
     With ``resume``, continue the run in ``run_dir`` from its checkpoint:
-    ``budget_minutes`` is then this session's budget and ``epochs`` the
-    total; the record's training time adds up all sessions.
+    ``budget_minutes`` is then this leg's budget and ``epochs`` the
+    total; the record's training time adds up all legs.
     """
     from pyrovae.errors import ConfigError
     from pyrovae.runs import load_checkpoint
 
     pyro.set_rng_seed(cfg.train.seed)
     vae = build_model(cfg.model, splits.data_shape)
-    curve, best_state, sessions = [], None, 1
+    curve, best_state, legs = [], None, 1
     if resume:
         run = RunDir.existing(run_dir)
         if run.read_config() != cfg:
@@ -233,7 +245,7 @@ def train(cfg, splits, run_dir, epochs=None, budget_minutes=None, x_test=None, l
                 "resume it with the same config file and --set options, or start afresh without --resume"
             )
         if (run.path / "train_info.json").exists():
-            sessions = json.loads((run.path / "train_info.json").read_text()).get("sessions", 1) + 1
+            legs = json.loads((run.path / "train_info.json").read_text()).get("legs", 1) + 1
     else:
         run = RunDir.create(run_dir, overwrite=True)
         cfg.to_yaml(run.config)
@@ -249,7 +261,7 @@ def train(cfg, splits, run_dir, epochs=None, budget_minutes=None, x_test=None, l
                               labels_test=labels_test, select=select)
     trainer.callbacks.append(recorder)
     trainer.fit()
-    seconds = recorder.earlier_seconds + recorder.session_seconds()
+    seconds = recorder.earlier_seconds + recorder.leg_seconds()
     stopped_by = trainer.stop_reason or "epochs"  # None: the config's own train.epochs
     vae = trainer.vae
     which = "last"
@@ -257,7 +269,7 @@ def train(cfg, splits, run_dir, epochs=None, budget_minutes=None, x_test=None, l
         vae.load_state_dict(recorder.best_state)
         which = "best_validation"
     info = {"stopped_by": stopped_by, "train_seconds": round(seconds, 1), "evaluated_weights": which,
-            "epochs_limit": epochs, "budget_minutes": budget_minutes, "sessions": sessions}
+            "epochs_limit": epochs, "budget_minutes": budget_minutes, "legs": legs}
     (Path(run_dir) / "train_info.json").write_text(json.dumps(info))
     return vae, recorder.curve, info
 
@@ -355,7 +367,7 @@ def parse_args(argv=None):
                    help="skip the per-epoch test ELBO")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --run-dir from its last checkpoint (same config and --set); "
-                        "--budget-minutes is then this session's budget, --epochs the total")
+                        "--budget-minutes is then this leg's budget, --epochs the total")
     p.add_argument("--eval-only", action="store_true",
                    help="skip training: evaluate the run already in --run-dir (give the same --budget-minutes/--epochs "
                         "and --set as the training run, so that the record describes it)")
@@ -439,7 +451,7 @@ def main(argv=None) -> int:
         "converged": converged,
         "evaluated_weights": info["evaluated_weights"],
         "train_seconds": info["train_seconds"],
-        "train_sessions": info.get("sessions", 1),
+        "train_legs": info.get("legs", 1),
         "eval_seconds": summary["eval_seconds"],
         "wall_seconds": round(info["train_seconds"] + summary["eval_seconds"], 1),
         "seconds_per_epoch": round(info["train_seconds"] / max(epochs_run, 1), 2),

@@ -54,16 +54,16 @@ def run_reproduce(tmp_path, *extra):
     return subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=120)
 
 
-def test_resume_continues_a_run_across_sessions(tmp_path):
+def test_resume_continues_a_run_in_legs(tmp_path):
     first = run_reproduce(tmp_path, "--epochs", "1")
     assert first.returncode == 0, first.stderr[-3000:]
     one = json.loads((tmp_path / "results" / "burda_vae_1l.json").read_text())
     second = run_reproduce(tmp_path, "--epochs", "3", "--resume")
     assert second.returncode == 0, second.stderr[-3000:]
     three = json.loads((tmp_path / "results" / "burda_vae_1l.json").read_text())
-    assert three["epochs_run"] == 3 and three["train_sessions"] == 2
+    assert three["epochs_run"] == 3 and three["train_legs"] == 2
     assert [r["epoch"] for r in three["curve"]] == [1, 2, 3]
-    assert three["curve"][0] == one["curve"][0]  # the first session's record is kept
+    assert three["curve"][0] == one["curve"][0]  # the first leg's record is kept
     elapsed = [r["elapsed"] for r in three["curve"]]
     assert elapsed == sorted(elapsed) and three["train_seconds"] >= elapsed[-1] - 0.05  # rounded to 0.1 s
     # resuming with another config is refused, and the run is left as it was
@@ -89,3 +89,22 @@ def test_readme_without_markers_is_left_as_it_was(tmp_path):
     with pytest.raises(ValueError, match="results-table:start"):
         render.put_in_readme("| new | table |", readme)
     assert readme.read_text() == before
+
+
+def test_the_headline_keeps_the_best_row_of_each_paper_model():
+    render = load_experiment("render_results")
+    records = render.load_results(EXPERIMENTS / "results")
+    best = {render.paper_model(r["paper"]): r for r in render.best_rows(records)}
+    for r in records:  # no row of a paper model beats the one the headline shows
+        paper = r.get("paper") or {}
+        shown = best.get(render.paper_model(paper))
+        if shown is None:
+            continue
+        if paper.get("error") is not None:
+            assert shown["test_error"] <= r["test_error"]
+        else:
+            assert shown["nll"] <= r["nll"]
+    text = render.headline(records)
+    assert len(text.splitlines()) == 2 + len(best)
+    m2 = next(line for line in text.splitlines() if "M2 with 100 labels" in line)
+    assert "% |" in m2  # M2's test error is a column of its row
