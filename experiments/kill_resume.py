@@ -61,8 +61,8 @@ def launch(args, nproc, port, log):
 
 
 def descendants(pid: int):
-    """PIDs of all processes below ``pid`` (torchrun starts its workers in
-    sessions of their own, so killing torchrun's process group misses them)."""
+    """PIDs of all processes below ``pid`` (torchrun starts its workers with
+    ``start_new_session=True``, so killing torchrun's process group misses them)."""
     children = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:

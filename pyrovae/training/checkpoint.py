@@ -12,9 +12,9 @@ A checkpoint (written by :func:`pyrovae.runs.save_checkpoint`) holds:
 - ``config`` (the whole config as a dict), ``data_shape``, ``world_size``
   and ``pyrovae_version`` (the version that wrote it).
 
-Checkpoints of earlier versions load: the ones written before the redesign
-carry a ``param_store`` entry (a copy of the model's weights that was never
-read back) and no ``pyrovae_version``; both are fine.
+Checkpoints written by pyrovae 0.1.0 also load: they carry a
+``param_store`` entry (a copy of the model's weights that is never read
+back) and no ``pyrovae_version``; both are fine.
 """
 
 from __future__ import annotations

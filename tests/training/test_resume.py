@@ -114,15 +114,15 @@ def test_resume_is_bitwise_exact(tmp_path, case):
     witness(a["history"], cut_state, a)
 
 
-# -- a run written before the redesign ---------------------------------------------------------
+# -- a run written by pyrovae 0.1.0 ------------------------------------------------------------
 
-#: a 1-epoch run of pyrovae 0.1.0 before the redesign (commit 4fdbdfd, the flat
-#: layout): its config has no model.name, its checkpoint a param_store and no
-#: pyrovae_version; written with data.binarize dynamic, latent 2, MLPs of 16
+#: a 1-epoch run and its checkpoint, written by pyrovae 0.1.0: its config has no
+#: model.name, its checkpoint a param_store and no pyrovae_version; written with
+#: data.binarize dynamic, latent 2, MLPs of 16
 RUN_0_1_0 = Path(__file__).parent.parent / "fixtures" / "run-0.1.0"
 
 
-def test_a_run_written_before_the_redesign_loads_evaluates_and_resumes(tmp_path):
+def test_a_run_written_by_pyrovae_0_1_0_loads_evaluates_and_resumes(tmp_path):
     run = tmp_path / "run"
     shutil.copytree(RUN_0_1_0, run)
     old = load_checkpoint(run / "checkpoint.pt")
