@@ -8,11 +8,12 @@ with exit status 2.
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import sys
 from typing import List, Optional
 
+from . import __version__
+from .commands import Parser
 from .errors import PyrovaeError
 
 __all__ = ["main", "COMMANDS"]
@@ -22,7 +23,8 @@ COMMANDS = ["train", "evaluate", "list", "plot", "sample", "encode", "impute"]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="pyrovae", description="Variational autoencoders the Pyro way.")
+    parser = Parser(prog="pyrovae", description="Variational autoencoders the Pyro way.")
+    parser.add_argument("--version", action="version", version=f"pyrovae {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     for name in COMMANDS:
         importlib.import_module(f".commands.{name}", __package__).add_parser(sub)

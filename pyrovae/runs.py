@@ -30,7 +30,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Sequence, Tuple
 
 import torch
 
@@ -311,11 +311,14 @@ def load_model_state(vae, state: Dict[str, Any], path="checkpoint") -> None:
         ) from None
 
 
-def load_run(path, which: str = "checkpoint", device="cpu") -> Tuple[Any, Config, Dict[str, Any]]:
+def load_run(path, which: str = "checkpoint", device="cpu", overrides: Sequence[str] = ()) -> Tuple[Any, Config, Dict[str, Any]]:
     """The trained VAE of a run directory, its config and the raw checkpoint.
 
     :param path: a run directory written by :func:`pyrovae.train` or ``pyrovae train``.
     :param str which: ``checkpoint`` (latest epoch) or ``best`` (best validation loss).
+    :param overrides: ``section.key=value`` assignments applied to the run's
+        config (see :meth:`~pyrovae.Config.override`), for example
+        ``["data.path=/new/place/digits.npy"]`` when the data has moved.
     :returns: ``(model, config, checkpoint)``: the model in eval mode on ``device``,
         the run's :class:`~pyrovae.Config`, and the checkpoint's dict.
     :raises RunDirError: for a folder that is not a run directory.
@@ -338,7 +341,7 @@ def load_run(path, which: str = "checkpoint", device="cpu") -> Tuple[Any, Config
     from .models import build_model
 
     run = RunDir.existing(path)
-    cfg = run.read_config()
+    cfg = run.read_config().override(list(overrides))
     ckpt_path = run.path / f"{which}.pt"
     state = load_checkpoint(ckpt_path, map_location=device)
     vae = build_model(cfg.model, data_shape=tuple(state["data_shape"])).to(device)

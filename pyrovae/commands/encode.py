@@ -5,20 +5,19 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from . import add_which_argument, positive_int
+from . import add_run_arguments, load_run_of, positive_int
 
 SPLITS = ("train", "val", "test")
 
 
 def add_parser(sub):
     p = sub.add_parser("encode", help="write the latent means, scales and labels of a data split to a .npz file")
-    p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by pyrovae train")
+    add_run_arguments(p)
     p.add_argument("--split", choices=SPLITS, default="test", help="which split to encode (default test)")
     p.add_argument("--out", help="the .npz file (default RUN_DIR/codes-SPLIT.npz)")
     p.add_argument("--batch-size", type=positive_int, default=1000, help="points encoded at once (default 1000)")
     p.add_argument("--seed", type=int, default=0,
                    help="seed of the Monte Carlo estimate for guides without closed-form moments (default 0)")
-    add_which_argument(p)
     p.set_defaults(func=cmd_encode)
 
 
@@ -29,9 +28,8 @@ def cmd_encode(args) -> int:
     from ..errors import DataError, RunDirError
     from ..models.base import model_fields
     from ..report.latents import encode_data
-    from ..runs import load_run
 
-    vae, cfg, _ = load_run(args.run_dir, which=args.which)
+    vae, cfg, _ = load_run_of(args)
     pair = getattr(load_data(cfg.data), args.split)
     if pair is None or len(pair[0]) == 0:
         raise DataError(f"the run's data has no {args.split} split (data.val_size is 0?); choose another --split")

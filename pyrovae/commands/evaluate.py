@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import add_which_argument, positive_int
+from . import add_run_arguments, load_run_of, positive_int
 
 SPLITS = ("test", "val", "train")
 
@@ -30,9 +30,8 @@ def add_parser(sub):
         "evaluate",
         help="importance-sampled log-likelihood and the other metrics papers report; writes RUN_DIR/eval.json",
         description=__doc__.split("\n\n", 1)[1] if "\n\n" in __doc__ else None,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by pyrovae train")
+    add_run_arguments(p)
     p.add_argument("--iw-samples", "-k", type=positive_int, default=DEFAULT_NUM_SAMPLES, dest="num_samples", metavar="K",
                    help=f"importance samples per data point (default {DEFAULT_NUM_SAMPLES}; "
                         "5000 is the literature setting)")
@@ -44,7 +43,6 @@ def add_parser(sub):
                    help="importance samples per chunk; memory grows with batch size x chunk size, not with K")
     p.add_argument("--limit", type=positive_int, default=None, help="evaluate only the first N points of the split")
     p.add_argument("--seed", type=int, default=0, help="seed of the importance samples (default 0)")
-    add_which_argument(p)
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or auto")
     p.add_argument("--threads", type=positive_int, default=None,
                    help="CPU threads for torch (default: torch's choice, one per core). On a machine that "
@@ -133,7 +131,7 @@ def cmd_evaluate(args) -> int:
     from .. import __version__
     from ..errors import RunDirError
     from ..infer.evaluate import evaluate
-    from ..runs import _atomic_write_text, load_run
+    from ..runs import _atomic_write_text
     from ..training.trainer import resolve_device
 
     if args.threads is not None:
@@ -141,7 +139,7 @@ def cmd_evaluate(args) -> int:
 
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
-    vae, cfg, state = load_run(args.run_dir, which=args.which, device=device)
+    vae, cfg, state = load_run_of(args, device=device)
     x, labels = _split_data(cfg, args.split)
     if args.limit is not None:
         x, labels = x[: args.limit], labels[: args.limit]

@@ -8,14 +8,14 @@ import json
 import sys
 from pathlib import Path
 
-from . import add_which_argument, positive_int
+from . import add_run_arguments, load_run_of, positive_int
 
 
 def add_parser(sub):
     from ..infer.impute import imputers, masks
 
     p = sub.add_parser("impute", help="recover hidden pixels with the trained model (data recovery)")
-    p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by pyrovae train")
+    add_run_arguments(p)
     p.add_argument("--mask", required=True, metavar="SPEC",
                    help=f"which pixels are hidden: {', '.join(masks.names())} (optionally NAME:VALUE, e.g. random:0.5, "
                         "center:0.3), or a .npy/.npz FILE of bools with 1 = observed, shaped like one data point "
@@ -35,7 +35,6 @@ def add_parser(sub):
     p.add_argument("--seed", type=int, default=0, help="seed of the random mask and of the sampler (default 0)")
     p.add_argument("--show", type=positive_int, default=8, help="examples in the figure (default 8)")
     p.add_argument("--out", help="folder for imputation-TAG.png and .json (default RUN_DIR/imputation)")
-    add_which_argument(p)
     p.set_defaults(func=cmd_impute)
 
 
@@ -47,9 +46,8 @@ def cmd_impute(args) -> int:
     from ..infer.impute import check_imputable, imputation_errors, impute, make_mask, mask_tag
     from ..models.base import model_fields
     from ..report.plots import image_shape_problem, imputation_figure, save_figure
-    from ..runs import load_run
 
-    vae, cfg, _ = load_run(args.run_dir, which=args.which)
+    vae, cfg, _ = load_run_of(args)
     check_imputable(vae, "pyrovae impute")
     splits = load_data(cfg.data)
     pair = getattr(splits, args.split)

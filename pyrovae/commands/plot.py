@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from . import add_which_argument
+from . import add_run_arguments, load_run_of
 
 #: what the figures read of a model besides its model and guide
 PLOT_NEEDS = ("sample", "reconstruct", "encode", "decoder", "likelihood")
@@ -15,9 +15,8 @@ def add_parser(sub):
     from ..report.figures import FIGURES
 
     p = sub.add_parser("plot", help="write reconstructions, samples, latent and training-curve figures as PNGs")
-    p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by pyrovae train")
+    add_run_arguments(p)
     p.add_argument("--out", help="folder for the PNGs (default: RUN_DIR/plots)")
-    add_which_argument(p)
     p.add_argument("--only", nargs="+", choices=list(FIGURES), metavar="NAME",
                    help=f"write only these figures: {', '.join(FIGURES)}")
     p.add_argument("--seed", type=int, default=0, help="seed of the samples and prior quantiles (default 0)")
@@ -30,9 +29,9 @@ def cmd_plot(args) -> int:
     from ..data import load_data
     from ..models.base import require
     from ..report.figures import PlotInputs, write_plots
-    from ..runs import RunDir, load_run
+    from ..runs import RunDir
 
-    vae, cfg, _ = load_run(args.run_dir, which=args.which)
+    vae, cfg, _ = load_run_of(args)
     for convenience in PLOT_NEEDS:  # the figures read these; say which one a model lacks before drawing any
         require(vae, convenience, "pyrovae plot")
     splits = load_data(cfg.data)

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from . import add_which_argument, positive_int
+from . import add_run_arguments, load_run_of, positive_int
 
 SUFFIXES = (".png", ".npy")
 
@@ -20,7 +20,7 @@ def _out_path(text: str) -> Path:
 
 def add_parser(sub):
     p = sub.add_parser("sample", help="draw new data points from the prior, as a PNG grid or a .npy array")
-    p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by pyrovae train")
+    add_run_arguments(p)
     p.add_argument("-n", "--num", type=positive_int, default=64, help="number of samples (default 64)")
     p.add_argument("--out", type=_out_path, help="FILE.png (a grid) or FILE.npy (float32 array (n, *data_shape)); "
                    "default RUN_DIR/plots/samples-seedS.png")
@@ -29,7 +29,6 @@ def add_parser(sub):
                    help="for a model conditioned on class labels (cvae, m2): draw every sample of this class")
     p.add_argument("--draw", action="store_true",
                    help="draw x ~ p(x|z) instead of showing the decoder mean E[x|z]")
-    add_which_argument(p)
     p.set_defaults(func=cmd_sample)
 
 
@@ -40,9 +39,8 @@ def cmd_sample(args) -> int:
     from ..models.base import require
     from ..report.latents import class_labels, draw_samples
     from ..report.plots import samples_figure, save_figure
-    from ..runs import load_run
 
-    vae, _, _ = load_run(args.run_dir, which=args.which)
+    vae, _, _ = load_run_of(args)
     fields = {} if args.label is None else {"y": class_labels(vae, args.label, args.num)}
     samples = draw_samples(vae, args.num, seed=args.seed, mean=not args.draw, **fields).cpu()
     stem = "samples" if args.label is None else f"samples-label{args.label}"

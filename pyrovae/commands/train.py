@@ -7,13 +7,13 @@ import time
 from pathlib import Path
 
 from ..errors import PyrovaeError
+from . import add_set_argument
 
 
 def add_parser(sub):
     p = sub.add_parser("train", help="train a VAE with SVI and write a run directory")
     p.add_argument("--config", help="YAML config file (default: the built-in MNIST VAE)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config key, e.g. --set train.epochs=3 --set model.prior.name=vamp")
+    add_set_argument(p, "train.epochs=3 --set model.prior.name=vamp", "override a config key")
     p.add_argument("--out", help="run directory (default: runs/<date>-<time>)")
     group = p.add_mutually_exclusive_group()
     group.add_argument("--resume", metavar="RUN_DIR", nargs="?", const=True,

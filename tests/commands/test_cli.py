@@ -7,7 +7,7 @@ import pytest
 import torch
 import yaml
 
-from pyrovae.cli import main
+from pyrovae.cli import COMMANDS, main
 from pyrovae.config import Config
 from pyrovae.components.guides import guides
 from pyrovae.components.likelihoods import likelihoods
@@ -143,3 +143,45 @@ def test_list_prints_every_registered_component(capsys):
 def test_python_dash_m_entry_point():
     result = subprocess.run([sys.executable, "-m", "pyrovae", "--help"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and "train" in result.stdout and "list" in result.stdout
+
+
+# -- the parser: version, help text, --set ------------------------------------------
+
+
+def test_version_prints_the_package_version(capsys):
+    from pyrovae import __version__
+
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0 and capsys.readouterr().out.strip() == f"pyrovae {__version__}"
+
+
+@pytest.mark.parametrize("verb", [None, *COMMANDS])
+def test_help_shows_no_rest_markup(verb, capsys):
+    with pytest.raises(SystemExit):
+        main(([verb] if verb else []) + ["--help"])
+    out = capsys.readouterr().out
+    assert "usage: pyrovae" in out and "``" not in out and ":class:`" not in out and ":func:`" not in out
+
+
+def test_help_strips_roles_and_literals_from_docstrings():
+    from pyrovae.commands import plain_text
+
+    text = "see ``data.binarize`` and :func:`~pyrovae.data.load_data`, :class:`pyrovae.VAE`, :ref:`the guide <guide>`"
+    assert plain_text(text) == "see data.binarize and load_data, pyrovae.VAE, the guide"
+
+
+@pytest.mark.parametrize("argv", [["train", "--set", "train.epochs", "2"], ["evaluate", "RUN", "--set", "data.path", "x.npy"]])
+def test_set_without_equals_sign_says_how_to_write_it(argv, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    err = capsys.readouterr().err
+    key = argv[argv.index("--set") + 1]
+    assert e.value.code == 2 and "expected KEY=VALUE" in err and f"--set {key}=VALUE" in err
+
+
+def test_a_value_split_by_the_shell_gets_a_hint_on_quoting(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--set", "model.encoder.hidden=[200,", "200]"])
+    err = capsys.readouterr().err
+    assert "unrecognized arguments: 200]" in err and "quote a value with spaces" in err
