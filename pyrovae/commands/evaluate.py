@@ -24,6 +24,7 @@ SPLITS = ("test", "val", "train")
 
 
 def add_parser(sub):
+    from ..config import TrainConfig
     from ..infer.evaluate import DEFAULT_NUM_SAMPLES
 
     p = sub.add_parser(
@@ -43,7 +44,8 @@ def add_parser(sub):
                    help="importance samples per chunk; memory grows with batch size x chunk size, not with K")
     p.add_argument("--limit", type=positive_int, default=None, help="evaluate only the first N points of the split")
     p.add_argument("--seed", type=int, default=0, help="seed of the importance samples (default 0)")
-    p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or auto")
+    p.add_argument("--device", default=TrainConfig.device,
+                   help=f"auto (CUDA when available), cpu, cuda or cuda:N (default {TrainConfig.device}, as pyrovae train)")
     p.add_argument("--threads", type=positive_int, default=None,
                    help="CPU threads for torch (default: torch's choice, one per core). On a machine that "
                         "other jobs keep busy, 1 thread can beat 2, because multi-threaded operations "

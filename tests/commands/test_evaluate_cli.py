@@ -125,3 +125,10 @@ def test_a_model_that_takes_y_is_given_the_split_labels(run_dir, tmp_path, monke
     expected = evaluate(model, (x[:30], labels[:30]), 3, seed=0).summary()
     assert math.isclose(record["log_likelihood"], expected["log_likelihood"], rel_tol=1e-6)
     assert record["mse"] is None and record["bce"] is None
+
+
+def test_device_defaults_to_that_of_training():
+    from pyrovae.cli import build_parser
+    from pyrovae.config import TrainConfig
+
+    assert build_parser().parse_args(["evaluate", "RUN"]).device == TrainConfig().device == "auto"
