@@ -99,3 +99,20 @@ def load_run_of(args, device="cpu"):
     from ..runs import load_run
 
     return load_run(args.run_dir, which=args.which, device=device, overrides=args.overrides)
+
+
+def format_table(header: str, rows) -> str:
+    """``header``, a rule, and ``(name, value)`` rows with the values aligned:
+    what ``evaluate`` and ``impute`` print.
+
+    Example::
+
+        >>> print(format_table("run", [("log p(x)", "-88.1 nats"), ("active units", "20 of 50")]))
+        run
+        ---
+        log p(x)      -88.1 nats
+        active units  20 of 50
+    """
+    rows = [*rows]  # (`list` here is the list command)
+    width = max((len(name) for name, _ in rows), default=0)
+    return "\n".join([header, "-" * len(header)] + [f"{name:<{width}}  {value}" for name, value in rows])

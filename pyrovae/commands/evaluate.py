@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import add_run_arguments, load_run_of, positive_int
+from . import add_run_arguments, format_table, load_run_of, positive_int
 
 SPLITS = ("test", "val", "train")
 
@@ -123,10 +123,7 @@ def _format_table(summary, header: str) -> str:
     if summary.get("classification_error") is not None:
         rows.append(("classification error of q(y|x)",
                      f"{100 * summary['classification_error']:.2f}% of {summary['labelled_points']} labelled points"))
-    width = max(len(r[0]) for r in rows)
-    lines = [header, "-" * len(header)]
-    lines += [f"{name:<{width}}  {value}" for name, value in rows]
-    return "\n".join(lines)
+    return format_table(header, rows)
 
 
 def cmd_evaluate(args) -> int:

@@ -8,7 +8,7 @@ import json
 import sys
 from pathlib import Path
 
-from . import add_run_arguments, load_run_of, positive_int
+from . import add_run_arguments, format_table, load_run_of, positive_int
 
 
 def add_parser(sub):
@@ -36,6 +36,20 @@ def add_parser(sub):
     p.add_argument("--show", type=positive_int, default=8, help="examples in the figure (default 8)")
     p.add_argument("--out", help="folder for imputation-TAG.png and .json (default RUN_DIR/imputation)")
     p.set_defaults(func=cmd_impute)
+
+
+def _format_report(report, header: str) -> str:
+    """The imputation report as a table; the JSON file holds the same numbers."""
+    rows = [
+        ("hidden elements", f"{report['hidden_elements']}"),
+        ("MSE of the imputation (posterior mean)", f"{report['mse_imputation']:.5f}"),
+        ("MSE of a single draw", f"{report['mse_single_draw']:.5f}"),
+        ("MSE of mean imputation", f"{report['mse_mean_imputation']:.5f}"),
+        ("MSE of the zero-filled input", f"{report['mse_zero_filled']:.5f}"),
+        ("error removed vs. mean imputation", f"{100 * report['error_reduction_vs_mean']:.1f}%"),
+    ]
+    rows += [(f"mean {k[len('mean_'):].replace('_', ' ')}", f"{v:.4g}") for k, v in report.items() if k.startswith("mean_")]
+    return format_table(header, rows)
 
 
 def cmd_impute(args) -> int:
@@ -90,7 +104,8 @@ def cmd_impute(args) -> int:
             save_figure(fig, out / f"imputation-{tag}.png")
     except OSError as e:
         raise RunDirError(f"cannot write to {out}: {e}") from None
-    print(json.dumps(report, indent=2))
+    print(_format_report(report, f"{args.run_dir} ({args.which}.pt), {args.split} split: {n} points, "
+                                 f"mask {args.mask}, {args.method}"))
     print(f"wrote {out / f'imputation-{tag}.json'}"
           + (f"; no figure: {not_images}" if not_images else f" and imputation-{tag}.png"), file=sys.stderr)
     return 0
