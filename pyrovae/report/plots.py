@@ -278,6 +278,8 @@ def training_curves_figure(records: Sequence[Mapping[str, float]], title="Traini
     """Two panels from metrics records (``metrics.jsonl``): the training and
     validation loss (negative ELBO), and the validation reconstruction term
     (-E log p(x|z)) and KL, all in nats per data point against the epoch."""
+    from matplotlib.ticker import MaxNLocator
+
     fig = _figure(10, 4)
     ax_loss, ax_terms = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
     epochs = [r["epoch"] for r in records]
@@ -296,6 +298,7 @@ def training_curves_figure(records: Sequence[Mapping[str, float]], title="Traini
     ax_terms.set_title("Validation terms")
     for ax in (ax_loss, ax_terms):
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole: no tick at 1.2
         ax.set_ylabel("nats per data point")
         ax.grid(alpha=0.3)
     ax_kl.set_ylabel("KL, nats per data point")

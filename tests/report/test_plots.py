@@ -180,3 +180,14 @@ def test_hierarchical_vae_figures(inputs, tmp_path):
                           only=["samples", "manifold", "traversals", "interpolations", "latent_scatter"])
     for path in written.values():
         assert_good_png(path, min_variance=1e-5)
+
+
+def test_training_curves_label_whole_epochs():
+    from pyrovae.report.plots import training_curves_figure
+
+    records = [{"epoch": e, "train_loss": 100.0 - e, "val_loss": 101.0 - e, "val_reconstruction": 90.0, "val_kl": 10.0}
+               for e in (1, 2, 3)]
+    fig = training_curves_figure(records)
+    for ax in fig.axes[:2]:
+        ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
+        assert ticks and all(float(t).is_integer() for t in ticks), ticks
