@@ -224,8 +224,9 @@ class TrainConfig:
         stopping (the gradient norm is then computed every step).
     :ivar sample_every: also write reconstruction and sample PNGs to ``RUN_DIR/figures/epoch-N/``
         every N epochs (0: only the final ones in the run directory).
-    :ivar threads: CPU threads for torch in ``pyrovae train`` (null: torch's default, one per
-        core). One is the default: these small networks gain little from a second thread, and on a
+    :ivar threads: CPU threads for torch while training: all of ``pyrovae train``, and
+        :meth:`Trainer.fit <pyrovae.Trainer.fit>` (so :func:`pyrovae.train`), which restores the
+        caller's setting afterwards (null: torch's default, one per core). One is the default: these small networks gain little from a second thread, and on a
         machine where other jobs run, two threads can be ten times slower than one.
     :ivar tensorboard: log scalars every epoch, and sample and reconstruction images every
         ``sample_every`` epochs (5 when 0), to ``RUN_DIR/tensorboard`` (``pip install -e '.[tensorboard]'``).

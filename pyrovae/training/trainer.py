@@ -26,7 +26,8 @@ from __future__ import annotations
 import math
 import time
 import warnings
-from typing import Any, Dict, List, Optional, Tuple
+from contextlib import contextmanager
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import torch
 
@@ -47,7 +48,29 @@ from .precision import Precision
 from .strategy import Strategy, from_environment, resolve_device
 from ..runs import RunDir, load_checkpoint, save_checkpoint
 
-__all__ = ["train", "Trainer", "TrainState", "resolve_device"]
+__all__ = ["train", "Trainer", "TrainState", "resolve_device", "torch_threads"]
+
+
+@contextmanager
+def torch_threads(count: Optional[int]) -> Iterator[None]:
+    """torch's CPU threads set to ``count`` (``train.threads``) inside the
+    block and restored after it, so that training leaves the caller's setting
+    as it was; None leaves torch's setting alone.
+
+    Example::
+
+        with torch_threads(1):
+            trainer.fit()
+    """
+    if count is None:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _as_splits(data) -> Splits:
@@ -289,7 +312,7 @@ class Trainer:
         # on or off as the config says, whatever the global setting (restored afterwards)
         validation = pyro.validation_enabled(bool(tc.validate_model))
         try:
-            with validation:
+            with validation, torch_threads(tc.threads):
                 self._fit_epochs(until)
         finally:
             for callback in self.callbacks:

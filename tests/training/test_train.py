@@ -302,3 +302,29 @@ def test_a_callback_can_stop_training(tmp_path):
     assert [json.loads(l)["epoch"] for l in run.metrics.read_text().splitlines()] == [1, 2]
     trainer.fit()  # a new fit() call carries on
     assert trainer.state.epoch == 5 and trainer.stop_reason is None
+
+
+@pytest.mark.parametrize("threads", [1, 2, None])
+def test_train_uses_train_threads_and_restores_the_callers_setting(threads, monkeypatch):
+    """pyrovae.train (not only the command) trains on train.threads threads;
+    afterwards torch has the caller's setting again (None: left alone)."""
+    import pyrovae.training.trainer as trainer_module
+
+    seen = []
+
+    class Threads:
+        def on_epoch_end(self, trainer, record):
+            seen.append(torch.get_num_threads())
+
+        def on_train_end(self, trainer):
+            pass
+
+    monkeypatch.setattr(trainer_module, "callbacks_from_config", lambda *a, **k: [Threads()])
+    before = torch.get_num_threads()
+    torch.set_num_threads(3)
+    try:
+        cfg, splits, vae = setup(train={"epochs": 1, "threads": threads})
+        pyrovae.train(vae, splits, cfg)
+        assert seen == [threads or 3] and torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(before)
