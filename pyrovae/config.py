@@ -214,7 +214,7 @@ class TrainConfig:
     :ivar patience: early stopping after this many epochs without a better validation loss.
     :ivar device: ``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:N``.
     :ivar seed: seeds parameters, data order, binarization and sampling.
-    :ivar progress: show a progress bar.
+    :ivar progress: show a progress bar (the one summary line per epoch is shown either way).
     :ivar eval_batch_size: batch size of the validation pass.
     :ivar validate_model: run Pyro's argument validation during training (slower).
     :ivar precision: ``fp32``, or ``bf16``: the layers' matrix products in bf16 during training, with

@@ -23,11 +23,13 @@ Two jobs stay in the trainer and are not callbacks:
   caller could leave out would break that.
 - The progress bar advances every step, and callbacks see epochs; it is
   ``Progress``, switched by ``train.progress`` and shown on the main
-  rank only.
+  rank only. Its one summary line per epoch is shown either way: turning
+  the bar off (for a log file) should not hide the losses.
 """
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
@@ -70,19 +72,26 @@ def callbacks_from_config(cfg, run_dir, is_main: Optional[bool] = None) -> List[
 
 class Progress:
     """A per-epoch progress bar (points seen, running loss) and one line per
-    epoch, on stderr through tqdm; silent when ``enabled`` is false.
+    epoch, on stderr through tqdm.
 
-    :param bool enabled: ``train.progress`` and this process writes.
+    :param bool enabled: this process writes (the main rank); else silent.
     :param int epochs: ``train.epochs``, for the bar's label.
+    :param bool bar: show the bar (``train.progress``); the epoch lines and
+        other messages are shown without it too.
+
+    Example::
+
+        progress = Progress(enabled=True, epochs=30, bar=False)   # lines only, for a log file
     """
 
-    def __init__(self, enabled: bool, epochs: int):
+    def __init__(self, enabled: bool, epochs: int, bar: bool = True):
         self.enabled = enabled
         self.epochs = epochs
+        self.show_bar = bar
 
     def bar(self, epoch: int, points: int):
         """A bar for epoch ``epoch`` (1-based) of ``points`` points, or None."""
-        if not self.enabled:
+        if not (self.enabled and self.show_bar):
             return None
         from tqdm.auto import tqdm
 
@@ -96,10 +105,11 @@ class Progress:
         )
 
     def log(self, message: str) -> None:
+        """``message`` on stderr, above the bar (tqdm's own default is stdout)."""
         if self.enabled:
             from tqdm.auto import tqdm
 
-            tqdm.write(message)
+            tqdm.write(message, file=sys.stderr)
 
     def report(self, r: Dict[str, Any]) -> None:
         """One line for the metrics record ``r`` of an epoch."""

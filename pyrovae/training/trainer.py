@@ -138,7 +138,7 @@ class Trainer:
         self.run = RunDir(run_dir) if run_dir is not None and self.strategy.is_main else None
         if run_dir is not None:  # made now, not at the first checkpoint an epoch later (every rank waits)
             self.strategy.on_main(lambda: self.run.make())
-        self.progress = Progress(bool(tc.progress) and self.strategy.is_main, tc.epochs)
+        self.progress = Progress(self.strategy.is_main, tc.epochs, bar=bool(tc.progress))
         self._check_data()
         x_train = self.splits.train[0]
         mapped = self.splits.mapped is not None

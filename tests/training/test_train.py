@@ -328,3 +328,13 @@ def test_train_uses_train_threads_and_restores_the_callers_setting(threads, monk
         assert seen == [threads or 3] and torch.get_num_threads() == 3
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("progress", [True, False])
+def test_epoch_lines_are_shown_without_the_progress_bar(progress, capsys):
+    """train.progress switches the bar; the per-epoch summary lines stay (on stderr)."""
+    cfg, splits, vae = setup(train={"epochs": 2, "progress": progress})
+    Trainer(vae, splits, cfg).fit()
+    captured = capsys.readouterr()
+    lines = [line for line in captured.err.splitlines() if line.startswith("epoch ") and " train " in line]
+    assert len(lines) == 2 and "val " in lines[0] and captured.out == ""
