@@ -63,16 +63,16 @@ evaluation = pyrovae.evaluate(vae, x_test[:1000], num_samples=200, seed=0)
 summary = evaluation.summary()
 for key in (
     "log_likelihood",
-    "log_likelihood_stderr",
+    "log_likelihood_se_over_points",
     "elbo",
     "reconstruction",
     "kl",
     "active_units",
 ):
     print(
-        f"{key:>22}: {summary[key]:.3f}"
+        f"{key:>29}: {summary[key]:.3f}"
         if isinstance(summary[key], float)
-        else f"{key:>22}: {summary[key]}"
+        else f"{key:>29}: {summary[key]}"
     )
 
 # %%

@@ -108,8 +108,8 @@ def _format_table(summary, header: str) -> str:
     target += f", {', '.join(summed)} summed out" if summed else ""
     rows = [
         (f"{target}, IS", f"{num(summary['log_likelihood'])} nats"),
-        ("  Monte Carlo std. error", f"{num(summary['log_likelihood_stderr'], '{:.3f}')} nats"),
-        ("  std. error over points", f"{num(summary['log_likelihood_sem'], '{:.3f}')} nats"),
+        ("  ± std. error over points (quote this)", f"{num(summary['log_likelihood_se_over_points'], '{:.3f}')} nats"),
+        ("  Monte Carlo error (is K enough?)", f"{num(summary['log_likelihood_mc_error'], '{:.3f}')} nats"),
         ("  mean effective sample size", f"{num(summary['ess'], '{:.1f}')} of {k}"),
         ("ELBO", f"{num(summary['elbo'])} nats"),
         ("  reconstruction E_q[log p(x|z)]", f"{num(summary['reconstruction'])} nats"),

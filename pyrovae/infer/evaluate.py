@@ -13,7 +13,9 @@ Example::
 
 from __future__ import annotations
 
+import json
 import math
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Dict, Optional
 
@@ -42,6 +44,8 @@ __all__ = [
     "evaluate",
     "ISResult",
     "Evaluation",
+    "Summary",
+    "RENAMED_SUMMARY_KEYS",
     "DEFAULT_NUM_SAMPLES",
     "ACTIVE_UNIT_THRESHOLD",
 ]
@@ -51,6 +55,51 @@ RECONSTRUCTION_BATCH = 500
 
 
 # -- the whole report ---------------------------------------------------------
+
+
+#: summary keys renamed so that the ± to quote is plain, old name -> new name
+RENAMED_SUMMARY_KEYS = {
+    "log_likelihood_stderr": "log_likelihood_mc_error",
+    "log_likelihood_sem": "log_likelihood_se_over_points",
+}
+
+
+class Summary(dict):
+    """The means of an :class:`Evaluation` (and what ``eval.json`` holds): a
+    plain dict, written to JSON as it is, in which the old names of
+    :data:`RENAMED_SUMMARY_KEYS` still read (with a ``DeprecationWarning``),
+    so that code written for them keeps working.
+
+    Example::
+
+        >>> import warnings
+        >>> s = Summary({"log_likelihood": -88.0, "log_likelihood_mc_error": 0.02})
+        >>> with warnings.catch_warnings():
+        ...     warnings.simplefilter("ignore", DeprecationWarning)
+        ...     s["log_likelihood_stderr"]              # the old name of the Monte Carlo error
+        0.02
+    """
+
+    def __missing__(self, key):
+        new = RENAMED_SUMMARY_KEYS.get(key)
+        if new is None or not dict.__contains__(self, new):
+            raise KeyError(key)
+        warnings.warn(f"the evaluation key {key!r} is now {new!r}", DeprecationWarning, stacklevel=2)
+        return self[new]
+
+    def get(self, key, default=None):
+        try:
+            return self[key]
+        except KeyError:
+            return default
+
+    @classmethod
+    def read(cls, path) -> "Summary":
+        """An ``eval.json`` (or any JSON object of summary keys), with the old
+        key names of files written before the rename read as the new ones."""
+        with open(path) as f:
+            record = json.load(f)
+        return cls({RENAMED_SUMMARY_KEYS.get(k, k): v for k, v in record.items()})
 
 
 @dataclass
@@ -91,22 +140,28 @@ class Evaluation:
     def num_points(self) -> int:
         return int(self.per_point["log_likelihood"].shape[0])
 
-    def summary(self) -> Dict[str, Any]:
-        """Means over the data points as plain floats (for JSON), plus:
-        ``log_likelihood_stderr``, the Monte Carlo standard error of the mean
-        log-likelihood, ``sqrt(sum_i se_i^2) / N``; ``log_likelihood_sem``, the
-        standard error of that mean over the data points (std / sqrt(N)),
-        which is what a ± over a test set usually reports."""
+    def summary(self) -> Summary:
+        """Means over the data points as plain floats (for JSON), plus two
+        standard errors of the mean log-likelihood, in nats:
+
+        - ``log_likelihood_se_over_points``: over the data points, std / sqrt(N).
+          This is the ± to quote with a test log-likelihood.
+        - ``log_likelihood_mc_error``: the Monte Carlo error of the importance-sampling
+          estimate, ``sqrt(sum_i se_i^2) / N``. It shrinks as K grows; it tells
+          whether K is large enough, not how precise the number is.
+
+        (Their former names, ``log_likelihood_sem`` and ``log_likelihood_stderr``,
+        still read: see :class:`Summary`.)"""
         pp = self.per_point
         n = self.num_points
         ll = pp["log_likelihood"]
         se = pp["log_likelihood_stderr"]
-        out: Dict[str, Any] = {
+        out = Summary({
             "num_points": n,
             "num_samples": self.num_samples,
             "log_likelihood": float(ll.mean()),
-            "log_likelihood_stderr": float(se.pow(2).sum().sqrt() / n) if self.num_samples > 1 else None,
-            "log_likelihood_sem": float(ll.std() / math.sqrt(n)) if n > 1 else None,
+            "log_likelihood_se_over_points": float(ll.std() / math.sqrt(n)) if n > 1 else None,
+            "log_likelihood_mc_error": float(se.pow(2).sum().sqrt() / n) if self.num_samples > 1 else None,
             "elbo": float(pp["elbo"].mean()),
             "reconstruction": float(pp["reconstruction"].mean()),
             "kl": float(pp["kl"].mean()),
@@ -116,7 +171,7 @@ class Evaluation:
             "active_threshold": self.active_threshold,
             "mse": float(pp["mse"].mean()) if "mse" in pp else None,
             "bce": float(pp["bce"].mean()) if "bce" in pp else None,
-        }
+        })
         out.update(self.extra)
         return out
 

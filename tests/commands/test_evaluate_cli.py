@@ -13,8 +13,8 @@ from pyrovae.runs import load_run
 
 from tiny_run import one_thread, train_tiny_run
 
-REQUIRED = ("split", "num_samples", "log_likelihood", "log_likelihood_stderr", "elbo", "kl", "reconstruction",
-            "active_units")
+REQUIRED = ("split", "num_samples", "log_likelihood", "log_likelihood_mc_error", "log_likelihood_se_over_points", "elbo",
+            "kl", "reconstruction", "active_units")
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +47,7 @@ def test_writes_eval_json_matching_the_library(run_dir, capsys):
     vae, cfg, _ = load_run(run_dir)
     x = load_data(cfg.data).test[0]
     summary = evaluate(vae, x, 12, seed=3).summary()
-    for key in ("log_likelihood", "log_likelihood_stderr", "elbo", "kl", "reconstruction", "active_units"):
+    for key in REQUIRED[2:]:
         assert math.isclose(record[key], summary[key], rel_tol=1e-6, abs_tol=1e-6), key
     assert record["log_likelihood"] >= record["elbo"]
 
@@ -132,3 +132,31 @@ def test_device_defaults_to_that_of_training():
     from pyrovae.config import TrainConfig
 
     assert build_parser().parse_args(["evaluate", "RUN"]).device == TrainConfig().device == "auto"
+
+
+def test_the_two_standard_errors_are_named_for_what_they_are(run_dir, tmp_path, capsys):
+    """eval.json names the ± to quote (over the points) apart from the Monte
+    Carlo error; the old names still read, from a new summary and from an
+    old file."""
+    import warnings
+
+    from pyrovae.infer.evaluate import RENAMED_SUMMARY_KEYS, Summary
+
+    out = tmp_path / "e.json"
+    assert cli(run_dir, "-k", 4, "--limit", 30, "--out", out, "--no-progress") == 0
+    assert "quote this" in capsys.readouterr().out
+    record = json.loads(out.read_text())
+    assert not set(RENAMED_SUMMARY_KEYS) & set(record)  # only the new names are written
+    summary = Summary.read(out)
+    for old, new in RENAMED_SUMMARY_KEYS.items():
+        with pytest.warns(DeprecationWarning, match=new):
+            assert summary[old] == record[new]
+    assert summary.get("no such key", "default") == "default"
+    old_file = tmp_path / "old.json"
+    old_names = {new: old for old, new in RENAMED_SUMMARY_KEYS.items()}
+    old_record = {old_names.get(k, k): v for k, v in record.items()}  # as evaluate wrote it before the rename
+    assert "log_likelihood_stderr" in old_record
+    old_file.write_text(json.dumps(old_record))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the new names of an old file read without a warning
+        assert Summary.read(old_file) == record

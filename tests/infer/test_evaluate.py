@@ -397,7 +397,7 @@ def test_bce_for_binary_data():
     bce = F.binary_cross_entropy(rec, x, reduction="none").sum(-1)
     torch.testing.assert_close(result.per_point["bce"], bce, rtol=1e-4, atol=1e-4)
     s = result.summary()
-    assert s["log_likelihood_stderr"] > 0 and s["log_likelihood_sem"] > 0
+    assert s["log_likelihood_mc_error"] > 0 and s["log_likelihood_se_over_points"] > 0
     assert s["num_samples"] == 2
 
 
