@@ -48,7 +48,8 @@ extensions = [
     "performance_page",
 ]
 
-exclude_patterns = ["_build", "examples", "auto_examples/*.ipynb", "auto_examples/*.py"]
+# _notes: hand-written notes that the results pages include (docs/_ext/results_pages.py, performance_page.py)
+exclude_patterns = ["_build", "_notes", "examples", "auto_examples/*.ipynb", "auto_examples/*.py"]
 templates_path = []
 html_static_path = ["_static"]
 html_css_files = ["pyrovae.css"]

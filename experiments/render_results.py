@@ -180,7 +180,8 @@ def paper_model(paper) -> str:
     (without the evaluation's details)."""
     import re
 
-    return re.sub(r";\s*IS with K\s*=\s*\d+", "", paper.get("source") or "").strip()
+    text = re.sub(r";\s*IS with K\s*=\s*\d+", "", paper.get("source") or "")
+    return re.sub(r",\s*(Table \d+|MNIST)\b", "", text).strip()
 
 
 def best_rows(records) -> list:
@@ -205,9 +206,9 @@ def headline(records) -> str:
     """One row per paper model: the paper's figure and how it was checked,
     pyrovae's best row, the gap, K and test points, training time and
     epochs, and the machine."""
-    lines = ["| paper model | paper's figure | how it was checked | pyrovae's best row | NLL (nats) | test error | gap "
+    lines = ["| paper model | paper's figure (how it was checked) | pyrovae's best row | NLL (nats) | test error | gap "
              "| K, test points | training | machine, date |",
-             "|---|---:|---|---|---:|---:|---:|---|---|---|"]
+             "|---|---|---|---:|---:|---:|---|---|---|"]
     for r in best_rows(records):
         paper = r["paper"]
         check = paper.get("check") or {True: "checked against the paper's text", False: "not checked"}.get(
@@ -216,7 +217,7 @@ def headline(records) -> str:
         legs = f", {_legs(r)} legs" if _legs(r) > 1 else ""
         training = f"{r['train_seconds'] / 60:.0f} min{legs}, {r['epochs_run']} of {r['epochs_planned']} epochs"
         lines.append(
-            f"| {paper_model(paper)} | {_paper_figure(paper).replace(' (unverified)', '')} | {check} "
+            f"| {paper_model(paper)} | {_paper_figure(paper).replace(' (unverified)', '')}, {check} "
             f"| `{r['name']}` | {r['nll']:.2f} | {_test_error(r)} | {_gap(r)} | {k}, {r['test_points']} "
             f"| {training} | {_machine(r)} |"
         )

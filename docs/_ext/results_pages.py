@@ -1,11 +1,14 @@
 """Sphinx extension: the "Reproducing the literature" page, rendered from
 ``experiments/results/*.json`` at build time.
 
-The results table and the per-epoch curves come from
+The page opens with the headline table (pyrovae's best row for each paper
+model), then every row and the per-epoch curves, all from
 ``experiments/render_results.py`` (the same code that writes
 ``results.md``); the conditional-VAE and VAE-against-autoencoder sections
-from the ``cvae_vs_vae`` and ``vae_vs_ae`` records. The page is Markdown
-(MyST), because those tables are Markdown.
+come from the ``cvae_vs_vae`` and ``vae_vs_ae`` records. Hand-written notes
+on what the rows show live in ``docs/_notes/literature/<section>.md`` and
+follow their section. The page is Markdown (MyST), because those tables
+are Markdown.
 """
 
 from __future__ import annotations
@@ -16,8 +19,16 @@ import shutil
 from pathlib import Path
 
 from experiment_modules import RESULTS, load
-from rst import generated_dir, register_page
+from rst import generated_dir, register_page, wide
 from sphinx.errors import ExtensionError
+
+NOTES = Path(__file__).resolve().parents[1] / "_notes" / "literature"
+
+
+def notes(name: str) -> str:
+    """The hand-written notes ``docs/_notes/literature/<name>.md`` ('' if there are none)."""
+    path = NOTES / f"{name}.md"
+    return path.read_text().strip() + "\n" if path.exists() else ""
 
 
 def records_of_kind(kind: str) -> list[dict]:
@@ -43,23 +54,36 @@ def reproduce_section(out_dir: Path) -> str:
     records = render.load_results(RESULTS)
     if not records:
         raise ExtensionError(f"literature page: no 'reproduce' results in {RESULTS}")
+    every = render.table(records).split("\n\n")  # the table, then its notes
     lines = [
-        "## The results table",
+        "## Headline: pyrovae's best row for each paper model",
+        "",
+        ("Each paper model's best pyrovae row against the paper's figure: NLL in nats on the test set by "
+         "importance sampling with K samples (lower is better), and for M2 the test error of the classifier "
+         "q(y|x). The gap is ours minus the paper's, in nats or in percentage points of test error. Training "
+         "time is in minutes on one CPU thread; a leg is one `reproduce.py` run, and `--resume` carries a row "
+         "on in another leg."),
+        "",
+        wide(render.headline(records)),
+        "",
+        "## Every row",
         "",
         ("Each row is one config in `experiments/configs/`, trained by `experiments/reproduce.py` and scored "
-        "by importance sampling on the test set. The config's comment header names the paper, the settings "
-        "it copies and the paper's figure."),
+         "by importance sampling on the test set. The config's comment header names the paper, the settings "
+         "it copies and the paper's figure."),
         "",
-        render.table(records).replace("\n[", "\n\n["),  # one paragraph per note
+        wide(every[0]),
+        "\n\n".join(every[1:]),  # the notes below the table, one paragraph each
         "",
         "## The curves",
         "",
         ("Test (and validation) −ELBO per epoch, the final IS NLL (star) and the paper's NLL (dotted); the grey "
-        "band is the part of the paper's schedule the budget did not run."),
+         "band is the part of the paper's schedule the budget did not run."),
         "",
     ]
     if render.curves_figure(records, out_dir / "literature_curves.png"):
         lines += ["```{image} literature_curves.png", ":alt: per-epoch curves of every row", "```", ""]
+    lines += [notes("rows")]
     return "\n".join(lines)
 
 
@@ -76,8 +100,8 @@ def cvae_section(out_dir: Path) -> str:
         "class they were drawn for."),
         "",
         ("| results file | latent | epochs (cvae, vae) | cvae: −log p(x \\| y) | vae: −log p(x) | K, test points "
-        "| sample label accuracy |"),
-        "|---|---:|---|---:|---:|---|---:|",
+        "| sample label accuracy | machine, date |"),
+        "|---|---:|---|---:|---:|---|---:|---|",
     ]
     figures = []
     for r in records:
@@ -86,12 +110,13 @@ def cvae_section(out_dir: Path) -> str:
         lines.append(
             f"| `{r['_file']}` | {latent} | {epochs.get('cvae', '?')}, {epochs.get('vae', '?')} "
             f"| {r['nll_conditional']:.2f} | {r['nll_unconditional']:.2f} | {r['iw_samples']}, {r['test_points']} "
-            f"| {100 * r['sample_label_accuracy']:.1f}% |"
+            f"| {100 * r['sample_label_accuracy']:.1f}% | {(r.get('machine') or {}).get('cpu', '?')}, "
+            f"{(r.get('started') or '?')[:10]} |"
         )
         png = RESULTS / (Path(r["_file"]).stem + "_class_samples.png")
         if png.exists():
             figures.append((r["_file"], copy_figure(png, out_dir)))
-    lines.append("")
+    lines += ["", notes("cvae_vs_vae")]
     for name, image in figures:
         lines += [f"```{{figure}} {image}", f":alt: class-conditional samples of {name}", ":width: 70%", "",
                   f"Class-conditional samples, `{name}`: one row per digit, a column shares z.", "```", ""]
@@ -106,7 +131,8 @@ def vae_vs_ae_section(out_dir: Path) -> str:
     table = load("vae_vs_ae").table(record["results"], record["reference"], record["epochs"])
     lines = ["## A VAE against a plain autoencoder", "",
              ("`experiments/vae_vs_ae.py`: the same networks trained as a VAE and as an autoencoder "
-             "(point-mass guide, beta = 0)."), "", table, ""]
+             f"(point-mass guide, beta = 0). Run on {record.get('date', 'a date not recorded')} on "
+             f"{record.get('cpu', 'a machine not recorded')}, one thread."), "", table, "", notes("vae_vs_ae")]
     png = RESULTS / "vae_vs_ae.png"
     if png.exists():
         lines += [f"```{{image}} {copy_figure(png, out_dir)}", ":alt: VAE against autoencoder", "```", ""]
@@ -120,12 +146,14 @@ def literature_page(out_dir: Path) -> str:
         "",
         "# Reproducing the literature",
         "",
-        ("Rendered from `experiments/results/*.json` when this site was built: every number below is read "
-        "from a results file, never typed in. Rerun a row with "
-        "`python experiments/reproduce.py experiments/configs/<row>.yaml` and rebuild the docs."),
+        ("pyrovae trains the models of Burda et al. (2015), Tomczak & Welling (2018) and Kingma et al. (2014) "
+        "from configs in `experiments/configs/` and scores them as the papers do. The tables and the curves are "
+        "rendered from `experiments/results/*.json` when this site was built; the notes under them are written "
+        "by hand. Rerun a row with `python experiments/reproduce.py experiments/configs/<row>.yaml` and rebuild "
+        "the docs."),
         "",
     ]
-    parts = [reproduce_section(out_dir), cvae_section(out_dir), vae_vs_ae_section(out_dir)]
+    parts = [reproduce_section(out_dir), cvae_section(out_dir), vae_vs_ae_section(out_dir), notes("commands")]
     return "\n".join(head + [p for p in parts if p])
 
 

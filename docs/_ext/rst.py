@@ -69,3 +69,9 @@ def register_page(app, filename: str, render) -> dict:
 
     app.connect("config-inited", generate)
     return {"parallel_read_safe": True, "version": "1"}
+
+
+def wide(markdown_table: str) -> str:
+    """A markdown table inside a ``results-table`` container, which
+    ``_static/pyrovae.css`` sets in a smaller font so that wide tables fit."""
+    return f"```{{container}} results-table\n\n{markdown_table.strip()}\n\n```\n"
