@@ -65,8 +65,16 @@ class DataConfig:
     :ivar binarize: ``dynamic`` (resampled every epoch), ``static`` (once, fixed seed) or ``none``.
     :ivar binarize_seed: seed of static binarization, and of the validation and test binarization.
     :ivar quantize: map grey values in [0, 1] to integer levels 0..255 (categorical likelihood).
-    :ivar val_size: training points held out for validation (0: train on all).
-    :ivar subset: use only the first ``subset`` training points (quick runs).
+    :ivar val_size: training points held out for validation (0: train on all). null: the source's
+        standard validation set (MNIST and Fashion-MNIST: their last 10,000 training points), else
+        10% of the training points, at most 10,000.
+    :ivar subset: use only ``subset`` training points (quick runs): the first ones, after the shuffle
+        of ``split_seed``.
+    :ivar split_seed: seed of the shuffle before the test set, the validation set and ``subset`` are
+        taken, for data in no fixed order (``npy``, ``image_folder``, a source of your own), so that
+        a file saved class by class is split evenly. MNIST and Fashion-MNIST keep the splits of the
+        literature, whatever the seed. null: the stored order (how pyrovae 0.1.0 split an ``npy``
+        file; its runs are read so).
     :ivar options: extra options of the data source (for example ``synthetic``'s ``num_points``, or
         ``npy``'s ``mmap: true`` to train on a memory-mapped float32 file larger than memory).
     :ivar labelled: keep the labels of only this many training points, the same number from every
@@ -93,15 +101,17 @@ class DataConfig:
     binarize: str = "dynamic"
     binarize_seed: int = 0
     quantize: bool = False
-    val_size: int = 10000
+    val_size: Optional[int] = None
     subset: Optional[int] = None
+    split_seed: Optional[int] = 0
     options: Dict[str, Any] = field(default_factory=dict)
     labelled: Optional[int] = None
     labelled_seed: int = 0
 
     def __post_init__(self):
         _check_choice("data.binarize", self.binarize, ("dynamic", "static", "none"))
-        _check_min("data.val_size", self.val_size, 0)
+        if self.val_size is not None:
+            _check_min("data.val_size", self.val_size, 0)
         if self.subset is not None:
             _check_min("data.subset", self.subset, 1)
         if self.labelled is not None:
@@ -328,7 +338,7 @@ class Config:
 
     @classmethod
     def from_yaml(cls, path: Union[str, os.PathLike]) -> "Config":
-        return cls.from_dict(_read_yaml(path))
+        return cls.from_dict(read_yaml(path))
 
     def to_yaml(self, path: Optional[Union[str, os.PathLike]] = None) -> str:
         """The config as YAML text; also written to ``path`` if given."""
@@ -391,7 +401,9 @@ def load_config(source: Any = None, overrides: Optional[List[str]] = None) -> Co
 # -- helpers ---------------------------------------------------------------
 
 
-def _read_yaml(path) -> Any:
+def read_yaml(path) -> Any:
+    """The contents of a YAML file (read as :func:`parse_yaml` does), with a
+    :class:`ConfigError` for a missing or invalid file."""
     if not os.path.exists(path):
         raise ConfigError(f"config file {str(path)!r} does not exist")
     try:

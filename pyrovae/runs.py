@@ -34,7 +34,7 @@ from typing import Any, Dict, List, Sequence, Tuple
 
 import torch
 
-from .config import Config
+from .config import Config, read_yaml
 from .errors import CheckpointError, ConfigError, RunDirError
 
 __all__ = ["RunDir", "save_checkpoint", "load_checkpoint", "load_run", "CHECKPOINT_FORMAT"]
@@ -52,6 +52,10 @@ ARTIFACTS = (
 )
 #: the folders pyrovae writes into a run directory (``--overwrite`` removes these too)
 ARTIFACT_DIRS = ("plots", "figures", "tensorboard", "imputation")
+#: config keys added since pyrovae 0.1.0 whose default changes what a run does, with the
+#: value that a run directory without them is read with (the behaviour it was trained with):
+#: ``data.split_seed`` null splits an ``npy`` file in its stored order
+KEYS_ADDED_SINCE_0_1_0 = {"data": {"split_seed": None}}
 
 
 class RunDir:
@@ -118,8 +122,16 @@ class RunDir:
         return run
 
     def read_config(self) -> Config:
+        """The run's config; a key that a run written by an earlier pyrovae
+        lacks takes the value that reproduces what that run did
+        (:data:`KEYS_ADDED_SINCE_0_1_0`), not today's default."""
         try:
-            return Config.from_yaml(self.config)
+            raw = read_yaml(self.config)
+            if isinstance(raw, dict):
+                for section, defaults in KEYS_ADDED_SINCE_0_1_0.items():
+                    if isinstance(raw.get(section), dict):
+                        raw[section] = {**defaults, **raw[section]}
+            return Config.from_dict(raw)
         except ConfigError as e:
             raise RunDirError(f"{self.config}: {e}") from None
 

@@ -136,8 +136,9 @@ class BernoulliLikelihood(Likelihood):
 
     support = constraints.boolean
     support_hint = (
-        "Binarize the data (data.binarize: dynamic or static), or pick a likelihood "
-        "for grey values: continuous_bernoulli, normal or laplace."
+        "Binarize the data (data.binarize: dynamic or static; it needs values in [0, 1], and "
+        "data.options.scale scales an npy file's values, e.g. 0.00392156 for 8-bit ones), or pick a "
+        "likelihood for grey values: continuous_bernoulli, normal or laplace."
     )
 
     def dist_from(self, logits):
@@ -155,7 +156,10 @@ class ContinuousBernoulliLikelihood(Likelihood):
     """Continuous Bernoulli (Loaiza-Ganem & Cunningham, 2019) for grey values in [0, 1]."""
 
     support = constraints.unit_interval
-    support_hint = "Scale the data into [0, 1] (data.binarize: none keeps MNIST's grey values)."
+    support_hint = (
+        "Scale the data into [0, 1]: data.options.scale multiplies an npy file's values (0.00392156, "
+        "about 1/255, for 8-bit ones); or pick a likelihood for real values: normal or laplace."
+    )
 
     def dist_from(self, logits):
         return dist.ContinuousBernoulli(logits=logits)

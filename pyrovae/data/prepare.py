@@ -3,72 +3,74 @@ check it, hold out the validation set, binarize or quantize."""
 
 from __future__ import annotations
 
-from typing import Callable, Optional
-
-import torch
+import math
 
 from ..config import DataConfig
 from ..errors import DataError
+from .checks import check_finite, value_range
 from .labelled import keep_labelled
 from .binarize import binarize_split
 from .sources import datasets
-from .splits import Splits
+from .splits import Splits, shuffled
 
-__all__ = ["load_data", "check_finite"]
+__all__ = ["load_data", "check_finite", "validation_size"]
 
 # -- preparation -------------------------------------------------------------
 
 
-#: elements per block when large data (maybe memory-mapped) is checked
-CHECK_BLOCK = 1 << 22
+def _round_down(value: float, digits: int = 6) -> float:
+    """``value`` > 0 cut to ``digits`` significant digits, never rounded up."""
+    step = 10.0 ** (math.floor(math.log10(value)) - digits + 1)
+    return math.floor(value / step) * step
 
 
-def _row_blocks(x: torch.Tensor):
-    """``(start, block)`` pairs of consecutive rows, about CHECK_BLOCK elements each."""
-    rows = max(1, CHECK_BLOCK // max(1, x[0].numel())) if len(x) else 1
-    for start in range(0, len(x), rows):
-        yield start, x[start : start + rows]
+def _outside_unit_interval(cfg: DataConfig, split: str, low: float, high: float) -> DataError:
+    """The error for binarizing values outside [0, 1], with the fix that fits them."""
+    found = f"binarization needs {split} values in [0, 1], they lie in [{low:g}, {high:g}]"
+    if low < 0:
+        return DataError(f"{found}; values below 0 need more than a scale: set data.binarize: none and a "
+                         "likelihood for real values (model.likelihood: normal or laplace)")
+    if "scale" in datasets.options(cfg.name):
+        scale = _round_down(1.0 / high)
+        return DataError(f"{found}; scale them into [0, 1] with data.options.scale={scale:g} (about 1/{high:g}), "
+                         "or keep them with data.binarize: none")
+    return DataError(f"{found}; rescale the data source's values, or keep them with data.binarize: none")
 
 
-def _blocks(x: torch.Tensor, release: Optional[Callable[[], None]] = None):
-    """``(first_row, block)`` pairs covering ``x``: the whole tensor when it
-    is small, else consecutive rows of about CHECK_BLOCK elements each.
-    ``release`` is called after each block (for a memory-mapped ``x``: so
-    that a pass over the file does not map all of it)."""
-    if x.numel() <= CHECK_BLOCK or x.dim() == 0:
-        yield 0, x
-    else:
-        for start, block in _row_blocks(x):
-            yield start, block
-            if release is not None:
-                release()
+#: the default validation set of data without a standard one: this share of the training points ...
+DEFAULT_VAL_FRACTION = 0.1
+#: ... and at most this many
+DEFAULT_VAL_MAX = 10000
 
 
-def check_finite(x: torch.Tensor, what: str, release: Optional[Callable[[], None]] = None) -> None:
-    """Raise :class:`DataError` if ``x`` holds NaN or inf. Large tensors are
-    checked a block of rows at a time, so memory stays bounded."""
-    count, first = 0, None
-    for start, block in _blocks(x, release):
-        bad = ~torch.isfinite(block)
-        n = int(bad.sum())
-        if n and first is None:
-            row_len = max(1, block[0].numel()) if block.dim() else 1
-            first = start * row_len + int(bad.flatten().nonzero()[0])
-        count += n
-    if count:
-        raise DataError(
-            f"{what} holds {count} NaN/inf values (first at flat index {first}); clean or drop those points"
-        )
+def validation_size(cfg: DataConfig, splits: Splits, n: int) -> int:
+    """The validation points to hold out of ``n`` training points:
+    ``data.val_size``, or when it is null the source's standard validation set
+    (MNIST: 10,000) for its whole training set, else 10% of ``n``, at most 10,000.
 
+    Example::
 
-def _in_unit_interval(x: torch.Tensor, release: Optional[Callable[[], None]] = None) -> bool:
-    """Whether every value of ``x`` lies in [0, 1] (checked in blocks of rows)."""
-    return all(not bool(((b < 0) | (b > 1)).any()) for _, b in _blocks(x, release))
+        >>> from pyrovae import DataConfig
+        >>> from pyrovae.data import Splits
+        >>> empty = Splits(train=None, test=None)
+        >>> validation_size(DataConfig(), empty, 1617), validation_size(DataConfig(), empty, 500000)
+        (162, 10000)
+    """
+    if cfg.val_size is not None:
+        return cfg.val_size
+    if splits.standard_val_size is not None and cfg.subset is None:
+        return splits.standard_val_size
+    return min(DEFAULT_VAL_MAX, int(round(DEFAULT_VAL_FRACTION * n)))
 
 
 def load_data(cfg: DataConfig) -> Splits:
     """Load the source, hold out validation data, and apply static
     transforms. Dynamic binarization is left to ``pyrovae.data.batches.Batches``.
+
+    Training points in no fixed order (see :class:`~pyrovae.data.splits.Splits`)
+    are shuffled with ``data.split_seed`` before ``data.subset`` keeps the
+    first of them and the last ``data.val_size`` are held out for validation
+    (:func:`validation_size` when it is null); MNIST keeps its published order.
 
     Validation and test sets are always binarized once, with the fixed
     seeds of :mod:`pyrovae.data.binarize`, so that evaluations are
@@ -94,7 +96,8 @@ def load_data(cfg: DataConfig) -> Splits:
         tensor([0., 1.])
     """
     splits = datasets.build(
-        {"name": cfg.name, **cfg.options}, root=cfg.root, path=cfg.path, download=cfg.download
+        {"name": cfg.name, **cfg.options}, root=cfg.root, path=cfg.path, download=cfg.download,
+        split_seed=cfg.split_seed,
     )
     if not isinstance(splits, Splits):
         raise DataError(f"data source {cfg.name!r} returned {type(splits).__name__}, not a pyrovae.data.Splits")
@@ -109,22 +112,29 @@ def load_data(cfg: DataConfig) -> Splits:
         if len(pair[0]) and pair[0].shape[1:] != splits.train[0].shape[1:]:
             raise DataError(f"{split} points have shape {tuple(pair[0].shape[1:])}, train points {splits.data_shape}")
     x, y = splits.train
+    # a mapped file is never shuffled here: that would copy all of it into memory
+    if not splits.keep_order and splits.mapped is None and cfg.split_seed is not None:
+        x, y = shuffled((x, y), cfg.split_seed)
     if cfg.subset is not None:
         x, y = x[: cfg.subset], y[: cfg.subset]
-    if cfg.val_size:
-        if cfg.val_size >= len(x):
+    val_size = validation_size(cfg, splits, len(x))
+    if val_size:
+        if val_size >= len(x):
+            tenth = min(DEFAULT_VAL_MAX, int(round(DEFAULT_VAL_FRACTION * len(x))))
             raise DataError(
-                f"data.val_size={cfg.val_size} leaves no training data out of {len(x)} points; lower it"
+                f"data.val_size={val_size} leaves no training data out of {len(x)} points; lower it, "
+                f"e.g. data.val_size={tenth} (10%), or leave data.val_size out for that default"
             )
-        splits.val = (x[-cfg.val_size:], y[-cfg.val_size:])
-        x, y = x[: -cfg.val_size], y[: -cfg.val_size]
+        splits.val = (x[-val_size:], y[-val_size:])
+        x, y = x[:-val_size], y[:-val_size]
     if cfg.labelled is not None:
         y = keep_labelled(y, cfg.labelled, cfg.labelled_seed)
     splits.train = (x, y)
     if cfg.binarize != "none":
         for split, pair in (("train", splits.train), ("validation", splits.val), ("test", splits.test)):
-            if pair is not None and not _in_unit_interval(pair[0], release):
-                raise DataError(f"binarization needs {split} values in [0, 1]; rescale the data or set data.binarize: none")
+            low, high = value_range(pair[0], release) if pair is not None else (0.0, 0.0)
+            if low < 0 or high > 1:
+                raise _outside_unit_interval(cfg, split, low, high)
         splits.test = (binarize_split(splits.test[0], cfg, "test"), splits.test[1])
         if splits.val is not None:
             splits.val = (binarize_split(splits.val[0], cfg, "val"), splits.val[1])

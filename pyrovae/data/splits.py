@@ -23,7 +23,7 @@ import torch
 
 from ..errors import DataError
 
-__all__ = ["Splits", "RowReader", "release_pages", "Pair"]
+__all__ = ["Splits", "RowReader", "release_pages", "Pair", "shuffled"]
 
 #: torch.Tensor pairs: (x, labels)
 Pair = Tuple[torch.Tensor, torch.Tensor]
@@ -35,6 +35,21 @@ class Splits:
 
     ``val`` is ``None`` until :func:`~pyrovae.load_data` holds one out (or when the
     source has none and ``val_size`` is 0).
+
+    A source also says how its training points may be split
+    (:func:`~pyrovae.load_data` holds out ``data.val_size`` points and keeps
+    ``data.subset``):
+
+    - ``keep_order``: the order of the training points is part of the data set
+      (MNIST: the literature's validation set is its last 10,000 training
+      points) or random already (independent draws, or points the source
+      shuffled itself), so they are split in this order. False, the default
+      for a file or a source of your own: they are shuffled first, with
+      ``data.split_seed``, so that a file saved class by class does not give a
+      validation set of one class.
+    - ``standard_val_size``: the size of the source's standard validation set
+      (MNIST: 10,000), used when ``data.val_size`` is null; None: 10% of the
+      training points, at most 10,000.
     """
 
     train: Pair
@@ -42,6 +57,8 @@ class Splits:
     val: Optional[Pair] = None
     #: the memory map the tensors are views of (``npy`` with ``mmap: true``), else None
     mapped: Optional[np.memmap] = None
+    keep_order: bool = False
+    standard_val_size: Optional[int] = None
 
     @property
     def data_shape(self) -> Tuple[int, ...]:
@@ -62,6 +79,18 @@ class Splits:
         if not 0 <= byte_offset <= self.mapped.nbytes:
             return None
         return RowReader(self.mapped.filename, self.mapped.offset + byte_offset, tuple(x.shape), x.dtype)
+
+
+def shuffled(pair: Pair, seed: int) -> Pair:
+    """``pair`` = ``(x, labels)`` in an order drawn by a generator seeded with
+    ``seed``: the same order for the same seed and length, on every machine.
+
+    Example::
+
+        x, labels = shuffled((x, labels), seed=0)   # a file saved class by class, mixed
+    """
+    order = torch.randperm(len(pair[0]), generator=torch.Generator().manual_seed(seed))
+    return pair[0][order], pair[1][order]
 
 
 class RowReader:

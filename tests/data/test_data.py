@@ -1,6 +1,8 @@
+import dataclasses
 import gzip
 import os
 import pickle
+import re
 
 import numpy as np
 import pytest
@@ -65,7 +67,10 @@ def test_npz_with_splits_and_labels(tmp_path):
     np.savez(tmp_path / "d.npz", x_train=x[:30], y_train=np.arange(30), x_test=x[30:])
     s = load_data(DataConfig(name="npy", path=str(tmp_path / "d.npz"), val_size=5, binarize="none"))
     assert s.train[0].shape == (25, 6) and s.val[0].shape == (5, 6) and s.test[0].shape == (10, 6)
-    assert s.train[1][:3].tolist() == [0, 1, 2] and s.test[1].tolist() == [-1] * 10
+    # training points are shuffled before validation is held out, each with its own label
+    labels = s.train[1].tolist() + s.val[1].tolist()
+    assert sorted(labels) == list(range(30)) and labels != sorted(labels) and s.test[1].tolist() == [-1] * 10
+    assert torch.equal(s.train[0], torch.as_tensor(x[s.train[1].numpy()]))
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf])
@@ -85,22 +90,94 @@ def test_missing_and_unreadable_npy(tmp_path):
         load_data(DataConfig(name="npy", path=str(tmp_path / "junk.npy")))
 
 
-def test_val_size_larger_than_data():
-    with pytest.raises(DataError, match="val_size"):
+def test_val_size_larger_than_data_names_a_value_that_fits():
+    with pytest.raises(DataError, match=r"val_size=5000 leaves no training data out of 1200 points; .*data.val_size=120 \(10%\)"):
         load_data(DataConfig(name="synthetic", val_size=5000))
 
 
-def test_binarizing_values_outside_unit_interval(tmp_path):
-    np.save(tmp_path / "x.npy", np.full((20, 4), 3.0, dtype=np.float32))
-    with pytest.raises(DataError, match=r"binarization needs train values in \[0, 1\]"):
+def test_binarizing_values_outside_unit_interval_names_data_options_scale(tmp_path):
+    """8-bit grey values: the message names the option that fixes them, with
+    a value that does (1/255, cut so that 255 stays within 1)."""
+    np.save(tmp_path / "x.npy", np.tile(np.arange(256, dtype=np.float32), (20, 1)))
+    cfg = DataConfig(name="npy", path=str(tmp_path / "x.npy"), val_size=0, binarize="static")
+    with pytest.raises(DataError, match=r"binarization needs train values in \[0, 1\], they lie in \[0, 255\]") as e:
+        load_data(cfg)
+    scale = re.search(r"data\.options\.scale=([0-9.e-]+)", str(e.value)).group(1)
+    x = load_data(dataclasses.replace(cfg, options={"scale": float(scale)})).train[0]
+    assert set(x.unique().tolist()) == {0.0, 1.0}
+
+
+def test_binarizing_negative_values_points_to_a_real_valued_likelihood(tmp_path):
+    np.save(tmp_path / "x.npy", np.full((20, 4), -0.5, dtype=np.float32))
+    with pytest.raises(DataError, match="binarize: none.*normal or laplace"):
         load_data(DataConfig(name="npy", path=str(tmp_path / "x.npy"), val_size=0))
+
+
+def test_a_source_without_scale_option_is_not_told_to_set_it():
+    from pyrovae.data import Splits, datasets
+
+    @pyrovae.register_dataset("wide_values")
+    def wide_values():
+        pair = (torch.full((20, 4), 3.0), torch.full((20,), -1))
+        return Splits(train=pair, test=pair)
+
+    try:
+        with pytest.raises(DataError) as e:
+            load_data(DataConfig(name="wide_values", val_size=0))
+    finally:
+        datasets.unregister("wide_values")
+    assert "rescale" in str(e.value) and "options.scale" not in str(e.value)
+
+
+# -- splits of data in no fixed order ---------------------------------------------
+
+
+def _class_ordered_npy(path, classes=10, per_class=100, d=4):
+    """A file saved class by class: 100 points of class 0, then of class 1, ..."""
+    y = np.repeat(np.arange(classes), per_class)
+    x = np.random.default_rng(0).random((len(y), d), dtype=np.float32)
+    np.savez(path, x=x, y=y)
+    return {"name": "npy", "path": str(path), "binarize": "none"}
+
+
+def test_npy_file_in_class_order_gives_every_split_every_class(tmp_path):
+    data = _class_ordered_npy(tmp_path / "ordered.npz")
+    s = load_data(DataConfig(**data))
+    for name, (x, y) in (("train", s.train), ("validation", s.val), ("test", s.test)):
+        assert sorted(y.unique().tolist()) == list(range(10)), name
+    assert (len(s.test[0]), len(s.val[0]), len(s.train[0])) == (100, 90, 810)  # 10%, then 10% of the rest
+    subset = load_data(DataConfig(**data, subset=50, val_size=0))
+    assert len(subset.train[1].unique()) > 5  # the first 50 points after the shuffle, not 50 of class 0
+    # every point of the file once, each with its own label
+    stored = np.load(data["path"])
+    x, y = torch.cat([s.train[0], s.val[0], s.test[0]]), torch.cat([s.train[1], s.val[1], s.test[1]])
+    row = {value: i for i, value in enumerate(stored["x"][:, 0].tolist())}
+    rows = [row[value] for value in x[:, 0].tolist()]
+    assert sorted(rows) == list(range(1000))
+    assert np.array_equal(x.numpy(), stored["x"][rows]) and np.array_equal(y.numpy(), stored["y"][rows])
+
+
+def test_split_seed_draws_the_split_and_null_keeps_the_stored_order(tmp_path):
+    data = _class_ordered_npy(tmp_path / "ordered.npz")
+    first, again, other = (load_data(DataConfig(**data, split_seed=seed)) for seed in (0, 0, 1))
+    assert torch.equal(first.test[0], again.test[0]) and torch.equal(first.val[0], again.val[0])
+    assert not torch.equal(first.test[0], other.test[0]) and not torch.equal(first.val[0], other.val[0])
+    stored = load_data(DataConfig(**data, split_seed=None))
+    assert stored.test[1].tolist() == [0] * 100 and stored.val[1].tolist() == [9] * 90
+
+
+def test_default_val_size_scales_with_the_data(tmp_path):
+    np.save(tmp_path / "x.npy", np.random.default_rng(0).random((1617, 4), dtype=np.float32))
+    s = load_data(DataConfig(name="npy", path=str(tmp_path / "x.npy"), binarize="none"))
+    assert (len(s.test[0]), len(s.val[0]), len(s.train[0])) == (162, 146, 1309)
 
 
 @pytest.mark.parametrize(
     "likelihood, values, hint",
     [
         ("bernoulli", 0.5, "data.binarize"),
-        ("continuous_bernoulli", -0.1, "[0, 1]"),
+        ("continuous_bernoulli", -0.1, "[0, 1]: data.options.scale"),
+        ("bernoulli", 255.0, "data.options.scale"),
         ("categorical", 0.5, "data.quantize"),
     ],
 )

