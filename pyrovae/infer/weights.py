@@ -139,12 +139,23 @@ def _log_prob(fn, value):
     return fn.log_prob(value)
 
 
+#: Inductor options of the compiled log-density. The FX graph cache is off
+#: because its key leaves out the vector instruction set that
+#: ``ATEN_CPU_CAPABILITY`` selects: a graph compiled under AVX-512 and served
+#: from the cache to a process running the AVX2 kernels (or the other way
+#: round) returns wrong sums or corrupts the heap. The C++ kernels are still
+#: cached, under a key that includes their source, which names the
+#: instruction set. ``tests/infer/test_compiled_log_density.py`` runs that
+#: sequence in two processes against eager.
+COMPILE_OPTIONS = {"fx_graph_cache": False}
+
+
 class LogDensity:
     """``fn.log_prob(value)``, optionally through ``torch.compile``, which
     fuses a likelihood's elementwise work (for the Bernoulli: log-sigmoid,
     multiply, subtract, negate and sum in one pass). If compilation fails
     (no C++ compiler, an unsupported distribution) it warns once and
-    falls back to eager."""
+    falls back to eager. Compiled with :data:`COMPILE_OPTIONS`."""
 
     _compiled = None  # one compiled wrapper per process: its cache holds one entry per shape
 
@@ -154,7 +165,7 @@ class LogDensity:
     def __call__(self, fn, value):
         if self.compile:
             if LogDensity._compiled is None:
-                LogDensity._compiled = torch.compile(_log_prob, dynamic=False)
+                LogDensity._compiled = torch.compile(_log_prob, dynamic=False, options=COMPILE_OPTIONS)
             try:
                 return LogDensity._compiled(fn, value)
             except Exception as e:  # compilation can fail in many ways; eager always works
