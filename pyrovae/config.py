@@ -82,6 +82,9 @@ class DataConfig:
         model). null keeps every label.
     :ivar labelled_seed: seed of the choice of labelled points (the same points in every run
         with this seed, whatever ``train.seed``).
+    :ivar as_given: ``path`` and ``root`` as they were written, where a run's ``config.yaml``
+        stores them made absolute (:meth:`with_absolute_paths`), so that ``pyrovae evaluate``
+        finds the data from any folder. A record for the reader; pyrovae reads ``path`` and ``root``.
 
     Example::
 
@@ -107,6 +110,7 @@ class DataConfig:
     options: Dict[str, Any] = field(default_factory=dict)
     labelled: Optional[int] = None
     labelled_seed: int = 0
+    as_given: Dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self):
         _check_choice("data.binarize", self.binarize, ("dynamic", "static", "none"))
@@ -118,6 +122,27 @@ class DataConfig:
             _check_min("data.labelled", self.labelled, 1)
         if self.quantize and self.binarize != "none":
             raise ConfigError("data.quantize needs data.binarize: none (levels come from grey values)")
+
+    def with_absolute_paths(self) -> "DataConfig":
+        """A copy whose relative ``path`` and ``root`` are made absolute against
+        the current folder (``~`` expanded), with what was written kept in
+        ``as_given``: what a run directory stores, so that commands run from
+        another folder read the same data.
+
+        Example::
+
+            >>> import os
+            >>> cfg = DataConfig(name="npy", path="digits.npy").with_absolute_paths()
+            >>> cfg.path == os.path.join(os.getcwd(), "digits.npy"), cfg.as_given
+            (True, {'path': 'digits.npy'})
+        """
+        changed, given = {}, dict(self.as_given)
+        for key in ("path", "root"):
+            value = getattr(self, key)
+            if value and os.path.abspath(os.path.expanduser(value)) != value:
+                changed[key] = os.path.abspath(os.path.expanduser(value))
+                given[key] = value
+        return dataclasses.replace(self, **changed, as_given=given) if changed else self
 
 
 @dataclass

@@ -23,6 +23,7 @@ the previous version in place. Temporary files left by a killed process
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import json
@@ -120,6 +121,12 @@ class RunDir:
         if not run.config.exists():
             raise RunDirError(f"{run.path} is not a pyrovae run directory (no config.yaml)")
         return run
+
+    def write_config(self, cfg: Config) -> None:
+        """Write ``cfg`` as ``config.yaml``, its data paths made absolute
+        (:meth:`~pyrovae.DataConfig.with_absolute_paths`): the run is then read
+        the same from any folder."""
+        dataclasses.replace(cfg, data=cfg.data.with_absolute_paths()).to_yaml(self.config)
 
     def read_config(self) -> Config:
         """The run's config; a key that a run written by an earlier pyrovae

@@ -93,7 +93,7 @@ def _train(args, ctx) -> int:
     if args.resume:
         trainer.resume()
         say(f"resuming {run.path} after epoch {trainer.state.epoch}")
-    on_main(lambda: cfg.to_yaml(run.config))
+    on_main(lambda: run.write_config(cfg))
     say(f"run directory: {run.path}" + (f" ({ctx.world_size} processes)" if ctx.enabled else ""))
     try:
         trainer.fit()

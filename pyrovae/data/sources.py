@@ -193,7 +193,8 @@ def npy(path, test_fraction=0.1, scale=1.0, mmap=False, split_seed=0) -> Splits:
         copy it): store its points shuffled.
     """
     if not path or not os.path.exists(path):
-        raise DataError(f"data.path {path!r} does not exist; point it at a .npy or .npz file")
+        raise DataError(f"data.path {path!r} does not exist; point it at a .npy or .npz file"
+                        " (for a trained run: --set data.path=FILE)")
     if mmap:
         return _npy_mapped(path, test_fraction, scale)
     try:
@@ -262,7 +263,8 @@ def image_folder(path, size=28, grayscale=True, test_fraction=0.1, split_seed=0)
     from torchvision import datasets as tvd, transforms
 
     if not path or not os.path.isdir(path):
-        raise DataError(f"data.path {path!r} is not a folder of class sub-folders with images")
+        raise DataError(f"data.path {path!r} is not a folder of class sub-folders with images"
+                        " (for a trained run: --set data.path=FOLDER)")
     tf = [transforms.Resize((size, size))] + ([transforms.Grayscale()] if grayscale else []) + [transforms.ToTensor()]
     ds = tvd.ImageFolder(path, transform=transforms.Compose(tf))
     x = torch.stack([ds[i][0] for i in range(len(ds))])

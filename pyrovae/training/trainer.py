@@ -477,7 +477,7 @@ def train(vae, data, cfg=None, run_dir=None, resume: bool = False) -> List[Dict[
     callbacks = callbacks_from_config(cfg, run_dir, is_main=strategy.is_main)
     trainer = Trainer(vae, data, cfg, run_dir, callbacks=callbacks, strategy=strategy)
     if trainer.run is not None and not trainer.run.config.exists():
-        cfg.to_yaml(trainer.run.config)
+        trainer.run.write_config(cfg)
     if resume:
         trainer.resume()
     return trainer.fit()

@@ -3,6 +3,7 @@ import pickle
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -185,3 +186,35 @@ def test_a_value_split_by_the_shell_gets_a_hint_on_quoting(capsys):
         main(["train", "--set", "model.encoder.hidden=[200,", "200]"])
     err = capsys.readouterr().err
     assert "unrecognized arguments: 200]" in err and "quote a value with spaces" in err
+
+
+# -- data paths: a run is read the same from any folder -------------------------------
+
+
+def test_evaluate_from_another_folder_finds_a_relative_npy_path(tmp_path, monkeypatch, capsys):
+    """Trained with ``data.path: digits.npy`` from the data's folder, the run
+    stores the absolute path (and what was typed), so ``pyrovae evaluate RUN``
+    works from elsewhere; once the file moves, ``--set data.path=...`` finds it."""
+    project, elsewhere = tmp_path / "project", tmp_path / "elsewhere"
+    project.mkdir(), elsewhere.mkdir()
+    grey = np.random.default_rng(0).random((300, 1, 8, 8), dtype=np.float32)
+    np.save(project / "digits.npy", grey)
+    monkeypatch.chdir(project)
+    data = {"name": "npy", "path": "digits.npy", "binarize": "static"}
+    cfg = tiny_config(data=data, train={"epochs": 1})
+    (project / "tiny.yaml").write_text(yaml.safe_dump(cfg))
+    assert main(["train", "--config", "tiny.yaml", "--out", "runs/first"]) == 0
+    saved = yaml.safe_load((project / "runs" / "first" / "config.yaml").read_text())["data"]
+    assert os.path.isabs(saved["path"]) and os.path.samefile(saved["path"], project / "digits.npy")
+    assert saved["as_given"] == {"path": "digits.npy"}
+
+    monkeypatch.chdir(elsewhere)
+    run = str(project / "runs" / "first")
+    for verb in (["evaluate", run, "-k", "2", "--limit", "20", "--no-progress", "--no-compile"],
+                 ["encode", run, "--out", "codes.npz"], ["plot", run, "--only", "latent_scatter"]):
+        assert main(verb) == 0, capsys.readouterr().err
+    (project / "digits.npy").rename(elsewhere / "moved.npy")
+    assert main(["evaluate", run, "-k", "2", "--limit", "20", "--no-progress"]) == 2
+    assert "--set data.path=" in capsys.readouterr().err
+    assert main(["evaluate", run, "-k", "2", "--limit", "20", "--no-progress", "--no-compile",
+                 "--set", "data.path=moved.npy"]) == 0

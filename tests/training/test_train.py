@@ -1,6 +1,7 @@
 import importlib.util
 import json
 import math
+import os
 
 import pytest
 import torch
@@ -338,3 +339,17 @@ def test_epoch_lines_are_shown_without_the_progress_bar(progress, capsys):
     captured = capsys.readouterr()
     lines = [line for line in captured.err.splitlines() if line.startswith("epoch ") and " train " in line]
     assert len(lines) == 2 and "val " in lines[0] and captured.out == ""
+
+
+def test_train_stores_absolute_data_paths_in_the_run(tmp_path, monkeypatch):
+    import numpy as np
+    import yaml
+
+    np.save(tmp_path / "x.npy", np.random.default_rng(0).random((200, 1, 8, 8), dtype=np.float32))
+    monkeypatch.chdir(tmp_path)
+    cfg, splits, vae = setup(data={"name": "npy", "path": "x.npy", "val_size": 20}, train={"epochs": 1})
+    pyrovae.train(vae, splits, cfg, run_dir="run")
+    data = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["data"]
+    stored = data["path"]
+    assert os.path.isabs(stored) and os.path.samefile(stored, tmp_path / "x.npy") and data["as_given"] == {"path": "x.npy"}
+    assert pyrovae.load_run(tmp_path / "run")[1].data.path == stored
