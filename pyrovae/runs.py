@@ -19,6 +19,11 @@ previous or the new version, never a torn one. A write that fails (disk
 full, directory gone or read-only) raises :class:`RunDirError` and leaves
 the previous version in place. Temporary files left by a killed process
 (``.checkpoint.pt.*.tmp``) are removed on ``--resume``.
+
+A start that fails before its first checkpoint leaves nothing to continue:
+``pyrovae train`` then removes what it wrote (:meth:`RunDir.discard_unstarted`),
+and a folder that holds only such files (the process was killed) is taken
+by a new start without ``--overwrite``.
 """
 
 from __future__ import annotations
@@ -72,17 +77,59 @@ class RunDir:
 
     @classmethod
     def check_available(cls, path, overwrite: bool = False) -> "RunDir":
-        """Raise :class:`RunDirError` if ``path`` holds something and
-        ``overwrite`` is off; creates nothing."""
+        """Raise :class:`RunDirError` if ``path`` holds a run (or files that
+        are not pyrovae's) and ``overwrite`` is off; creates nothing. A start
+        that stopped before its first checkpoint left nothing to continue: its
+        folder is available (see :meth:`unstarted`)."""
         run = cls(path)
         if run.path.exists() and not run.path.is_dir():
             raise RunDirError(f"{run.path} exists and is not a directory; choose another --out")
-        if run.path.exists() and any(run.path.iterdir()) and not overwrite:
+        if run.path.exists() and any(run.path.iterdir()) and not overwrite and not run.unstarted():
             raise RunDirError(
                 f"run directory {run.path} already exists. Use --resume to continue it, "
                 "--overwrite to replace its run, or choose another --out"
             )
         return run
+
+    def holds_checkpoint(self) -> bool:
+        """Whether an epoch of this run was completed (``checkpoint.pt`` or ``best.pt``)."""
+        return self.checkpoint.exists() or self.best.exists()
+
+    def unstarted(self) -> bool:
+        """Whether the folder holds only pyrovae's files of a run that never
+        wrote a checkpoint (say ``config.yaml`` of a start killed in its first
+        epoch): nothing to continue, nothing of anyone else's to keep."""
+        ours = set(ARTIFACTS) | set(ARTIFACT_DIRS)
+        return self.path.is_dir() and not self.holds_checkpoint() and all(
+            p.name in ours or _is_temp_file(p) for p in self.path.iterdir()
+        )
+
+    def discard_unstarted(self, remove_folder: bool) -> bool:
+        """After a start that failed before its first checkpoint: remove what
+        it wrote, so that the same command can simply be run again, and the
+        folder too when ``remove_folder`` (it was made by that start) and it
+        is then empty. Nothing is removed once a checkpoint exists. Returns
+        whether the run's files were removed.
+
+        Example::
+
+            run.discard_unstarted(remove_folder=True)   # the start failed in its first step
+        """
+        if not self.path.is_dir() or self.holds_checkpoint():
+            return False
+        self._remove_artifacts()
+        if remove_folder and not any(self.path.iterdir()):
+            self.path.rmdir()
+        return True
+
+    def _remove_artifacts(self) -> None:
+        """Remove pyrovae's files and folders (:data:`ARTIFACTS`, :data:`ARTIFACT_DIRS`
+        and their temporary files), nothing else."""
+        for name in ARTIFACTS:
+            (self.path / name).unlink(missing_ok=True)
+        for name in ARTIFACT_DIRS:
+            shutil.rmtree(self.path / name, ignore_errors=True)
+        self.remove_stale_temp_files()
 
     @classmethod
     def create(cls, path, overwrite: bool = False) -> "RunDir":
@@ -90,10 +137,7 @@ class RunDir:
         unless ``overwrite``, which removes only pyrovae's own files."""
         run = cls.check_available(path, overwrite)
         if run.path.exists():
-            for name in ARTIFACTS:
-                (run.path / name).unlink(missing_ok=True)
-            for name in ARTIFACT_DIRS:
-                shutil.rmtree(run.path / name, ignore_errors=True)
+            run._remove_artifacts()
         try:
             run.path.mkdir(parents=True, exist_ok=True)
             probe = run.path / ".pyrovae-write-test"
@@ -165,7 +209,7 @@ class RunDir:
 
     def remove_stale_temp_files(self) -> List[Path]:
         """Delete temporary files that a killed process left behind; returns them."""
-        stale = [p for p in self.path.glob(".*.tmp") if any(p.name.startswith(f".{a}.") for a in ARTIFACTS)]
+        stale = [p for p in self.path.glob(".*.tmp") if _is_temp_file(p)]
         for p in stale:
             try:
                 p.unlink(missing_ok=True)
@@ -183,6 +227,11 @@ class RunDir:
             except json.JSONDecodeError:
                 break  # a line cut short by a crash ends the record
         return records
+
+
+def _is_temp_file(path: Path) -> bool:
+    """Whether ``path`` is a temporary file of an atomic write of one of :data:`ARTIFACTS`."""
+    return path.name.endswith(".tmp") and any(path.name.startswith(f".{a}.") for a in ARTIFACTS)
 
 
 def _atomic_write_text(path: Path, text: str) -> None:

@@ -43,6 +43,21 @@ def cmd_train(args) -> int:
         distributed.shutdown(barrier=finished)
 
 
+def _resumable(path):
+    """The run directory at ``path``, refused with a clear error when its run
+    never wrote a checkpoint (a damaged or missing one is the trainer's to explain)."""
+    from ..errors import RunDirError
+    from ..runs import RunDir
+
+    run = RunDir.existing(path)
+    if not run.holds_checkpoint():
+        raise RunDirError(
+            f"{run.path} holds no checkpoint to resume: its run stopped before the end of its first epoch. "
+            f"Start it again in the same folder: pyrovae train --config {run.config} --out {run.path}"
+        )
+    return run
+
+
 def _train(args, ctx) -> int:
     import pyro
 
@@ -69,7 +84,7 @@ def _train(args, ctx) -> int:
         if run_path is None:
             raise PyrovaeError("--resume needs a run directory: --resume RUN_DIR")
         # rank 0 reads the run's config and shares it: other nodes need no copy of the run
-        saved = on_main(lambda: RunDir.existing(run_path).read_config().to_dict())
+        saved = on_main(lambda: _resumable(run_path).read_config().to_dict())
         run = RunDir(run_path)
         cfg = Config.from_dict(saved).override(args.overrides)
     else:
@@ -83,22 +98,27 @@ def _train(args, ctx) -> int:
     pyro.set_rng_seed(cfg.train.seed)
     splits = load_data(cfg.data)
     vae = build_model(cfg.model, data_shape=splits.data_shape)
+    say = (lambda msg: print(msg, file=sys.stderr)) if ctx.is_main else (lambda msg: None)
     # nothing is written until the config, data and model are known to be good
     if not args.resume:
+        made = on_main(lambda: not Path(out).exists())
         on_main(lambda: RunDir.create(out, overwrite=args.overwrite))
         run = RunDir(out)
-    callbacks = callbacks_from_config(cfg, run.path, is_main=ctx.is_main)
-    trainer = Trainer(vae, splits, cfg, run_dir=run.path, callbacks=callbacks, strategy=for_context(ctx))
-    say = (lambda msg: print(msg, file=sys.stderr)) if ctx.is_main else (lambda msg: None)
-    if args.resume:
-        trainer.resume()
-        say(f"resuming {run.path} after epoch {trainer.state.epoch}")
-    on_main(lambda: run.write_config(cfg))
-    say(f"run directory: {run.path}" + (f" ({ctx.world_size} processes)" if ctx.enabled else ""))
     try:
+        callbacks = callbacks_from_config(cfg, run.path, is_main=ctx.is_main)
+        trainer = Trainer(vae, splits, cfg, run_dir=run.path, callbacks=callbacks, strategy=for_context(ctx))
+        if args.resume:
+            trainer.resume()
+            say(f"resuming {run.path} after epoch {trainer.state.epoch}")
+        on_main(lambda: run.write_config(cfg))
+        say(f"run directory: {run.path}" + (f" ({ctx.world_size} processes)" if ctx.enabled else ""))
         trainer.fit()
-    except TrainingDiverged as e:
-        e.shared = True  # every rank sees the same summed loss
+    except BaseException as e:
+        if isinstance(e, TrainingDiverged):
+            e.shared = True  # every rank sees the same summed loss
+        # a start that failed before its first checkpoint leaves nothing behind, so the same command can run again
+        if not args.resume and ctx.is_main and run.discard_unstarted(remove_folder=made):
+            say(f"nothing kept in {run.path}: the run stopped before its first checkpoint")
         raise
     # the end-of-run figures need the model's conveniences; a model of one's
     # own may have neither, and its run is complete without them

@@ -13,6 +13,7 @@ from pyrovae.config import Config
 from pyrovae.components.guides import guides
 from pyrovae.components.likelihoods import likelihoods
 from pyrovae.components.priors import priors
+from pyrovae.training.trainer import Trainer
 
 from helpers import tiny_config
 
@@ -218,3 +219,76 @@ def test_evaluate_from_another_folder_finds_a_relative_npy_path(tmp_path, monkey
     assert "--set data.path=" in capsys.readouterr().err
     assert main(["evaluate", run, "-k", "2", "--limit", "20", "--no-progress", "--no-compile",
                  "--set", "data.path=moved.npy"]) == 0
+
+
+# -- a failed start leaves nothing behind --------------------------------------------
+
+
+def test_a_start_failing_its_data_check_leaves_no_run_directory(tmp_path, config_file, capsys):
+    out = tmp_path / "run"
+    # grey values for a Bernoulli likelihood: refused by the trainer's data check
+    assert train(config_file, out, "--set", "data.binarize=none") == 2
+    assert "outside the support" in capsys.readouterr().err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("folder_existed", [False, True])
+def test_a_start_failing_in_its_first_epoch_can_be_run_again(tmp_path, config_file, monkeypatch, capsys, folder_existed):
+    """An error in the model's first steps: nothing of the run stays (a
+    folder the user made stays, empty), and the same command then runs."""
+    out = tmp_path / "run"
+    if folder_existed:
+        out.mkdir()
+
+    def broken_step(self, bar):
+        raise RuntimeError("mat1 and mat2 shapes cannot be multiplied")
+
+    with monkeypatch.context() as m:
+        m.setattr(Trainer, "_train_steps", broken_step)
+        with pytest.raises(RuntimeError, match="shapes"):
+            train(config_file, out)
+    assert "nothing kept" in capsys.readouterr().err
+    assert (out.exists() and not any(out.iterdir())) if folder_existed else not out.exists()
+    assert train(config_file, out, "--set", "train.epochs=1") == 0  # no --overwrite needed
+    assert (out / "checkpoint.pt").exists()
+
+
+def test_a_failure_after_the_first_checkpoint_keeps_the_run(tmp_path, config_file, monkeypatch):
+    out = tmp_path / "run"
+    calls = []
+    original = Trainer._train_steps
+
+    def fails_in_epoch_two(self, bar):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("out of memory")
+        return original(self, bar)
+
+    monkeypatch.setattr(Trainer, "_train_steps", fails_in_epoch_two)
+    with pytest.raises(RuntimeError):
+        train(config_file, out, "--set", "train.epochs=2")
+    assert (out / "config.yaml").exists() and (out / "checkpoint.pt").exists()
+
+
+def test_a_folder_left_by_a_start_killed_before_its_first_checkpoint_is_reused(tmp_path, config_file, capsys):
+    """Only config.yaml (the process was killed in epoch 1): --resume says
+    there is nothing to continue and how to start again, and a new start
+    takes the folder without --overwrite."""
+    out = tmp_path / "run"
+    out.mkdir()
+    Config.from_yaml(config_file).to_yaml(out / "config.yaml")
+    (out / ".checkpoint.pt.abc123.tmp").write_bytes(b"half")
+    assert main(["train", "--resume", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "no checkpoint to resume" in err and f"--config {out / 'config.yaml'} --out {out}" in err
+    assert main(["train", "--config", str(out / "config.yaml"), "--out", str(out), "--set", "train.epochs=1"]) == 0
+    assert sorted(p.name for p in out.iterdir() if p.suffix != ".png") == ["best.pt", "checkpoint.pt", "config.yaml", "metrics.jsonl"]
+
+
+def test_a_folder_with_files_of_someone_else_is_still_refused(tmp_path, config_file, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "config.yaml").write_text("data: {}\n")
+    (out / "notes.txt").write_text("mine")
+    assert train(config_file, out) == 2
+    assert "already exists" in capsys.readouterr().err and (out / "notes.txt").read_text() == "mine"
