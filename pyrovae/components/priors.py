@@ -17,6 +17,7 @@ import pyro.distributions as dist
 import pyro.distributions.transforms as T
 
 from ..registry import Registry
+from . import spline
 
 __all__ = ["Prior", "priors", "register_prior"]
 
@@ -248,7 +249,8 @@ class VampPrior(Prior):
 
 
 FLOW_LAYERS = {
-    "spline_coupling": lambda d, hidden: T.spline_coupling(d, hidden_dims=hidden),
+    # exact bins: Pyro's own layer can return NaN at inputs just above a knot (see .spline)
+    "spline_coupling": lambda d, hidden: spline.spline_coupling(d, hidden_dims=hidden),
     "affine_coupling": lambda d, hidden: T.affine_coupling(d, hidden_dims=hidden),
     # Autoregressive layers used in the density direction (MAF), so that
     # log p(z) takes one pass; sampling is the sequential direction.
