@@ -17,7 +17,9 @@ user's broken component would:
   its labelled points by 1 instead of (N_l/N_u)(B_u/B_l)
   (``objective:labelled-weight``); m2's p(y) is not uniform (``m2:label-prior``);
 - the training path: the lean ELBO drops the sites' scale and mask
-  (``lean:unscaled``), bf16 layers pass bf16 outputs on (``precision:bf16-outputs``).
+  (``lean:unscaled``), bf16 layers pass bf16 outputs on (``precision:bf16-outputs``);
+- the flow prior's spline: Pyro's own coupling layer (``spline:pyro``), or
+  the bin search shifted by 1e-6 as Pyro's is (``spline:shifted-bins``).
 
 For each fault the suite runs in a fresh process (``pytest -x``, the oracle
 files first so that a caught fault stops early) and the first failing test
@@ -52,7 +54,7 @@ KL_FACTOR = 1.1
 ORACLE_FILES = [
     "tests/components/test_densities.py", "tests/components/test_kl.py", "tests/infer/test_objectives.py",
     "tests/infer/test_weights.py", "tests/infer/test_evaluate.py", "tests/models/test_m2.py",
-    "tests/infer/test_lean_elbo.py", "tests/training/test_precision.py",
+    "tests/infer/test_lean_elbo.py", "tests/training/test_precision.py", "tests/components/test_spline.py",
 ]
 
 
@@ -209,8 +211,30 @@ def patch_training(fault: str) -> None:
         Precision.__enter__ = enter
 
 
+def patch_spline(fault: str) -> None:
+    """Faults of the flow prior's spline: Pyro's layer in its place
+    (``spline:pyro``); the bin search of Pyro, against the knots + 1e-6
+    (``spline:shifted-bins``)."""
+    import torch
+    from pyro.distributions import transforms as T
+
+    from pyrovae.components import priors, spline
+
+    if fault == "spline:pyro":
+        priors.FLOW_LAYERS["spline_coupling"] = lambda d, hidden: T.spline_coupling(d, hidden_dims=hidden)
+    elif fault == "spline:shifted-bins":
+        def shifted(knots, inputs):
+            idx = torch.sum(inputs[..., None] >= knots + 1e-6, dim=-1, keepdim=True) - 1
+            return idx.clamp(0, knots.shape[-1] - 2)
+
+        spline._bin_index = shifted
+
+
 #: faults of the training path (see :func:`patch_training`)
 TRAINING_FAULTS = ["lean:unscaled", "precision:bf16-outputs"]
+
+#: faults of the flow prior's spline (see :func:`patch_spline`)
+SPLINE_FAULTS = ["spline:pyro", "spline:shifted-bins"]
 
 #: faults of the estimators of a summed-out label (see :func:`patch_summed`)
 SUMMED_FAULTS = ["summed:variance", "summed:label-prior", "summed:label-entropy", "objective:labelled-weight",
@@ -228,7 +252,7 @@ def registries():
 def all_faults():
     """Fault ids: ``prior:NAME``, ``guide:NAME``, ``likelihood:NAME``, ``kl:normal-normal``."""
     faults = [f"{kind}:{name}" for kind, registry in registries().items() for name in registry.names()]
-    return faults + ["kl:normal-normal"] + SUMMED_FAULTS + TRAINING_FAULTS
+    return faults + ["kl:normal-normal"] + SUMMED_FAULTS + TRAINING_FAULTS + SPLINE_FAULTS
 
 
 SUMMED_DESCRIPTIONS = {
@@ -239,6 +263,8 @@ SUMMED_DESCRIPTIONS = {
     "m2:label-prior": "m2: p(y) not uniform (logits 0.05 k)",
     "lean:unscaled": "lean ELBO: each site's scale and mask dropped",
     "precision:bf16-outputs": "bf16 layers pass bf16 outputs on (log-densities in bf16)",
+    "spline:pyro": "flow prior: Pyro's spline coupling (inputs just above a knot in the bin below)",
+    "spline:shifted-bins": "spline: bins searched against the knots + 1e-6",
 }
 
 
@@ -257,6 +283,9 @@ def apply(fault: str) -> None:
         return
     if fault in TRAINING_FAULTS:
         patch_training(fault)
+        return
+    if fault in SPLINE_FAULTS:
+        patch_spline(fault)
         return
     kind, name = fault.split(":")
     if kind == "kl":
