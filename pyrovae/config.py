@@ -265,6 +265,10 @@ class TrainConfig:
         machine where other jobs run, two threads can be ten times slower than one.
     :ivar tensorboard: log scalars every epoch, and sample and reconstruction images every
         ``sample_every`` epochs (5 when 0), to ``RUN_DIR/tensorboard`` (``pip install -e '.[tensorboard]'``).
+    :ivar deterministic: torch's deterministic kernels while training (cuDNN's deterministic
+        convolutions, no cuDNN benchmarking, a fixed cuBLAS workspace), so that a run cut and resumed
+        on a GPU equals an uninterrupted one bit for bit; on a CPU training is deterministic
+        either way (:mod:`pyrovae.training.determinism`).
 
     Example::
 
@@ -295,6 +299,7 @@ class TrainConfig:
     sample_every: int = 0
     tensorboard: bool = False
     threads: Optional[int] = 1
+    deterministic: bool = False
 
     def __post_init__(self):
         _check_min("train.epochs", self.epochs, 0)

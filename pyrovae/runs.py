@@ -367,15 +367,45 @@ def load_checkpoint(path, map_location="cpu") -> Dict[str, Any]:
     return state
 
 
+def state_differences(saved: Dict[str, Any], expected: Dict[str, Any], limit: int = 6) -> List[str]:
+    """What keeps the weights ``saved`` from loading where ``expected`` (a
+    ``state_dict()``) is wanted: each missing key, unexpected key and shape
+    that differs, one line each, at most ``limit`` of each kind.
+
+    Example::
+
+        >>> import torch
+        >>> state_differences({"w": torch.zeros(3, 2)}, {"w": torch.zeros(4, 2), "b": torch.zeros(4)})
+        ['missing from the checkpoint: b (4,)', 'w: (3, 2) in the checkpoint, (4, 2) in this model']
+    """
+    def shape(t):
+        return tuple(t.shape) if hasattr(t, "shape") else type(t).__name__
+
+    def listed(kind, items):
+        lines = [f"{kind}{item}" for item in items[:limit]]
+        return lines + ([f"... and {len(items) - limit} more"] if len(items) > limit else [])
+
+    missing = [f"{k} {shape(expected[k])}" for k in expected if k not in saved]
+    unexpected = [f"{k} {shape(saved[k])}" for k in saved if k not in expected]
+    reshaped = [f"{k}: {shape(saved[k])} in the checkpoint, {shape(expected[k])} in this model"
+                for k in expected if k in saved and shape(saved[k]) != shape(expected[k])]
+    return (listed("missing from the checkpoint: ", missing) + listed("not in this model: ", unexpected)
+            + listed("", reshaped))
+
+
 def load_model_state(vae, state: Dict[str, Any], path="checkpoint") -> None:
-    """Load the model weights of ``state`` into ``vae``; a clear error if they
-    were written for another model config."""
+    """Load the model weights of ``state`` into ``vae``; a clear error naming
+    the keys and shapes that differ if they were written for another model config."""
+    if "model" not in state:
+        raise CheckpointError(f"{path} holds no model weights (keys: {', '.join(sorted(state)) or 'none'})")
     try:
         vae.load_state_dict(state["model"])
-    except (RuntimeError, KeyError) as e:
+    except RuntimeError as e:
+        differences = state_differences(state["model"], vae.state_dict()) or [str(e).splitlines()[0]]
         raise CheckpointError(
-            f"{path} was written for a different model config and does not fit this one: "
-            f"{str(e).splitlines()[0]}"
+            f"{path} was written for a different model config and does not fit this one:\n  "
+            + "\n  ".join(differences)
+            + "\nResume with the model config it was written with (its run's config.yaml), or start a new run."
         ) from None
 
 

@@ -6,6 +6,7 @@ from typing import Dict, Iterator, Optional, Sequence
 
 import torch
 
+from ..devices import canonical_device
 from ..errors import DataError
 from .splits import RowReader
 
@@ -77,10 +78,10 @@ class Batches:
         self.shuffle = shuffle
         self.dynamic_binarize = dynamic_binarize
         self.rank, self.world_size = rank, world_size
-        self.device = torch.device(device) if device is not None else x.device
+        self.device = canonical_device(device if device is not None else x.device)
         self.reader = reader
         self.generator = torch.Generator(device=x.device).manual_seed(seed)
-        if world_size == 1 and self.device == x.device:
+        if world_size == 1 and self.device == canonical_device(x.device):
             self.noise_generator = self.generator
         else:
             seed2 = noise_seed if noise_seed is not None else seed + rank + 1
@@ -120,7 +121,7 @@ class Batches:
         return full * own(b) + (own(tail) if tail >= w else 0) + extra
 
     def __iter__(self) -> Iterator[Dict[str, torch.Tensor]]:
-        if self.reader is None and self.device == self.x.device:
+        if self.reader is None and self.device == canonical_device(self.x.device):
             return self._in_memory()
         return self._streamed()
 

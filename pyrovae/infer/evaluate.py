@@ -22,7 +22,7 @@ from typing import Any, Dict, Optional
 import torch
 
 from .fields import accepted_fields, chunk_sizes, chunks, data_fields, split_data
-from ..models.base import eval_mode, summed_fields
+from ..models.base import eval_mode, model_device, summed_fields
 from .loglik import (  # noqa: F401  (re-exported: the public names of evaluation)
     ACTIVE_UNIT_THRESHOLD,
     AUTO_COMPILE_PASSES,
@@ -176,17 +176,20 @@ class Evaluation:
         return out
 
 
-def _reconstruction_errors(reconstruct, fields: Dict[str, torch.Tensor], batch_size: int) -> Dict[str, torch.Tensor]:
+def _reconstruction_errors(reconstruct, fields: Dict[str, torch.Tensor], batch_size: int,
+                           device: torch.device) -> Dict[str, torch.Tensor]:
     """MSE per element and, where data and reconstruction lie in [0, 1], BCE
     summed over elements (nats), of ``reconstruct(x, **fields)``; each ``(N,)``.
     ``reconstruct`` gets the other fields its signature names (a
-    conditional model's ``reconstruct(x, y)``; the VAE's takes ``x`` alone)."""
+    conditional model's ``reconstruct(x, y)``; the VAE's takes ``x`` alone).
+    Each chunk is moved to ``device``, the model's."""
     others = accepted_fields(reconstruct, fields)
     x = fields["x"]
     mse, bce = [], []
     bce_applies = bool(((x >= 0) & (x <= 1)).all())
     with torch.no_grad():
         for _, chunk in chunks({"x": x, **others}, chunk_sizes(len(x), batch_size)):
+            chunk = {k: v.to(device, non_blocking=True) for k, v in chunk.items()}
             xb = chunk.pop("x")
             rec = reconstruct(xb, **chunk)
             diff = (rec - xb).reshape(xb.shape[0], -1)
@@ -292,7 +295,7 @@ def evaluate(
     reconstruct = getattr(vae, "reconstruct", None)
     if reconstruct is not None:
         with eval_mode(vae):
-            per_point.update(_reconstruction_errors(reconstruct, fields, RECONSTRUCTION_BATCH))
+            per_point.update(_reconstruction_errors(reconstruct, fields, RECONSTRUCTION_BATCH, model_device(vae)))
     return Evaluation(
         num_samples=num_samples,
         per_point=per_point,
@@ -313,7 +316,9 @@ def _classification_error(vae, x: torch.Tensor, labels: Optional[torch.Tensor]) 
     known = labels >= 0
     if not bool(known.any()):
         return {}
+    device = model_device(vae)
     with eval_mode(vae), torch.no_grad():
-        predicted = torch.cat([classify(chunk["x"]) for _, chunk in chunks({"x": x}, chunk_sizes(len(x), RECONSTRUCTION_BATCH))])
+        predicted = torch.cat([classify(chunk["x"].to(device)).to(labels.device)
+                               for _, chunk in chunks({"x": x}, chunk_sizes(len(x), RECONSTRUCTION_BATCH))])
     wrong = (predicted != labels)[known]
     return {"classification_error": float(wrong.float().mean()), "labelled_points": int(known.sum())}

@@ -30,7 +30,7 @@ import pyro
 import pyro.poutine as poutine
 
 from ..errors import ConfigError
-from ..models.base import eval_mode, summed_fields, unregistered
+from ..models.base import eval_mode, model_device, summed_fields, unregistered
 from .fields import chunks, data_fields
 from .weights import LogDensity, latent_sites, trace_pair, weight_terms
 
@@ -334,9 +334,11 @@ def importance_stats(
     obs_log_prob = LogDensity(bool(compile))
     out: Dict[str, List[torch.Tensor]] = {k: [] for k in ("lse", "lse2", "stderr", "log_lik", "log_prior", "log_q", "codes")}
     bar = _progress(n * num_samples, progress, desc)
+    device = model_device(vae)  # data on another device are moved a chunk at a time
     try:
-        with _evaluation_mode(vae, seed, x.device):
+        with _evaluation_mode(vae, seed, device):
             for _, chunk in chunks(fields, _balanced(n, batch_size)):
+                chunk = {k: v.to(device, non_blocking=True) for k, v in chunk.items()}
                 b = len(chunk["x"])
                 if site is None:
                     zero = chunk["x"].new_zeros(b)
@@ -395,7 +397,8 @@ def log_likelihood(
 
     :param vae: a :class:`~pyrovae.models.vae.VAE`, or any model with Pyro
         ``model(x, ...)`` and ``guide(x, ...)`` that use ``pyro.plate("data", dim=-1)``.
-    :param torch.Tensor x: data ``(N, *data_shape)``, inside the likelihood's support.
+    :param torch.Tensor x: data ``(N, *data_shape)``, inside the likelihood's support, on any
+        device (each chunk is moved to the model's; the estimates are on the model's device).
     :param fields: the model's other batch fields, each ``(N, ...)`` and
         chunked with ``x``: ``y=labels`` for a model with ``fields = ("x", "y")``.
         With an observed ``y`` the estimate is of log p(x, y).

@@ -5,10 +5,12 @@ A checkpoint (written by :func:`pyrovae.runs.save_checkpoint`) holds:
 - ``model``, ``optimizer``, ``scheduler``: the three ``state_dict()`` s;
 - ``epoch``, ``step``, ``best_val``, ``bad_epochs``, ``history``: the
   :class:`TrainState`;
-- ``rng``: torch's global RNG (CPU and CUDA) and the generator that shuffles
-  the batches; in a data-parallel run also ``ranks``, every rank's own
-  state (global RNG and noise generator), so that ``--resume`` with the same
-  number of processes is bitwise exact;
+- ``rng``: torch's global RNG (CPU and CUDA), the generator that shuffles
+  the batches and, where the batches draw their binarization noise from a
+  generator of its own, that one (each with the device it ran on); in a
+  data-parallel run also ``ranks``, every rank's own state (global RNG and
+  noise generator), so that ``--resume`` with the same number of processes
+  is bitwise exact;
 - ``config`` (the whole config as a dict), ``data_shape``, ``world_size``
   and ``pyrovae_version`` (the version that wrote it).
 
@@ -66,6 +68,7 @@ def rank_rng(trainer) -> Dict[str, Any]:
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
         "noise": trainer.batches.noise_generator.get_state(),
+        "noise_device": str(trainer.batches.noise_generator.device),
     }
 
 
@@ -76,11 +79,16 @@ def capture(trainer, ranks: Optional[List[Dict[str, Any]]] = None) -> Dict[str, 
         so that a resume is exact.
     """
     st = trainer.state
+    batches = trainer.batches
     rng = {
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        "batches": trainer.batches.generator.get_state(),
+        "batches": batches.generator.get_state(),
+        "batches_device": str(batches.generator.device),
     }
+    if batches.noise_generator is not batches.generator:  # a noise stream of its own: saved too
+        rng["noise"] = batches.noise_generator.get_state()
+        rng["noise_device"] = str(batches.noise_generator.device)
     if ranks is not None:
         rng["ranks"] = ranks
     return {
@@ -130,30 +138,67 @@ def restore(trainer, state: Dict[str, Any], path="checkpoint") -> None:
 
 
 def _set_global_rng(saved: Dict[str, Any]) -> None:
+    """torch's CPU and CUDA generators as ``saved`` has them. With fewer GPUs
+    visible than were saved, those there are set and the rest warned about."""
     torch.set_rng_state(saved["torch"])
-    if saved["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(saved["cuda"])
+    states = saved["cuda"] if torch.cuda.is_available() else []
+    count = torch.cuda.device_count() if states else 0
+    for index, state in enumerate(states[:count]):
+        torch.cuda.set_rng_state(state, index)
+    if len(states) > count:
+        warnings.warn(f"the checkpoint holds the random state of {len(states)} GPUs and {count} are visible: "
+                      f"GPUs {count} to {len(states) - 1} are not restored")
+
+
+def _same_kind(saved_device: Optional[str], generator: torch.Generator) -> bool:
+    """Whether a generator state saved on ``saved_device`` fits ``generator``
+    (states of CPU and CUDA generators differ in size and meaning; a state
+    saved without its device came from a generator on the data's device of
+    that run, taken as matching)."""
+    return saved_device is None or torch.device(saved_device).type == generator.device.type
+
+
+def _restore_generator(generator: torch.Generator, state, saved_device: Optional[str], seed: int, what: str) -> bool:
+    """Set ``generator`` to ``state``; a state from another device type (a
+    run resumed on the CPU after a GPU, or the other way round) cannot be
+    set: the generator is seeded with ``seed`` instead, and False says so."""
+    if _same_kind(saved_device, generator):
+        generator.set_state(state)
+        return True
+    generator.manual_seed(seed)
+    warnings.warn(f"the {what} generator was saved on {saved_device} and runs on {generator.device.type} now: "
+                  "it starts afresh, so the run is not bitwise identical to an uninterrupted one")
+    return False
 
 
 def _restore_rng(trainer, rng: Dict[str, Any], epoch: int) -> None:
     """The random states of ``rng``; this rank's own when the checkpoint was
     written by as many processes as this run has, else fresh noise streams
     for every rank (with a warning: the run then differs from an
-    uninterrupted one)."""
+    uninterrupted one). A generator saved on another device type is seeded
+    afresh, with a warning."""
     strategy, batches = trainer.strategy, trainer.batches
-    batches.generator.set_state(rng["batches"])  # the same shuffling on every rank
+    seed = distributed.rank_seed(trainer.cfg.train.seed + epoch, strategy.rank)
+    # the same shuffling on every rank
+    _restore_generator(batches.generator, rng["batches"], rng.get("batches_device"), seed, "shuffling")
     own_noise = batches.noise_generator is not batches.generator
     ranks = rng.get("ranks")
     written_by = len(ranks) if ranks is not None else 1
     if written_by == strategy.world_size:
         mine = ranks[strategy.rank] if ranks is not None else rng
         _set_global_rng(mine)
-        if own_noise and "noise" in mine:
-            batches.noise_generator.set_state(mine["noise"])
+        if own_noise:
+            if "noise" in mine:
+                _restore_generator(batches.noise_generator, mine["noise"], mine.get("noise_device"), seed + 1,
+                                   "binarization")
+            else:  # the writing run drew its noise from the shuffling generator
+                batches.noise_generator.manual_seed(seed + 1)
+                warnings.warn("the checkpoint's run drew its binarization noise from the shuffling generator and "
+                              "this one has a generator of its own (another device): it starts afresh, so the run "
+                              "is not bitwise identical to an uninterrupted one")
         return
     # another number of processes: rank 0 keeps the saved global state, every
     # rank draws fresh noise under a seed of its own
-    seed = distributed.rank_seed(trainer.cfg.train.seed + epoch, strategy.rank)
     if strategy.is_main:
         _set_global_rng(rng)
     else:
@@ -164,5 +209,5 @@ def _restore_rng(trainer, rng: Dict[str, Any], epoch: int) -> None:
         warnings.warn(
             f"the checkpoint was written by {written_by} process(es), this run has "
             f"{strategy.world_size}: training continues with fresh noise streams, so it is not "
-            "bitwise identical to an uninterrupted run"
+            "bitwise identical to an uninterrupted one"
         )

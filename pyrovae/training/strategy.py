@@ -26,20 +26,29 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import torch
 
+from ..devices import canonical_device
 from ..errors import ConfigError, DataError
 from ..models.base import unregistered
 from . import distributed
 
-__all__ = ["Strategy", "SingleProcess", "DataParallel", "for_context", "from_environment", "resolve_device"]
+__all__ = ["Strategy", "SingleProcess", "DataParallel", "for_context", "from_environment", "resolve_device",
+           "canonical_device"]
 
 
 def resolve_device(spec: str) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU; ``cuda`` without a GPU is an error."""
+    """``train.device`` as a :func:`canonical_device`: ``auto`` -> the current
+    GPU when CUDA is available, else the CPU; ``cuda`` without a GPU, or a
+    GPU index past the last, is an error."""
     if spec == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if spec.startswith("cuda") and not torch.cuda.is_available():
-        raise DataError(f"train.device={spec!r} but no CUDA device is available; use auto or cpu")
-    return torch.device(spec)
+        spec = "cuda" if torch.cuda.is_available() else "cpu"
+    if spec.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise DataError(f"train.device={spec!r} but no CUDA device is available; use auto or cpu")
+        index = torch.device(spec).index
+        if index is not None and index >= torch.cuda.device_count():
+            raise DataError(f"train.device={spec!r} but this machine has {torch.cuda.device_count()} GPU(s) "
+                            f"(cuda:0 to cuda:{torch.cuda.device_count() - 1})")
+    return canonical_device(spec)
 
 
 class Strategy:

@@ -45,7 +45,8 @@ from .callbacks import Progress, callbacks_from_config
 from .checkpoint import TrainState
 from .optim import kl_schedules, optimizers, schedules
 from .precision import Precision
-from .strategy import Strategy, from_environment, resolve_device
+from .determinism import deterministic_kernels
+from .strategy import Strategy, canonical_device, from_environment, resolve_device
 from ..runs import RunDir, load_checkpoint, save_checkpoint
 
 __all__ = ["train", "Trainer", "TrainState", "resolve_device", "torch_threads"]
@@ -127,7 +128,7 @@ class Trainer:
         tc = self.cfg.train
         self.strategy = strategy if strategy is not None else from_environment()
         self.splits = _as_splits(data)
-        self.device = self.strategy.device(tc.device)
+        self.device = canonical_device(self.strategy.device(tc.device))  # a strategy may name it either way
         self.vae = vae.to(self.device)
         self.precision = Precision(tc.precision, self.vae, self.device)  # bf16 refused, before any file is made, where it does not pay
         if dynamic_binarize is None:
@@ -312,7 +313,7 @@ class Trainer:
         # on or off as the config says, whatever the global setting (restored afterwards)
         validation = pyro.validation_enabled(bool(tc.validate_model))
         try:
-            with validation, torch_threads(tc.threads):
+            with validation, torch_threads(tc.threads), deterministic_kernels(tc.deterministic):
                 self._fit_epochs(until)
         finally:
             for callback in self.callbacks:
