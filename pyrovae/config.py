@@ -83,7 +83,7 @@ class DataConfig:
     :ivar labelled_seed: seed of the choice of labelled points (the same points in every run
         with this seed, whatever ``train.seed``).
     :ivar as_given: ``path`` and ``root`` as they were written, where a run's ``config.yaml``
-        stores them made absolute (:meth:`with_absolute_paths`), so that ``pyrovae evaluate``
+        stores them made absolute (:meth:`~pyrovae.DataConfig.with_absolute_paths`), so that ``pyrovae evaluate``
         finds the data from any folder. A record for the reader; pyrovae reads ``path`` and ``root``.
 
     Example::

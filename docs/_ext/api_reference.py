@@ -40,6 +40,8 @@ SUPPORTING = (
     ("pyrovae.data.splits", "RowReader", "class"),
     ("pyrovae.infer.loglik", "ISResult", "class"),
     ("pyrovae.infer.evaluate", "Evaluation", "class"),
+    ("pyrovae.infer.evaluate", "Summary", "class"),
+    ("pyrovae.data.prepare", "validation_size", "function"),
     ("pyrovae.infer.impute", "Imputation", "class"),
     ("pyrovae.infer.masks", "make_mask", "function"),
     ("pyrovae.infer.masks", "load_mask_file", "function"),
@@ -64,6 +66,7 @@ MODULES = (
     "pyrovae.training.callbacks",
     "pyrovae.training.distributed",
     "pyrovae.training.precision",
+    "pyrovae.training.determinism",
 )
 
 

@@ -70,7 +70,7 @@ def load_data(cfg: DataConfig) -> Splits:
     Training points in no fixed order (see :class:`~pyrovae.data.splits.Splits`)
     are shuffled with ``data.split_seed`` before ``data.subset`` keeps the
     first of them and the last ``data.val_size`` are held out for validation
-    (:func:`validation_size` when it is null); MNIST keeps its published order.
+    (:func:`~pyrovae.data.prepare.validation_size` when it is null); MNIST keeps its published order.
 
     Validation and test sets are always binarized once, with the fixed
     seeds of :mod:`pyrovae.data.binarize`, so that evaluations are

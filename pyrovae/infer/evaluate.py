@@ -67,7 +67,7 @@ RENAMED_SUMMARY_KEYS = {
 class Summary(dict):
     """The means of an :class:`Evaluation` (and what ``eval.json`` holds): a
     plain dict, written to JSON as it is, in which the old names of
-    :data:`RENAMED_SUMMARY_KEYS` still read (with a ``DeprecationWarning``),
+    ``RENAMED_SUMMARY_KEYS`` still read (with a ``DeprecationWarning``),
     so that code written for them keeps working.
 
     Example::
