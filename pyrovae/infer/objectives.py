@@ -8,8 +8,11 @@ the importance-weighted bound with K particles.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import torch
 
+import pyro
 import pyro.poutine as poutine
 from pyro.infer import RenyiELBO, Trace_ELBO, TraceEnum_ELBO, TraceMeanField_ELBO
 from pyro.distributions.util import scale_and_mask
@@ -19,7 +22,7 @@ from pyro.poutine.util import prune_subsample_sites, site_is_subsample
 from ..errors import ConfigError
 from ..registry import Registry, spec_kwargs, spec_name
 
-__all__ = ["objectives", "build_objective", "EnumeratedObjective", "LeanTraceELBO", "ANALYTIC_KL_PAIRS", "MAX_PLATE_NESTING"]
+__all__ = ["objectives", "build_objective", "check_sampling_order", "EnumeratedObjective", "LeanTraceELBO", "ANALYTIC_KL_PAIRS", "MAX_PLATE_NESTING"]
 
 # The data plate is the only plate in a pyrovae model: particles go at dim -2.
 MAX_PLATE_NESTING = 1
@@ -113,7 +116,9 @@ def elbo(num_particles=1, vectorize_particles=True):
 
 #: (guide, prior) pairs whose KL(q || p) the ``meanfield`` objective takes in
 #: closed form (torch registers a formula for their distributions); every
-#: other pair falls back to a Monte Carlo estimate of the KL.
+#: other pair falls back to a Monte Carlo estimate of the KL. A conditional
+#: prior p(z | z2) counts only where the guide draws z2 before z
+#: (:func:`check_sampling_order`); ``meanfield`` is refused otherwise.
 ANALYTIC_KL_PAIRS = (("normal", "standard_normal"), ("normal", "normal"), ("normal", "laplace"))
 
 
@@ -121,8 +126,54 @@ ANALYTIC_KL_PAIRS = (("normal", "standard_normal"), ("normal", "normal"), ("norm
 def meanfield(num_particles=1, vectorize_particles=True):
     """TraceMeanField_ELBO: KL(q || p) in closed form where torch registers one
     (the normal guide against the standard_normal, normal and laplace priors:
-    ``ANALYTIC_KL_PAIRS``); a Monte Carlo estimate for other pairs."""
+    ``ANALYTIC_KL_PAIRS``); a Monte Carlo estimate for other pairs. Refused
+    for a model whose guide samples its latent sites in another order than
+    the model (see :func:`check_sampling_order`)."""
     return _particle_elbo(TraceMeanField_ELBO, num_particles, vectorize_particles)
+
+
+def _latent_order(fn, fields) -> list:
+    """The latent (unobserved) sample sites of ``fn(**fields)`` in the order it samples them."""
+    from pyro.poutine.util import site_is_subsample
+
+    x = fields["x"]
+    devices = [x.device] if x.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices), torch.no_grad(), pyro.validation_enabled(False):
+        trace = poutine.trace(fn).get_trace(**fields)
+    return [name for name, site in trace.nodes.items()
+            if site["type"] == "sample" and not site["is_observed"] and not site_is_subsample(site)]
+
+
+def check_sampling_order(model, fields) -> None:
+    """Raise ``ConfigError`` when ``model``'s guide samples the latent sites
+    the two share in another order than its model does, on the batch
+    ``fields`` (a two-point probe is enough).
+
+    ``TraceMeanField_ELBO`` replaces each latent site's log q - log p by
+    KL(q(z | ...) || p(z | parents)) with the parents the guide drew. That is
+    the expected log-ratio only when the parents were drawn before z, i.e.
+    the guide samples in the model's order. A bottom-up guide q(z|x) q(z2|z)
+    against a top-down model p(z2) p(z|z2) draws z2 from z, so the closed-form
+    KL(q(z|x) || p(z|z2)) is taken at a z2 that depends on the z it
+    integrates over: a biased, much larger loss.
+
+    Example::
+
+        check_sampling_order(vae, {"x": x[:2]})   # x: (B, *data_shape); raises for a bottom-up hierarchy
+    """
+    from ..models.base import unregistered
+
+    with unregistered(model):
+        model_order, guide_order = _latent_order(model.model, fields), _latent_order(model.guide, fields)
+    shared = set(model_order) & set(guide_order)
+    model_order = [n for n in model_order if n in shared]
+    guide_order = [n for n in guide_order if n in shared]
+    if model_order != guide_order:
+        raise ConfigError(
+            f"train.objective 'meanfield' needs a guide that samples the latent sites in the model's order (a "
+            f"site's closed-form KL is taken given the sites drawn before it), but the guide samples "
+            f"{', '.join(guide_order)} and the model {', '.join(model_order)}; use train.objective: {{name: elbo}}"
+        )
 
 
 @objectives.register("iwae")
@@ -176,6 +227,19 @@ class EnumeratedObjective:
     an unlabelled one, so the few labelled points shape the decoder far
     more than their share of the data (the classification term keeps s).
 
+    **num_data.** Given ``num_data`` = N (which must equal N_l + N_u when
+    ``counts`` are given; without them the data is taken to share the
+    batch's proportions) the loss is (N_u / B_u) times the above (N_l / B_l
+    for a batch without unlabelled points): the full-data estimate of J^α.
+    The model and guide then run without ``num_data``, since their data
+    plate would scale the two parts by N / B_u and N / B_l on top of w.
+
+    **Data-parallel.** B_u and B_l are the counts of the whole batch. A
+    process that holds only its share computes the loss of that share with
+    the global counts, set by :meth:`over_batch` (the data-parallel strategy
+    sums :meth:`batch_counts` over the ranks), so that the ranks' losses add
+    up to the loss of the whole batch.
+
     :param sites: names of the discrete sites to enumerate.
     :param tuple counts: ``(N_l, N_u)``, labelled and unlabelled points in the training data.
     :param auxiliary: ``(x, y) -> scalar``, the model's ``auxiliary_loss`` (optional).
@@ -189,6 +253,8 @@ class EnumeratedObjective:
         self.sites = frozenset(sites)
         self.partial_field = partial_field
         self.counts = counts
+        #: (B_l, B_u) of the whole batch while this process scores a share of it (see over_batch)
+        self.global_batch = None
         self.auxiliary = auxiliary
         self.elbo = TraceEnum_ELBO(
             num_particles=num_particles,
@@ -202,43 +268,82 @@ class EnumeratedObjective:
     def _wrap(self, fn):
         return poutine.infer_config(fn, self._config)
 
+    def batch_counts(self, fields):
+        """``(B_l, B_u)``: the labelled and unlabelled points of the batch
+        ``fields``, or None when it has no partly observed field."""
+        value = fields.get(self.partial_field) if self.partial_field is not None else None
+        if value is None:
+            return None
+        b_l = int((value >= 0).sum())
+        return b_l, len(value) - b_l
+
+    @contextmanager
+    def over_batch(self, counts):
+        """Score shares of a batch whose labelled and unlabelled points are
+        ``counts`` ``(B_l, B_u)`` in all (None: each batch is whole)."""
+        before, self.global_batch = self.global_batch, (None if counts is None else tuple(int(c) for c in counts))
+        try:
+            yield self
+        finally:
+            self.global_batch = before
+
+    def _data_counts(self, b_l, b_u, num_data):
+        """``(N_l, N_u)`` for a batch of ``b_l`` labelled and ``b_u`` unlabelled points."""
+        if self.counts is not None:
+            n_l, n_u = self.counts
+            if num_data is not None and int(num_data) != n_l + n_u:
+                raise ValueError(f"num_data={num_data} but the objective's counts say {n_l} labelled and "
+                                 f"{n_u} unlabelled points ({n_l + n_u} in all)")
+            return n_l, n_u
+        if num_data is None:
+            return b_l, b_u
+        return num_data * b_l / (b_l + b_u), num_data * b_u / (b_l + b_u)
+
     def _parts(self, args, kwargs):
-        """``[(weight, args, kwargs, auxiliary weight or None)]``: the batch
-        split into its unlabelled and labelled points (see the class notes)."""
+        """``(factor, [(weight, args, kwargs, auxiliary weight or None)])``:
+        the batch split into its unlabelled and labelled points and their
+        weights, and the factor of the whole (see the class notes)."""
         name = self.partial_field
         value = kwargs.get(name) if name is not None else None
         if value is None:
-            return [(1.0, args, kwargs, None)]
+            return 1.0, [(1.0, args, kwargs, None)]
         x = args[0] if args else kwargs["x"]
         known = value >= 0
-        b_l = int(known.sum())
-        b_u = len(value) - b_l
-        others = {k: v for k, v in kwargs.items() if k not in (name, "x")}
+        own_l = int(known.sum())
+        own_u = len(value) - own_l
+        b_l, b_u = self.global_batch if self.global_batch is not None else (own_l, own_u)
+        num_data = kwargs.get("num_data")
+        others = {k: v for k, v in kwargs.items() if k not in (name, "x", "num_data")}
 
         def rows(mask, with_value):
             fields = {"x": x[mask], **others, **({name: value[mask]} if with_value else {})}
             return (), fields
 
-        n_l, n_u = self.counts if self.counts is not None else (b_l, b_u)
+        n_l, n_u = self._data_counts(b_l, b_u, num_data)
         if b_u == 0:  # all labelled: the counts of a fully labelled data set
-            aux = (n_l + n_u) / max(n_l, 1)
-            return [(1.0, args, kwargs, aux)]
+            factor = 1.0 if num_data is None else n_l / b_l
+            return factor, [(1.0, *rows(known, True), (n_l + n_u) / max(n_l, 1))]
+        factor = 1.0 if num_data is None else n_u / b_u
         if b_l == 0:
-            return [(1.0, *rows(~known, False), None)]
+            return factor, [(1.0, *rows(~known, False), None)]
         if n_u == 0:
             raise ValueError("a batch with unlabelled points, but counts say the data has none")
         scale = b_u / (n_u * b_l)
         weight = n_l * scale if self.labelled_weighting == "data" else 1.0
-        return [(1.0, *rows(~known, False), None), (weight, *rows(known, True), (n_l + n_u) * scale)]
+        parts = [(1.0, *rows(~known, False), None)] if own_u else []
+        if own_l:
+            parts.append((weight, *rows(known, True), (n_l + n_u) * scale))
+        return factor, parts
 
     def _total(self, elbo_loss, model, guide, args, kwargs):
+        factor, parts = self._parts(args, kwargs)
         total = 0.0
-        for weight, a, kw, aux in self._parts(args, kwargs):
+        for weight, a, kw, aux in parts:
             total = total + weight * elbo_loss(self._wrap(model), self._wrap(guide), *a, **kw)
             if aux is not None and self.auxiliary is not None:
                 x = a[0] if a else kw["x"]
                 total = total + aux * self.auxiliary(x, kw[self.partial_field])
-        return total
+        return total if factor == 1.0 else factor * total
 
     def differentiable_loss(self, model, guide, *args, **kwargs):
         return self._total(self.elbo.differentiable_loss, model, guide, args, kwargs)
@@ -253,15 +358,25 @@ class EnumeratedObjective:
         return float(loss)
 
 
-def build_objective(spec, model=None, counts=None):
+def _zero_probe(model):
+    """Two zero points of ``model.data_shape`` as the fields ``{"x": ...}``."""
+    like = next(iter(model.parameters()), torch.zeros(()))
+    return {"x": like.new_zeros((2, *model.data_shape))}
+
+
+def build_objective(spec, model=None, counts=None, probe=None):
     """The objective that ``spec`` (``train.objective``) names, for ``model``.
 
     A model that declares discrete ``enumerate_sites`` is trained with
     ``TraceEnum_ELBO`` (an :class:`EnumeratedObjective`), which sums those
     sites out exactly; only ``elbo`` can do that, so ``meanfield`` and
-    ``iwae`` are refused for such a model. ``counts`` ``(N_l, N_u)`` are the
-    labelled and unlabelled training points when an enumerated site is also
-    a partly observed batch field (M2's ``y``; see :class:`EnumeratedObjective`).
+    ``iwae`` are refused for such a model. ``meanfield`` is refused as well
+    where the guide samples the latent sites in another order than the model
+    (:func:`check_sampling_order`, traced once on ``probe``, a batch's
+    fields; by default two zero points of ``model.data_shape``).
+    ``counts`` ``(N_l, N_u)`` are the labelled and unlabelled training
+    points when an enumerated site is also a partly observed batch field
+    (M2's ``y``; see :class:`EnumeratedObjective`).
 
     Example::
 
@@ -270,7 +385,10 @@ def build_objective(spec, model=None, counts=None):
     """
     sites = tuple(getattr(model, "enumerate_sites", ()) or ())
     if not sites:
-        return objectives.build(spec)
+        objective = objectives.build(spec)
+        if spec_name(spec) == "meanfield" and model is not None:
+            check_sampling_order(model, probe if probe is not None else _zero_probe(model))
+        return objective
     name, options = spec_name(spec), spec_kwargs(spec)
     if name != "elbo":
         raise ConfigError(

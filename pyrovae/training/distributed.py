@@ -25,7 +25,11 @@ What a run of ``W`` processes computes:
   average is the gradient of the ELBO summed over the global batch: one step
   of ``W`` processes is the step of one process on the concatenated batch.
   Objectives without a differentiable loss (``iwae``) sum their gradients
-  with one ``all_reduce`` instead (``all_reduce_grads``).
+  with one ``all_reduce`` instead (``all_reduce_grads``). Weights that
+  depend on the batch's make-up are those of the global batch: M2's
+  partly labelled objective weighs its labelled points and classification
+  term by the labelled and unlabelled counts summed over the ranks (one
+  ``all_reduce`` of two numbers before the step).
 - Each rank draws its own noise: the latent samples (torch's global RNG,
   re-seeded per rank) and the dynamic binarization (a generator per rank).
 - The loss of every step is summed over ranks, so the decision to stop or

@@ -147,7 +147,10 @@ class DataParallel(Strategy):
     The loss is wrapped in ``DistributedDataParallel`` (which averages the
     gradients; each rank scales its loss by ``W`` so that the average is the
     gradient of the global sum) or, for objectives without a differentiable
-    loss, the gradients are summed with one ``all_reduce``. See
+    loss, the gradients are summed with one ``all_reduce``. An objective
+    whose weights depend on the batch's make-up (one with ``batch_counts``
+    and ``over_batch``, e.g. M2's partly labelled objective) gets the counts
+    summed over the ranks before the step. See
     :mod:`pyrovae.training.distributed`.
 
     :param context: this process's place in the job (joined already, see
@@ -193,6 +196,16 @@ class DataParallel(Strategy):
             torch.manual_seed(self.noise_seed(seed))
 
     def step(self, fields, beta) -> float:
+        counts = getattr(self.objective, "batch_counts", None)
+        counts = counts(fields) if counts is not None else None
+        if counts is None:
+            return self._step(fields, beta)
+        # weights that depend on the batch's make-up (M2's labelled and
+        # unlabelled points) come from the whole batch, not this rank's share
+        with self.objective.over_batch(distributed.all_reduce_sum(counts)):
+            return self._step(fields, beta)
+
+    def _step(self, fields, beta) -> float:
         world = self.world_size
         if self.ddp is not None:
             loss = self.ddp(beta=beta, **fields)

@@ -156,7 +156,7 @@ class Trainer:
         probe = select_fields(self.vae, self._probe_batch(), "the training data")  # a missing field fails here
         self.val_batch = self._val_shard()
         # TraceEnum_ELBO for enumerated sites; a partly labelled training set's counts weigh its two kinds of points
-        self.objective = build_objective(tc.objective, self.vae, counts=self._label_counts())
+        self.objective = build_objective(tc.objective, self.vae, counts=self._label_counts(), probe=probe)
         self.params = [p for p in self.vae.parameters() if p.requires_grad]
         self.optimizer = optimizers.build(tc.optimizer, params=self.params)
         self._check_hyperparameters()
@@ -267,7 +267,7 @@ class Trainer:
         """Mean negative ELBO (beta = 1), reconstruction and KL per validation point, in nats."""
         if self.val_batch is None:
             return {}
-        totals = {"elbo": 0.0, "reconstruction": 0.0, "kl": 0.0, "wrong": 0.0}
+        totals = {"elbo": 0.0, "reconstruction": 0.0, "kl": 0.0, "wrong": 0.0, "labelled": 0.0}
         n = len(self.val_batch["x"])
         classify = getattr(self.vae, "classify", None)
         labels = self.val_batch.get("y") if classify is not None else None
@@ -277,16 +277,19 @@ class Trainer:
                 terms = elbo_terms(self.vae, **self._val_scored(chunk))
                 for k in ("elbo", "reconstruction", "kl"):
                     totals[k] += float(terms[k].sum())
-                if labels is not None:
-                    totals["wrong"] += float((classify(chunk["x"]) != chunk["y"]).sum())
+                if labels is not None:  # only points with a label (-1 marks none) are right or wrong
+                    known = chunk["y"] >= 0
+                    totals["wrong"] += float(((classify(chunk["x"]) != chunk["y"]) & known).sum())
+                    totals["labelled"] += float(known.sum())
         # each rank scored its share of the validation set
-        totals["elbo"], totals["reconstruction"], totals["kl"], totals["wrong"], n = self.strategy.sum(
-            [totals["elbo"], totals["reconstruction"], totals["kl"], totals["wrong"], n]
-        )
+        keys = ("elbo", "reconstruction", "kl", "wrong", "labelled")
+        *sums, n = self.strategy.sum([totals[k] for k in keys] + [n])
+        totals = dict(zip(keys, sums))
         record = {"val_loss": -totals["elbo"] / n, "val_reconstruction": -totals["reconstruction"] / n,
                   "val_kl": totals["kl"] / n}
-        if labels is not None:
-            record["val_error"] = totals["wrong"] / n  # the classifier's error rate on the validation labels
+        if labels is not None and totals["labelled"] > 0:
+            # the classifier's error rate on the labelled validation points
+            record["val_error"] = totals["wrong"] / totals["labelled"]
         return record
 
     def request_stop(self, reason: str) -> None:

@@ -2,7 +2,8 @@
 computations under the same noise, in float64:
 
 - ``elbo`` (Trace_ELBO), with mini-batch scaling and beta;
-- ``meanfield`` (TraceMeanField_ELBO), with the Gaussian KL written out;
+- ``meanfield`` (TraceMeanField_ELBO), with the Gaussian KL written out,
+  and refused where the guide samples in another order than the model;
 - ``iwae`` (RenyiELBO, alpha = 0): -sum_i [logsumexp_k log w_ik - log K];
 - the 2-layer hierarchical ELBO of Burda et al.;
 - and, with the exact posterior of a linear-Gaussian model as the guide,
@@ -20,10 +21,15 @@ import torch
 import torch.nn.functional as F
 from torch.distributions import Bernoulli, Normal
 
-import pyrovae
-from pyrovae.infer.objectives import objectives
+from pyro.infer import TraceMeanField_ELBO
 
-from helpers import SHAPE, tiny_model_config
+import pyrovae
+from pyrovae.data import load_data
+from pyrovae.infer.objectives import build_objective, objectives
+from pyrovae.models import build_model
+from pyrovae.training.trainer import Trainer
+
+from helpers import SHAPE, tiny_config, tiny_model_config
 from test_evaluate import exact_marginal, linear_gaussian_vae, orthogonal_columns, set_exact_posterior_guide
 
 ATOL = 1e-5
@@ -78,15 +84,51 @@ def test_trace_elbo_equals_hand_written_elbo(num_data, beta):
     assert loss == pytest.approx(float(expected), abs=ATOL, rel=0)
 
 
-def test_meanfield_elbo_uses_the_written_out_gaussian_kl():
+@pytest.mark.parametrize("num_data", [None, 70])
+def test_meanfield_elbo_uses_the_written_out_gaussian_kl(num_data):
     vae, x = double_vae(), binary_data()
     torch.manual_seed(6)
-    loss = objectives.build("meanfield").loss(vae.model, vae.guide, x)
+    loss = objectives.build("meanfield").loss(vae.model, vae.guide, x, num_data=num_data)
     eps = standard_normals(x.shape[0], vae.latent_dim, seed=6)
     with torch.no_grad():
         log_lik, _, _, (mu, sigma) = one_layer_log_weights(vae, x, eps)
     kl = 0.5 * (sigma**2 + mu**2 - 1 - 2 * sigma.log()).sum(-1)
-    assert loss == pytest.approx(float(-(log_lik - kl).sum()), abs=ATOL, rel=0)
+    scale = (num_data or x.shape[0]) / x.shape[0]
+    assert loss == pytest.approx(float(-scale * (log_lik - kl).sum()), abs=ATOL, rel=0)
+
+
+HIERARCHY = [{"latent_dim": 2, "encoder": {"name": "mlp", "hidden": [8]}, "decoder": {"name": "mlp", "hidden": [8]}}]
+
+
+def test_meanfield_is_refused_where_the_guide_samples_in_another_order():
+    """The vae hierarchy's guide is bottom-up, q(z|x) q(z2|z), its model
+    top-down, p(z2) p(z|z2): a closed-form KL(q(z|x) || p(z|z2)) would be
+    taken at a z2 drawn from z. build_objective and the trainer refuse it
+    with one line naming both orders and the objective to use."""
+    vae = double_vae(hierarchy=HIERARCHY)
+    message = r"guide samples z, z2 and the model z2, z; use train.objective: \{name: elbo\}"
+    with pytest.raises(pyrovae.ConfigError, match=message):
+        build_objective({"name": "meanfield"}, vae)
+    with pytest.raises(pyrovae.ConfigError, match=message):
+        build_objective({"name": "meanfield"}, vae, probe={"x": binary_data(2)})
+    cfg = pyrovae.load_config(tiny_config(model={**tiny_model_config(), "hierarchy": HIERARCHY},
+                                          train={**tiny_config()["train"], "objective": {"name": "meanfield"}}))
+    splits = load_data(cfg.data)
+    with pytest.raises(pyrovae.ConfigError, match=message) as error:
+        Trainer(pyrovae.VAE.from_config(cfg, data_shape=splits.data_shape), splits, cfg)
+    assert "\n" not in str(error.value)
+    for name in ("elbo", "iwae"):  # they score the sampled values: any order is right
+        build_objective({"name": name}, vae)
+
+
+@pytest.mark.parametrize("family", ["vae", "hvae"])
+def test_meanfield_is_built_where_the_guide_samples_in_the_models_order(family):
+    """One latent layer, and hvae, whose guide is top-down like its model
+    (q(z2|x) q(z1|x, z2) against p(z2) p(z1|z2))."""
+    section = tiny_model_config() if family == "vae" else {"name": "hvae", "latent_dim": 3,
+                                                            "options": {"z2_dim": 2, "hidden": 8}}
+    model = build_model(pyrovae.load_config({"model": section}).model, SHAPE)
+    assert isinstance(build_objective({"name": "meanfield"}, model), TraceMeanField_ELBO)
 
 
 @pytest.mark.parametrize("k", [2, 9])

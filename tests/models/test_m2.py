@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch.distributions import Bernoulli, Categorical, MultivariateNormal, Normal
 
 import pyro
+import pyro.distributions as dist
 
 import pyrovae
 from pyrovae.errors import ConfigError, DataError
@@ -78,19 +79,20 @@ def test_enumerated_elbo_equals_the_hand_written_sum_over_classes():
 
 
 @pytest.mark.parametrize("weighting", ["data", "batch"])
-@pytest.mark.parametrize("counts", [None, (40, 760)])
-def test_a_partly_labelled_batch_scores_kingmas_objective(counts, weighting):
+@pytest.mark.parametrize("counts, num_data", [(None, None), ((40, 760), None), (None, 70), ((40, 760), 800)])
+def test_a_partly_labelled_batch_scores_kingmas_objective(counts, num_data, weighting):
     """U_b + w L_b + s A_b with w = (N_l/N_u)(B_u/B_l) (``data``; 1 for
     ``batch``), s = (N/N_u)(B_u/B_l), each part written out by hand (the
-    batch's own counts when none are given)."""
+    batch's own counts when none are given); with ``num_data`` N_u/B_u times
+    that (counts in the batch's proportions when none are given)."""
     model = build(options={"num_classes": C, "classification_weight": 0.5, "labelled_weighting": weighting})
     x = binary(7)
     y = torch.tensor([-1, 2, -1, -1, 0, -1, 3])
     known = y >= 0
     objective = build_objective({"name": "elbo"}, model, counts=counts)
     torch.manual_seed(5)
-    loss = objective.loss(model.model, model.guide, x, y=y)
-    n_l, n_u = counts or (3, 4)
+    loss = objective.loss(model.model, model.guide, x, y=y, **({"num_data": num_data} if num_data else {}))
+    n_l, n_u = counts or ((3, 4) if num_data is None else (num_data * 3 / 7, num_data * 4 / 7))
     b_l, b_u = 3, 4
     torch.manual_seed(5)  # the unlabelled part draws first, then the labelled part
     eps_u = Normal(torch.zeros(C, b_u, 3, dtype=torch.float64), 1.0).rsample()
@@ -103,8 +105,115 @@ def test_a_partly_labelled_batch_scores_kingmas_objective(counts, weighting):
         classification = -0.5 * log_qy.sum()  # classification_weight a = 0.5
         w = (n_l / n_u) * (b_u / b_l) if weighting == "data" else 1.0
         s = ((n_l + n_u) / n_u) * (b_u / b_l)
-        expected = unlabelled + w * labelled + s * classification
+        expected = (unlabelled + w * labelled + s * classification) * (1 if num_data is None else n_u / b_u)
     assert loss == pytest.approx(float(expected), abs=1e-8, rel=0)
+
+
+class FixedNoiseNormal(dist.Normal):
+    """A Normal whose reparameterized draw is ``loc + scale * eps`` with a
+    given ``eps`` (broadcast over the enumerated classes): the same noise for
+    a data point in any batch, any share of a batch and any process."""
+
+    def __init__(self, loc, scale, eps):
+        super().__init__(loc, scale)
+        self.eps = eps
+
+    def expand(self, batch_shape, _instance=None):
+        return FixedNoiseNormal(self.loc.expand(batch_shape), self.scale.expand(batch_shape), self.eps)
+
+    def rsample(self, sample_shape=torch.Size()):
+        assert not sample_shape, sample_shape
+        return self.loc + self.scale * self.eps
+
+
+def fix_noise(model, seed=5):
+    """Make q(z | x, y)'s draw a fixed function of x: eps = flat(x) @ R (R
+    seeded); returns that function, ``x (B, *data_shape) -> eps (B, latent_dim)``."""
+    d = math.prod(model.data_shape)
+    dtype = next(model.parameters()).dtype
+    r = torch.randn(d, model.latent_dim, generator=torch.Generator().manual_seed(seed), dtype=dtype) / math.sqrt(d)
+    encode = model.encode
+
+    def noise(x):
+        return x.flatten(1).to(dtype) @ r
+
+    def fixed(x, y=None):
+        base = encode(x, y).base_dist
+        return FixedNoiseNormal(base.loc, base.scale, noise(x)).to_event(1)
+
+    model.encode = fixed
+    return noise
+
+
+def full_data_estimate(model, x, y, noise, counts, num_data=None, a=0.5):
+    """Kingma et al.'s J^alpha = sum_l L + sum_u U + a N mean_l[-log q(y|x)]
+    estimated from the batch (x, y) with the fixed ``noise``, written out by
+    hand (float64, differentiable): with ``num_data`` = N the full-data
+    estimate (N_u/B_u) sum_b U + (N_l/B_l) sum_b L + (a N/B_l) sum_b -log q;
+    without it B_u/N_u times that (the trainer's per-step scale)."""
+    n_l, n_u = counts
+    known = y >= 0
+    b_l, b_u = int(known.sum()), int((~known).sum())
+    xu, xl = x[~known], x[known]
+    log_px, log_pz, log_qz, log_qy = hand_written_terms(model, xu, noise(xu).expand(C, -1, -1))
+    unlabelled = -(log_qy.exp() * (-math.log(C) - log_qy + log_px + log_pz - log_qz)).sum()
+    log_px, log_pz, log_qz, log_qy = hand_written_terms(model, xl, noise(xl)[None], y[known])
+    labelled = -(-math.log(C) + log_px + log_pz - log_qz).sum()
+    classification = -log_qy.sum()
+    estimate = (n_u / b_u) * unlabelled + (n_l / b_l) * labelled + (a * (n_l + n_u) / b_l) * classification
+    return estimate if num_data is not None else estimate * b_u / n_u
+
+
+def shares(n, world=2):
+    """The rows of each rank's share of an n-point batch, cut as ``Batches`` cuts them."""
+    return [torch.arange(n)[rank::world] for rank in range(world)]
+
+
+def partly_labelled_batch(b_u, b_l, seed=1):
+    """``b_u`` unlabelled points, then ``b_l`` labelled ones (a batch of ``Batches``)."""
+    x = binary(b_u + b_l, seed=seed)
+    labels = torch.randint(0, C, (b_l,), generator=torch.Generator().manual_seed(seed))
+    return x, torch.cat([torch.full((b_u,), -1), labels])
+
+
+#: (B_u, B_l) of global batches cut into two shares: equal shares, uneven ones,
+#: a last short batch, and a share without labelled points
+SHARDED_BATCHES = [(20, 20), (41, 10), (3, 10), (40, 3), (40, 1)]
+
+
+@pytest.mark.parametrize("num_data", [None, 800])
+@pytest.mark.parametrize("b_u, b_l", SHARDED_BATCHES)
+def test_shares_scored_with_the_whole_batchs_counts_add_up_to_its_loss(b_u, b_l, num_data):
+    """The whole batch and the sum of its two shares (each scored with the
+    whole batch's counts, as a data-parallel step does) both equal the
+    hand-written estimate, loss and gradient."""
+    model = build()
+    noise = fix_noise(model)
+    x, y = partly_labelled_batch(b_u, b_l)
+    objective = build_objective({"name": "elbo"}, model, counts=(40, 760))
+    extra = {"num_data": num_data} if num_data else {}
+    params = [p for p in model.parameters() if p.requires_grad]
+    expected = full_data_estimate(model, x, y, noise, (40, 760), num_data)
+    expected_grads = torch.autograd.grad(expected, params, allow_unused=True)
+    whole = objective.differentiable_loss(model.model, model.guide, x, y=y, **extra)
+    assert whole.item() == pytest.approx(expected.item(), abs=1e-8 * abs(expected.item()), rel=0)
+    total = 0.0
+    with objective.over_batch(objective.batch_counts({"x": x, "y": y})):
+        for rows in shares(len(x)):
+            total = total + objective.differentiable_loss(model.model, model.guide, x[rows], y=y[rows], **extra)
+    assert total.item() == pytest.approx(expected.item(), abs=1e-8 * abs(expected.item()), rel=0)
+    grads = torch.autograd.grad(total, params, allow_unused=True)
+    for got, want in zip(grads, expected_grads):
+        want = torch.zeros_like(got) if want is None else want
+        torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-9)
+
+
+def test_num_data_that_disagrees_with_the_counts_is_an_error():
+    model = build()
+    x, y = partly_labelled_batch(4, 3)
+    objective = build_objective({"name": "elbo"}, model, counts=(40, 760))
+    with pytest.raises(ValueError, match="num_data=700 but the objective's counts say 40 labelled and 760"):
+        objective.loss(model.model, model.guide, x, y=y, num_data=700)
 
 
 def test_with_every_label_observed_m2_is_the_conditional_vae():
@@ -226,6 +335,31 @@ def test_evaluate_reports_the_classifiers_test_error():
     expected = float((predicted != y)[y >= 0].float().mean())
     assert summary["classification_error"] == pytest.approx(expected)
     assert summary["labelled_points"] == 29
+
+
+@pytest.mark.parametrize("missing", [0.5, 1.0])
+def test_the_validation_error_counts_only_labelled_points(missing):
+    """val_error is the classifier's error on the validation points that have
+    a label (-1 marks none), as evaluate's classification_error; without
+    any labelled validation point there is none."""
+    from pyrovae.training.trainer import Trainer
+
+    cfg = pyrovae.load_config(m2_config(epochs=1))
+    splits = pyrovae.load_data(cfg.data)
+    x, y = splits.val
+    y = y.clone()
+    y[: int(missing * len(y))] = -1
+    splits.val = (x, y)
+    model = build_model(cfg.model, splits.data_shape)
+    record = Trainer(model, splits, cfg).validate()
+    known = y >= 0
+    if not bool(known.any()):
+        assert "val_error" not in record
+        return
+    with torch.no_grad():
+        predicted = model.classifier(x).argmax(-1)
+    expected = float((predicted[known] != y[known]).double().mean())
+    assert record["val_error"] == pytest.approx(expected, abs=1e-12)
 
 
 def test_m2_trains_on_partly_labelled_data_and_resumes_exactly(tmp_path):
