@@ -15,9 +15,13 @@ user's broken component would:
   reconstruction term (``summed:label-prior``); the ELBO loses the entropy
   of q(y|x) (``summed:label-entropy``); the partly labelled objective weighs
   its labelled points by 1 instead of (N_l/N_u)(B_u/B_l)
-  (``objective:labelled-weight``); m2's p(y) is not uniform (``m2:label-prior``);
+  (``objective:labelled-weight``), or a share of a batch by the share's own
+  counts instead of the whole batch's (``objective:shard-counts``); m2's
+  p(y) is not uniform (``m2:label-prior``);
 - the training path: the lean ELBO drops the sites' scale and mask
-  (``lean:unscaled``), bf16 layers pass bf16 outputs on (``precision:bf16-outputs``);
+  (``lean:unscaled``), bf16 layers pass bf16 outputs on (``precision:bf16-outputs``),
+  ``meanfield`` is built for a guide that samples in another order than its
+  model (``meanfield:order``);
 - the flow prior's spline: Pyro's own coupling layer (``spline:pyro``), or
   the bin search shifted by 1e-6 as Pyro's is (``spline:shifted-bins``).
 
@@ -180,9 +184,14 @@ def patch_summed(fault: str) -> None:
         parts = EnumeratedObjective._parts
 
         def unit_weight(self, args, kwargs):
-            return [(1.0, *rest) for _, *rest in parts(self, args, kwargs)]
+            factor, items = parts(self, args, kwargs)
+            return factor, [(1.0, *rest) for _, *rest in items]
 
         EnumeratedObjective._parts = unit_weight
+    elif fault == "objective:shard-counts":
+        import contextlib
+
+        EnumeratedObjective.over_batch = lambda self, counts: contextlib.nullcontext(self)
     elif fault == "m2:label-prior":
         M2.label_prior = lambda self: __import__("pyro").distributions.Categorical(
             logits=torch.arange(self.num_classes, dtype=self.class_logits.dtype, device=self.class_logits.device) * 0.05)
@@ -192,7 +201,8 @@ def patch_training(fault: str) -> None:
     """Faults of the training path: the lean ELBO drops each site's scale
     and mask (``lean:unscaled``); bf16 layers hand their bf16 output on
     instead of fp32, so the log-densities are taken in bf16
-    (``precision:bf16-outputs``)."""
+    (``precision:bf16-outputs``); ``meanfield`` is built whatever order the
+    guide samples in (``meanfield:order``)."""
     import torch
 
     from pyrovae.infer import objectives
@@ -209,6 +219,8 @@ def patch_training(fault: str) -> None:
             return self
 
         Precision.__enter__ = enter
+    elif fault == "meanfield:order":
+        objectives.check_sampling_order = lambda model, fields: None
 
 
 def patch_spline(fault: str) -> None:
@@ -231,14 +243,14 @@ def patch_spline(fault: str) -> None:
 
 
 #: faults of the training path (see :func:`patch_training`)
-TRAINING_FAULTS = ["lean:unscaled", "precision:bf16-outputs"]
+TRAINING_FAULTS = ["lean:unscaled", "precision:bf16-outputs", "meanfield:order"]
 
 #: faults of the flow prior's spline (see :func:`patch_spline`)
 SPLINE_FAULTS = ["spline:pyro", "spline:shifted-bins"]
 
 #: faults of the estimators of a summed-out label (see :func:`patch_summed`)
 SUMMED_FAULTS = ["summed:variance", "summed:label-prior", "summed:label-entropy", "objective:labelled-weight",
-                 "m2:label-prior"]
+                 "objective:shard-counts", "m2:label-prior"]
 
 
 def registries():
@@ -260,9 +272,11 @@ SUMMED_DESCRIPTIONS = {
     "summed:label-prior": "m2 IS/ELBO: log p(y) left in the reconstruction term",
     "summed:label-entropy": "m2 ELBO: the entropy of q(y|x) dropped",
     "objective:labelled-weight": "partly labelled objective: labelled points weighted 1",
+    "objective:shard-counts": "partly labelled objective: a share of a batch weighted by its own counts",
     "m2:label-prior": "m2: p(y) not uniform (logits 0.05 k)",
     "lean:unscaled": "lean ELBO: each site's scale and mask dropped",
     "precision:bf16-outputs": "bf16 layers pass bf16 outputs on (log-densities in bf16)",
+    "meanfield:order": "meanfield built for a bottom-up guide against a top-down model",
     "spline:pyro": "flow prior: Pyro's spline coupling (inputs just above a knot in the bin below)",
     "spline:shifted-bins": "spline: bins searched against the knots + 1e-6",
 }

@@ -1,5 +1,9 @@
 """Data-parallel training on CPU with two gloo processes.
 
+Each objective's step on two processes is checked against one process on
+the concatenated batch, and m2's partly labelled objective on equal and
+uneven shares against its hand-written estimate on the whole batch.
+
 One ``torch.multiprocessing`` spawn runs every two-process check (starting
 processes is the slow part); a ``torchrun`` launch then resumes the run that
 the spawned processes wrote through the CLI.
@@ -24,6 +28,7 @@ import pyro.distributions as dist
 import pyrovae
 from pyrovae.training import distributed
 from pyrovae.data import Batches, load_data
+from pyrovae.infer.objectives import build_objective
 from pyrovae.runs import load_checkpoint
 from pyrovae.training.strategy import DataParallel, SingleProcess
 from pyrovae.training.trainer import Trainer
@@ -107,6 +112,46 @@ def one_step(objective, x, world_rank=None):
     return loss, {k: v.detach().clone() for k, v in vae.state_dict().items()}
 
 
+#: the objectives whose one-step check runs on two processes
+ONE_STEP_OBJECTIVES = ("elbo", "meanfield", "iwae")
+
+
+def m2_oracles():
+    """``tests/models/test_m2.py``: m2 with fixed noise and the hand-written estimate of its objective."""
+    models = str(ROOT_TESTS / "models")
+    if models not in sys.path:
+        sys.path.insert(0, models)
+    import test_m2
+
+    return test_m2
+
+
+def m2_model():
+    """The float64 test m2 (weights drawn under seed 0) with fixed noise, and the noise function."""
+    oracles = m2_oracles()
+    torch.manual_seed(0)
+    model = oracles.build()
+    return model, oracles.fix_noise(model)
+
+
+def m2_step(b_u, b_l, num_data, rank):
+    """This rank's data-parallel step on its share of a global batch of
+    ``b_u`` unlabelled and ``b_l`` labelled points (cut as ``Batches``
+    cuts it): the loss the strategy returns and the gradients."""
+    oracles = m2_oracles()
+    model, _ = m2_model()
+    x, y = oracles.partly_labelled_batch(b_u, b_l)
+    objective = build_objective({"name": "elbo"}, model, counts=(40, 760))
+    params = [p for p in model.parameters() if p.requires_grad]
+    strategy = DataParallel(distributed.env_context())
+    strategy.setup(model, objective, params, {"x": x[-2:], "y": y[-2:]}, lambda: [1.0], seed=0)
+    rows = oracles.shares(len(x), WORLD)[rank]
+    fields = {"x": x[rows], "y": y[rows], **({"num_data": num_data} if num_data else {})}
+    with pyro.validation_enabled(False):
+        loss = strategy.step(fields, 1.0)
+    return loss, {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
 def global_batch():
     cfg = step_config()
     return load_data(cfg.data).train[0][:100]  # two ranks x 50
@@ -119,11 +164,17 @@ def _worker(rank, port, cli_port, out):
     out = Path(out)
     result = {}
     x = global_batch()
-    # 1. one step with fixed noise, DDP (elbo) and the hand-written all_reduce (iwae)
-    for objective in ("elbo", "iwae"):
+    # 1. one step with fixed noise, DDP (elbo, meanfield) and the hand-written all_reduce (iwae)
+    for objective in ONE_STEP_OBJECTIVES:
         loss, weights = one_step(objective, x, (WORLD, rank))
         torch.save(weights, out / f"step-{objective}-{rank}.pt")
         result[f"loss-{objective}"] = loss
+    # 1b. m2's partly labelled objective on shares of uneven global batches
+    for b_u, b_l in m2_oracles().SHARDED_BATCHES:
+        for num_data in (None, 800):
+            loss, grads = m2_step(b_u, b_l, num_data, rank)
+            torch.save(grads, out / f"m2-{b_u}-{b_l}-{num_data}-{rank}.pt")
+            result[f"loss-m2-{b_u}-{b_l}-{num_data}"] = loss
     # 2. each rank draws its own noise
     cfg = pyrovae.load_config(tiny_config(data={**tiny_config()["data"], "binarize": "dynamic"}))
     splits = load_data(cfg.data)
@@ -169,7 +220,7 @@ def two_processes(tmp_path_factory):
     return out, results
 
 
-@pytest.mark.parametrize("objective", ["elbo", "iwae"])
+@pytest.mark.parametrize("objective", ONE_STEP_OBJECTIVES)
 def test_one_step_matches_one_process_on_the_concatenated_batch(two_processes, objective):
     out, results = two_processes
     loss, expected = one_step(objective, global_batch())
@@ -187,6 +238,28 @@ def test_one_step_matches_one_process_on_the_concatenated_batch(two_processes, o
         for name, value in expected.items():
             assert not torch.equal(value, start[name]) or name.endswith(("loc", "scale")), name  # the step moved it
             assert (got[name] - value).abs().max() <= 1e-6, (rank, name, (got[name] - value).abs().max())
+
+
+@pytest.mark.parametrize("num_data", [None, 800])
+@pytest.mark.parametrize("b_u, b_l", m2_oracles().SHARDED_BATCHES)
+def test_an_m2_step_on_two_shares_is_the_hand_written_step_of_the_whole_batch(two_processes, b_u, b_l, num_data):
+    """Equal and uneven shares, a last short batch and a share without a
+    labelled point: the summed loss and every rank's gradient are those of
+    the hand-written estimate of J^alpha on the whole batch (float64)."""
+    out, results = two_processes
+    oracles = m2_oracles()
+    model, noise = m2_model()
+    x, y = oracles.partly_labelled_batch(b_u, b_l)
+    params = dict((n, p) for n, p in model.named_parameters() if p.requires_grad)
+    expected = oracles.full_data_estimate(model, x, y, noise, (40, 760), num_data)
+    grads = torch.autograd.grad(expected, list(params.values()), allow_unused=True)
+    for r in results:
+        assert r[f"loss-m2-{b_u}-{b_l}-{num_data}"] == pytest.approx(expected.item(), rel=1e-10, abs=0)
+    for rank in range(WORLD):
+        got = torch.load(out / f"m2-{b_u}-{b_l}-{num_data}-{rank}.pt", weights_only=True)
+        for (name, p), want in zip(params.items(), grads):
+            want = torch.zeros_like(p) if want is None else want
+            torch.testing.assert_close(got.get(name, torch.zeros_like(p)), want, rtol=1e-8, atol=1e-10)
 
 
 def test_parameters_stay_bitwise_identical_and_the_loss_goes_down(two_processes):
