@@ -29,7 +29,9 @@ What a run of ``W`` processes computes:
   depend on the batch's make-up are those of the global batch: M2's
   partly labelled objective weighs its labelled points and classification
   term by the labelled and unlabelled counts summed over the ranks (one
-  ``all_reduce`` of two numbers before the step).
+  ``all_reduce`` of two numbers before the step). ``num_data`` among the
+  fields is refused for other objectives: a data plate would scale each
+  rank's share by N over the share's size.
 - Each rank draws its own noise: the latent samples (torch's global RNG,
   re-seeded per rank) and the dynamic binarization (a generator per rank).
 - The loss of every step is summed over ranks, so the decision to stop or

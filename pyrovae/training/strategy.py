@@ -199,6 +199,12 @@ class DataParallel(Strategy):
         counts = getattr(self.objective, "batch_counts", None)
         counts = counts(fields) if counts is not None else None
         if counts is None:
+            if "num_data" in fields:
+                raise ConfigError(
+                    "num_data under data-parallel training would scale each process's share by N over the share's "
+                    "size, and the processes' sum would be about W times the whole batch's estimate; leave it out "
+                    "(the trainer does) and scale the summed loss instead"
+                )
             return self._step(fields, beta)
         # weights that depend on the batch's make-up (M2's labelled and
         # unlabelled points) come from the whole batch, not this rank's share

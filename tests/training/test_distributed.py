@@ -374,6 +374,18 @@ def test_a_strategy_handed_in_runs_every_step():
     assert [r["train_loss"] for r in Trainer(vae, splits, cfg).fit()] == [r["train_loss"] for r in history]
 
 
+@pytest.mark.parametrize("objective", ["elbo", "meanfield", "iwae"])
+def test_num_data_is_refused_where_each_share_would_be_scaled_by_its_own_size(objective):
+    """A data plate scales a share of B_r points by N / B_r, so the ranks'
+    sum would be about W times the whole batch's estimate (m2's objective
+    takes num_data with the whole batch's counts; see the m2 steps above).
+    Refused before any collective, so no rank waits for another."""
+    strategy = DataParallel(distributed.Context(rank=0, world_size=WORLD))
+    strategy.objective = build_objective({"name": objective})
+    with pytest.raises(pyrovae.ConfigError, match="num_data under data-parallel training"):
+        strategy.step({"x": global_batch()[:3], "num_data": 1000}, 1.0)
+
+
 def test_process_group_errors_are_clear(monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("RANK", "5")
