@@ -373,7 +373,8 @@ def build_objective(spec, model=None, counts=None, probe=None):
     ``iwae`` are refused for such a model. ``meanfield`` is refused as well
     where the guide samples the latent sites in another order than the model
     (:func:`check_sampling_order`, traced once on ``probe``, a batch's
-    fields; by default two zero points of ``model.data_shape``).
+    fields; by default two zero points of ``model.data_shape`` for a model
+    that takes ``x`` alone, else no check: the trainer passes its probe).
     ``counts`` ``(N_l, N_u)`` are the labelled and unlabelled training
     points when an enumerated site is also a partly observed batch field
     (M2's ``y``; see :class:`EnumeratedObjective`).
@@ -387,7 +388,11 @@ def build_objective(spec, model=None, counts=None, probe=None):
     if not sites:
         objective = objectives.build(spec)
         if spec_name(spec) == "meanfield" and model is not None:
-            check_sampling_order(model, probe if probe is not None else _zero_probe(model))
+            fields = probe
+            if fields is None and hasattr(model, "data_shape") and tuple(getattr(model, "fields", ("x",))) == ("x",):
+                fields = _zero_probe(model)
+            if fields is not None:
+                check_sampling_order(model, fields)
         return objective
     name, options = spec_name(spec), spec_kwargs(spec)
     if name != "elbo":

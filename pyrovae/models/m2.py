@@ -24,8 +24,10 @@ with L and U the negative ELBOs of a labelled and an unlabelled point and
 objective scores its unlabelled points with y enumerated, its labelled
 points with y observed, and weights the two parts and the classification
 term by the data's counts so that each step estimates J^α up to one
-positive factor (see :class:`~pyrovae.infer.objectives.EnumeratedObjective`).
-:meth:`auxiliary_loss` is the classification term.
+positive factor (see :class:`~pyrovae.infer.objectives.EnumeratedObjective`);
+given ``num_data`` (the training set's size) the loss is the full-data
+estimate of J^α itself, and on several processes the weights come from the
+counts of the whole batch. :meth:`auxiliary_loss` is the classification term.
 
 The networks are registered ones: q(z | x, y) and p(x | z, y) read the
 one-hot label by concatenation (:mod:`pyrovae.models.cvae`); the classifier

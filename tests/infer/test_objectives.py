@@ -121,6 +121,17 @@ def test_meanfield_is_refused_where_the_guide_samples_in_another_order():
         build_objective({"name": name}, vae)
 
 
+def test_meanfield_for_a_users_model_with_other_fields_is_checked_on_the_probe_given():
+    """A model that takes x and y: without a probe there is nothing to trace
+    it on (the trainer passes its own), with one its single site passes."""
+    from user_models import ConditionalBernoulliVAE
+
+    model = ConditionalBernoulliVAE(SHAPE, latent_dim=2, num_classes=3, hidden=8)
+    assert isinstance(build_objective({"name": "meanfield"}, model), TraceMeanField_ELBO)
+    probe = {"x": binary_data(2).float(), "y": torch.tensor([0, 2])}
+    assert isinstance(build_objective({"name": "meanfield"}, model, probe=probe), TraceMeanField_ELBO)
+
+
 @pytest.mark.parametrize("family", ["vae", "hvae"])
 def test_meanfield_is_built_where_the_guide_samples_in_the_models_order(family):
     """One latent layer, and hvae, whose guide is top-down like its model
