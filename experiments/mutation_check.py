@@ -23,7 +23,11 @@ user's broken component would:
   ``meanfield`` is built for a guide that samples in another order than its
   model (``meanfield:order``);
 - the flow prior's spline: Pyro's own coupling layer (``spline:pyro``), or
-  the bin search shifted by 1e-6 as Pyro's is (``spline:shifted-bins``).
+  the bin search shifted by 1e-6 as Pyro's is (``spline:shifted-bins``);
+- plates and particles: particles at a fixed dim -2, as if every model used
+  the data plate alone (``plates:particles-at-2``); the iwae objective's
+  mini-batch scale applied to every site before the logsumexp over
+  particles, as Pyro's RenyiELBO does (``iwae:scale-per-site``).
 
 For each fault the suite runs in a fresh process (``pytest -x``, the oracle
 files first so that a caught fault stops early) and the first failing test
@@ -58,7 +62,7 @@ KL_FACTOR = 1.1
 ORACLE_FILES = [
     "tests/components/test_densities.py", "tests/components/test_kl.py", "tests/infer/test_objectives.py",
     "tests/infer/test_weights.py", "tests/infer/test_evaluate.py", "tests/models/test_m2.py",
-    "tests/infer/test_lean_elbo.py", "tests/training/test_precision.py", "tests/components/test_spline.py",
+    "tests/infer/test_lean_elbo.py", "tests/infer/test_iwae.py", "tests/infer/test_plates.py", "tests/training/test_precision.py", "tests/components/test_spline.py",
 ]
 
 
@@ -245,6 +249,36 @@ def patch_spline(fault: str) -> None:
 #: faults of the training path (see :func:`patch_training`)
 TRAINING_FAULTS = ["lean:unscaled", "precision:bf16-outputs", "meanfield:order"]
 
+def patch_plates(fault: str) -> None:
+    """Faults of particle placement and of the iwae objective: every model
+    is taken to use one plate, so particles go at dim -2
+    (``plates:particles-at-2``); the iwae objective's weights are scaled by
+    N / B site by site, before the logsumexp (``iwae:scale-per-site``)."""
+    from pyrovae.infer import iwae, objectives, plates, weights
+
+    if fault == "plates:particles-at-2":
+        for module in (plates, weights, iwae, objectives):
+            for name in ("plate_nesting", "model_nesting"):
+                if hasattr(module, name):
+                    setattr(module, name, lambda *args, **kwargs: 1)
+    elif fault == "iwae:scale-per-site":
+        log_weights = iwae.IWAE.log_weights
+
+        def per_site(self, *args, **kwargs):
+            log_w, scale = log_weights(self, *args, **kwargs)
+            return log_w * scale, 1.0
+
+        iwae.IWAE.log_weights = per_site
+
+
+#: faults of particle placement and of the iwae objective (see :func:`patch_plates`)
+PLATE_FAULTS = ["plates:particles-at-2", "iwae:scale-per-site"]
+
+PLATE_DESCRIPTIONS = {
+    "plates:particles-at-2": "particles at dim -2 whatever plates the model nests",
+    "iwae:scale-per-site": "iwae: N / B applied to every site before the logsumexp (a power mean)",
+}
+
 #: faults of the flow prior's spline (see :func:`patch_spline`)
 SPLINE_FAULTS = ["spline:pyro", "spline:shifted-bins"]
 
@@ -264,7 +298,7 @@ def registries():
 def all_faults():
     """Fault ids: ``prior:NAME``, ``guide:NAME``, ``likelihood:NAME``, ``kl:normal-normal``."""
     faults = [f"{kind}:{name}" for kind, registry in registries().items() for name in registry.names()]
-    return faults + ["kl:normal-normal"] + SUMMED_FAULTS + TRAINING_FAULTS + SPLINE_FAULTS
+    return faults + ["kl:normal-normal"] + SUMMED_FAULTS + TRAINING_FAULTS + SPLINE_FAULTS + PLATE_FAULTS
 
 
 SUMMED_DESCRIPTIONS = {
@@ -283,6 +317,8 @@ SUMMED_DESCRIPTIONS = {
 
 
 def describe(fault: str) -> str:
+    if fault in PLATE_DESCRIPTIONS:
+        return PLATE_DESCRIPTIONS[fault]
     if fault in SUMMED_DESCRIPTIONS:
         return SUMMED_DESCRIPTIONS[fault]
     kind, name = fault.split(":")
@@ -300,6 +336,9 @@ def apply(fault: str) -> None:
         return
     if fault in SPLINE_FAULTS:
         patch_spline(fault)
+        return
+    if fault in PLATE_FAULTS:
+        patch_plates(fault)
         return
     kind, name = fault.split(":")
     if kind == "kl":

@@ -396,7 +396,9 @@ def log_likelihood(
     code instead: not an estimate of log p(x).)
 
     :param vae: a :class:`~pyrovae.models.vae.VAE`, or any model with Pyro
-        ``model(x, ...)`` and ``guide(x, ...)`` that use ``pyro.plate("data", dim=-1)``.
+        ``model(x, ...)`` and ``guide(x, ...)`` that put the data points in
+        ``pyro.plate("data")`` (other plates may nest inside it: the particles
+        go to the left of every plate, see :mod:`pyrovae.infer.plates`).
     :param torch.Tensor x: data ``(N, *data_shape)``, inside the likelihood's support, on any
         device (each chunk is moved to the model's; the estimates are on the model's device).
     :param fields: the model's other batch fields, each ``(N, ...)`` and

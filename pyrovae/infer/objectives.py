@@ -2,8 +2,13 @@
 
 ``elbo`` is ``Trace_ELBO`` (:class:`LeanTraceELBO`, the same estimator with
 less per-step work); ``meanfield`` is ``TraceMeanField_ELBO``
-(analytic KL where one is registered); ``iwae`` is ``RenyiELBO(alpha=0)``,
-the importance-weighted bound with K particles.
+(analytic KL where one is registered); ``iwae`` is the importance-weighted
+bound with K particles (:class:`~pyrovae.infer.iwae.IWAE`: per data point,
+the mini-batch scale applied once).
+
+Each learns the model's plate nesting from its trace
+(:func:`~pyrovae.infer.plates.plate_nesting`), so vectorized particles go to
+the left of every plate the model uses.
 """
 
 from __future__ import annotations
@@ -14,17 +19,22 @@ import torch
 
 import pyro
 import pyro.poutine as poutine
-from pyro.infer import RenyiELBO, Trace_ELBO, TraceEnum_ELBO, TraceMeanField_ELBO
+from pyro.infer import Trace_ELBO, TraceEnum_ELBO, TraceMeanField_ELBO
 from pyro.distributions.util import scale_and_mask
 from pyro.infer.util import is_validation_enabled, torch_item
 from pyro.poutine.util import prune_subsample_sites, site_is_subsample
 
 from ..errors import ConfigError
 from ..registry import Registry, spec_kwargs, spec_name
+from .iwae import IWAE
+from .plates import NestingFromTrace, plate_nesting
 
 __all__ = ["objectives", "build_objective", "check_sampling_order", "EnumeratedObjective", "LeanTraceELBO", "ANALYTIC_KL_PAIRS", "MAX_PLATE_NESTING"]
 
-# The data plate is the only plate in a pyrovae model: particles go at dim -2.
+#: The plate nesting an :class:`EnumeratedObjective` built by hand assumes
+#: (pyrovae's families use the data plate alone); :func:`build_objective`
+#: reads the model's own from its trace, and the particle objectives learn it
+#: at their first call.
 MAX_PLATE_NESTING = 1
 
 objectives = Registry("objective")
@@ -36,12 +46,9 @@ def _check_particles(num_particles):
 
 
 def _particle_elbo(cls, num_particles, vectorize_particles):
+    """``cls`` learning the model's plate nesting at its first vectorized call."""
     _check_particles(num_particles)
-    return cls(
-        num_particles=num_particles,
-        vectorize_particles=vectorize_particles and num_particles > 1,
-        max_plate_nesting=MAX_PLATE_NESTING,
-    )
+    return _LEARNING[cls](num_particles=num_particles, vectorize_particles=vectorize_particles and num_particles > 1)
 
 
 def _scored_log_prob(site) -> torch.Tensor:
@@ -105,6 +112,17 @@ class LeanTraceELBO(Trace_ELBO):
         for site in guide_sites:
             elbo = elbo - _scored_log_prob(site)
         return -elbo
+
+
+class _LeanTraceELBO(NestingFromTrace, LeanTraceELBO):
+    __doc__ = LeanTraceELBO.__doc__
+
+
+class _TraceMeanField_ELBO(NestingFromTrace, TraceMeanField_ELBO):
+    __doc__ = TraceMeanField_ELBO.__doc__
+
+
+_LEARNING = {LeanTraceELBO: _LeanTraceELBO, TraceMeanField_ELBO: _TraceMeanField_ELBO}
 
 
 @objectives.register("elbo")
@@ -178,14 +196,11 @@ def check_sampling_order(model, fields) -> None:
 
 @objectives.register("iwae")
 def iwae(num_particles=5, vectorize_particles=True):
-    """RenyiELBO(alpha=0): the IWAE bound log (1/K) sum_k p(x, z_k) / q(z_k|x)."""
+    """The IWAE bound log (1/K) sum_k p(x, z_k) / q(z_k|x) of each data point,
+    summed over the batch and scaled by N / B once (:class:`~pyrovae.infer.iwae.IWAE`;
+    Pyro's RenyiELBO(alpha=0) without ``num_data``)."""
     _check_particles(num_particles)
-    return RenyiELBO(
-        alpha=0.0,
-        num_particles=num_particles,
-        vectorize_particles=vectorize_particles,
-        max_plate_nesting=MAX_PLATE_NESTING,
-    )
+    return IWAE(num_particles=num_particles, vectorize_particles=vectorize_particles)
 
 
 #: how a partly labelled batch weighs its labelled points' ELBO (see :class:`EnumeratedObjective`)
@@ -401,7 +416,16 @@ def build_objective(spec, model=None, counts=None, probe=None):
             f"{name!r} cannot do; use train.objective: {{name: elbo}} (TraceEnum_ELBO)"
         )
     objectives.build(spec)  # the options' own checks
-    nesting = getattr(model, "max_plate_nesting", MAX_PLATE_NESTING)
+    nesting = getattr(model, "max_plate_nesting", None)
+    if nesting is None:  # the model's own, from a trace (as Pyro guesses it, without enumeration)
+        from ..models.base import unregistered
+
+        fields = probe if probe is not None else (_zero_probe(model) if hasattr(model, "data_shape") else None)
+        if fields is None:
+            nesting = float("inf")  # no batch to trace: TraceEnum_ELBO guesses it at its first call
+        else:
+            with unregistered(model):  # an enumerated field left out, as where it is missing
+                nesting = plate_nesting(model.model, model.guide, (), {k: v for k, v in fields.items() if k not in sites})
     fields = getattr(model, "fields", ("x",))
     partial = next((s for s in sites if s in fields), None)
     return EnumeratedObjective(sites, max_plate_nesting=nesting, partial_field=partial, counts=counts,

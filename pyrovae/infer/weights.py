@@ -27,9 +27,14 @@ a guide trace and a replayed model trace become ``log p(x, z) - log q(z | x)``.
   ignored. A mask says which elements exist (``obs_mask``: hidden pixels
   have no density), so a masked-out element contributes 0.
 - **Shapes.** Each site's ``log_prob`` is summed over everything but the
-  leading batch dims: ``(K, B)`` with ``num_particles = K`` (particles plate
-  at dim -2, data plate at dim -1), ``(B,)`` without. A site outside the
-  data plate (a global latent) broadcasts over the data points.
+  (particle, data) dims: ``(K, B)`` with ``num_particles = K``, ``(B,)``
+  without. The particles plate goes to the left of every plate the model
+  uses (:func:`~pyrovae.infer.plates.plate_nesting`), so a model may nest
+  plates inside its data plate (pixels in their own plate, a plate over
+  time steps): their dims are summed like event dims. The data plate is
+  the plate named ``"data"``, or the model's only plate
+  (:func:`~pyrovae.infer.plates.data_frame`). A site outside the data
+  plate (a global latent) broadcasts over the data points.
 - **Deterministic and subsample sites** have no density and are skipped.
 
 All log densities are in nats.
@@ -52,19 +57,22 @@ import pyro.poutine as poutine
 from pyro.poutine.util import site_is_subsample
 
 from ..errors import ConfigError
+from .plates import data_frame, model_nesting
 
 __all__ = ["TracePair", "WeightTerms", "trace_pair", "weight_terms", "latent_sites", "LogDensity"]
 
 
 class TracePair(NamedTuple):
     """A guide trace, the model trace replayed on it, the shape of their
-    per-point weights (``(K, B)`` in a particles plate, ``(B,)`` without) and
-    the data ``x`` ``(B, ...)`` the guide saw (its dtype and device are the weights')."""
+    per-point weights (``(K, B)`` in a particles plate, ``(B,)`` without),
+    the data ``x`` ``(B, ...)`` the guide saw (its dtype and device are the
+    weights') and the dim of the particles plate (None without one)."""
 
     guide: Any
     model: Any
     batch_shape: Tuple[int, ...]
     x: torch.Tensor
+    particle_dim: Optional[int] = None
 
 
 class WeightTerms(NamedTuple):
@@ -95,7 +103,9 @@ def trace_pair(
 ) -> TracePair:
     """Trace ``vae.guide(**fields)`` (fresh draws, or the latent values of
     ``guide_trace`` re-scored) and ``vae.model(**model_fields)`` replayed on
-    it; with ``num_particles`` K both run in ``pyro.plate("particles", K, dim=-2)``.
+    it; with ``num_particles`` K both run in ``pyro.plate("particles", K)``,
+    to the left of every plate the model uses (its nesting is found by
+    :func:`~pyrovae.infer.plates.model_nesting` once per model).
 
     :param dict fields: the batch fields, each ``(B, ...)``; ``fields["x"]`` sets B.
     :param dict model_fields: the model's keyword arguments when they differ
@@ -113,12 +123,16 @@ def trace_pair(
     def others(kwargs):  # x goes first, positionally: a user's model may call it ``xs``
         return {k: v for k, v in kwargs.items() if k != "x"}
 
-    plate = pyro.plate("particles", num_particles, dim=-2) if num_particles else contextlib.nullcontext()
+    guide_kwargs, model_kwargs = others(fields), others(model_fields)
+    particle_dim, plate = None, contextlib.nullcontext()
+    if num_particles:
+        particle_dim = -1 - model_nesting(vae, x, guide_kwargs, model_fields["x"], model_kwargs)
+        plate = pyro.plate("particles", num_particles, dim=particle_dim)
     with plate:
         guide = vae.guide if guide_trace is None else poutine.replay(vae.guide, trace=guide_trace)
-        g = poutine.trace(guide).get_trace(x, **others(fields))
-        m = poutine.trace(poutine.replay(vae.model, trace=g)).get_trace(model_fields["x"], **others(model_fields))
-    return TracePair(g, m, (num_particles, len(x)) if num_particles else (len(x),), x)
+        g = poutine.trace(guide).get_trace(x, **guide_kwargs)
+        m = poutine.trace(poutine.replay(vae.model, trace=g)).get_trace(model_fields["x"], **model_kwargs)
+    return TracePair(g, m, (num_particles, len(x)) if num_particles else (len(x),), x, particle_dim)
 
 
 def _is_random(site) -> bool:
@@ -177,9 +191,36 @@ class LogDensity:
 _EAGER = LogDensity(False)
 
 
-def _site_log_prob(site, ndim: int, log_prob=_EAGER) -> torch.Tensor:
+class Layout(NamedTuple):
+    """Which dims of a site's ``log_prob`` a per-point weight keeps: the
+    particles plate's and the data plate's (negative dims, left to right,
+    ``keep``), within the ``width`` rightmost batch dims that plates use;
+    ``data_scale`` is the data plate's mini-batch scale N / B."""
+
+    keep: Tuple[int, ...]
+    width: int
+    data_scale: float
+
+
+def layout(pair: TracePair) -> Layout:
+    """The :class:`Layout` of ``pair``'s per-point weights, read from its traces."""
+    frame = data_frame(pair.model)
+    if frame is None:
+        raise ConfigError(
+            "per-point importance weights need the data points in a plate (pyro.plate('data', ...)); "
+            "the model uses none"
+        )
+    dims = [f.dim for trace in (pair.model, pair.guide) for site in trace.nodes.values()
+            if site["type"] == "sample" for f in site["cond_indep_stack"] if f.vectorized]
+    width = -min(dims)
+    keep = (frame.dim,) if pair.particle_dim is None else (pair.particle_dim, frame.dim)
+    scale = frame.full_size / frame.size if frame.full_size else 1.0
+    return Layout(keep, width, scale)
+
+
+def _site_log_prob(site, where: Layout, log_prob=_EAGER) -> torch.Tensor:
     """``log_prob`` of a sample site, masked as the site says, unscaled,
-    summed over everything but the leading ``ndim`` (particle, data) dims."""
+    summed over every dim but the (particle, data) dims of ``where``."""
     log_p = log_prob(site["fn"], site["value"])
     mask = site["mask"]
     if mask is not None:
@@ -187,9 +228,16 @@ def _site_log_prob(site, ndim: int, log_prob=_EAGER) -> torch.Tensor:
             log_p = log_p if mask else torch.zeros_like(log_p)
         else:
             log_p = torch.where(mask, log_p, log_p.new_zeros(()))
-    if log_p.dim() > ndim:
-        log_p = log_p.sum(tuple(range(ndim, log_p.dim())))
-    return log_p
+    width = where.width
+    if log_p.dim() > width:
+        raise ConfigError(
+            f"site {site['name']!r} has batch shape {tuple(log_p.shape)}, with dims left of every plate "
+            f"the model uses ({width}); put each batch dim of a site in a plate"
+        )
+    if log_p.dim() < width:
+        log_p = log_p.reshape((1,) * (width - log_p.dim()) + log_p.shape)
+    others = tuple(d for d in range(-width, 0) if d not in where.keep)
+    return log_p.sum(others) if others else log_p
 
 
 def _split_sites(pair: TracePair) -> Tuple[List[dict], List[dict], List[dict]]:
@@ -215,20 +263,24 @@ def _split_sites(pair: TracePair) -> Tuple[List[dict], List[dict], List[dict]]:
     return observed, prior, guide_latents
 
 
-def weight_terms(pair: TracePair, log_prob: LogDensity = _EAGER) -> WeightTerms:
+def weight_terms(pair: TracePair, log_prob: LogDensity = _EAGER, scaled: bool = False) -> WeightTerms:
     """The per-point :class:`WeightTerms` of a :class:`TracePair` (see the
     module notes for the rules). ``log_prob`` evaluates the observed sites'
     densities (a compiled :class:`LogDensity` speeds up large likelihoods).
-    Gradients flow."""
+    With ``scaled`` each site's density is weighed by its scale relative to
+    the data plate's (beta on the latent sites, 1 elsewhere), as a training
+    objective does before it scales the whole by N / B. Gradients flow."""
     observed, prior, latents = _split_sites(pair)
+    where = layout(pair)
     zeros = pair.x.new_zeros(pair.batch_shape)
-    ndim = len(pair.batch_shape)
 
     def total(sites, fn=_EAGER):
         out = zeros
         for site in sites:
-            out = out + _site_log_prob(site, ndim, fn)
+            term = _site_log_prob(site, where, fn)
+            if scaled and site["scale"] != where.data_scale:
+                term = term * (site["scale"] / where.data_scale)
+            out = out + term
         return out
 
     return WeightTerms(total(observed, log_prob), total(prior), total(latents))
-

@@ -90,8 +90,9 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     cfg, splits, vae = setup(train={**tiny_config()["train"], "epochs": 3})
     run = RunDir.create(tmp_path / "run")
     steps_per_epoch = len(splits.train[0]) // 50
-    # one decoder call per step plus the validation passes (200 points, one batch)
-    _poison_decoder(vae, after_calls=steps_per_epoch + 1 + 2)
+    # one decoder call per step, the validation passes (200 points, one batch)
+    # and, once, the trace that finds the model's plate nesting for validation
+    _poison_decoder(vae, after_calls=steps_per_epoch + 1 + 1 + 2)
     with pytest.raises(TrainingDiverged) as e:
         Trainer(vae, splits, cfg, run_dir=run.path).fit()
     assert e.value.epoch == 2 and e.value.step == 3
