@@ -19,7 +19,8 @@ user's broken component would:
   counts instead of the whole batch's (``objective:shard-counts``); m2's
   p(y) is not uniform (``m2:label-prior``);
 - the training path: the lean ELBO drops the sites' scale and mask
-  (``lean:unscaled``), bf16 layers pass bf16 outputs on (``precision:bf16-outputs``),
+  (``lean:unscaled``), or takes a messenger guide down its own path instead
+  of handing it to ``Trace_ELBO`` (``lean:no-handoff``), bf16 layers pass bf16 outputs on (``precision:bf16-outputs``),
   ``meanfield`` is built for a guide that samples in another order than its
   model (``meanfield:order``);
 - the flow prior's spline: Pyro's own coupling layer (``spline:pyro``), or
@@ -203,7 +204,9 @@ def patch_summed(fault: str) -> None:
 
 def patch_training(fault: str) -> None:
     """Faults of the training path: the lean ELBO drops each site's scale
-    and mask (``lean:unscaled``); bf16 layers hand their bf16 output on
+    and mask (``lean:unscaled``), or runs its own path for a messenger guide
+    (``AutoNormalMessenger``...) instead of handing it to ``Trace_ELBO``
+    (``lean:no-handoff``); bf16 layers hand their bf16 output on
     instead of fp32, so the log-densities are taken in bf16
     (``precision:bf16-outputs``); ``meanfield`` is built whatever order the
     guide samples in (``meanfield:order``)."""
@@ -213,7 +216,20 @@ def patch_training(fault: str) -> None:
     from pyrovae.training.precision import Precision
 
     if fault == "lean:unscaled":
-        objectives._scored_log_prob = lambda site: site["fn"].log_prob(site["value"], *site["args"], **site["kwargs"]).sum()
+        prune = objectives.prune_subsample_sites
+
+        def unscaled(trace):  # the lean path's traces, before their log-densities are taken
+            trace = prune(trace)
+            for site in trace.nodes.values():
+                site["scale"], site["mask"] = 1.0, None
+            return trace
+
+        objectives.prune_subsample_sites = unscaled
+    elif fault == "lean:no-handoff":
+        from pyro.infer.util import is_validation_enabled
+
+        objectives.LeanTraceELBO._lean_applies = lambda self, guide: (
+            self.num_particles == 1 and not self.vectorize_particles and not is_validation_enabled())
     elif fault == "precision:bf16-outputs":
         def enter(self):
             for layer in self.layers:
@@ -247,7 +263,7 @@ def patch_spline(fault: str) -> None:
 
 
 #: faults of the training path (see :func:`patch_training`)
-TRAINING_FAULTS = ["lean:unscaled", "precision:bf16-outputs", "meanfield:order"]
+TRAINING_FAULTS = ["lean:unscaled", "lean:no-handoff", "precision:bf16-outputs", "meanfield:order"]
 
 def patch_plates(fault: str) -> None:
     """Faults of particle placement and of the iwae objective: every model
@@ -309,6 +325,7 @@ SUMMED_DESCRIPTIONS = {
     "objective:shard-counts": "partly labelled objective: a share of a batch weighted by its own counts",
     "m2:label-prior": "m2: p(y) not uniform (logits 0.05 k)",
     "lean:unscaled": "lean ELBO: each site's scale and mask dropped",
+    "lean:no-handoff": "lean ELBO: messenger guides down the lean path, not handed to Trace_ELBO",
     "precision:bf16-outputs": "bf16 layers pass bf16 outputs on (log-densities in bf16)",
     "meanfield:order": "meanfield built for a bottom-up guide against a top-down model",
     "spline:pyro": "flow prior: Pyro's spline coupling (inputs just above a knot in the bin below)",

@@ -20,9 +20,11 @@ import torch
 import pyro
 import pyro.poutine as poutine
 from pyro.infer import Trace_ELBO, TraceEnum_ELBO, TraceMeanField_ELBO
-from pyro.distributions.util import scale_and_mask
+from pyro.distributions.util import is_identically_zero
 from pyro.infer.util import is_validation_enabled, torch_item
-from pyro.poutine.util import prune_subsample_sites, site_is_subsample
+from pyro.poutine.messenger import Messenger
+from pyro.poutine.util import prune_subsample_sites
+from pyro.util import warn_if_nan
 
 from ..errors import ConfigError
 from ..registry import Registry, spec_kwargs, spec_name
@@ -51,67 +53,94 @@ def _particle_elbo(cls, num_particles, vectorize_particles):
     return _LEARNING[cls](num_particles=num_particles, vectorize_particles=vectorize_particles and num_particles > 1)
 
 
-def _scored_log_prob(site) -> torch.Tensor:
-    """A sample site's log-density summed over its batch, scaled and masked
-    as Pyro's ``Trace.compute_log_prob`` does (a scalar tensor)."""
-    log_p = site["fn"].log_prob(site["value"], *site["args"], **site["kwargs"])
-    return scale_and_mask(log_p, site["scale"], site["mask"]).sum()
+def _lean_traces(model, guide, args, kwargs):
+    """The pair of traces ``get_importance_trace`` builds for a callable
+    guide with validation off: the guide's, the model replayed against it,
+    subsample sites pruned, the model's log-densities and the guide's score
+    parts computed by Pyro's own trace methods (whose errors name the site)."""
+    guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
+    model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*args, **kwargs)
+    guide_trace, model_trace = prune_subsample_sites(guide_trace), prune_subsample_sites(model_trace)
+    model_trace.compute_log_prob()
+    guide_trace.compute_score_parts()
+    return model_trace, guide_trace
 
 
-def _reparameterized(site) -> bool:
-    """Whether the guide's ``site`` enters Trace_ELBO's surrogate only
-    through its pathwise (entropy) term: drawn by ``rsample``, not enumerated."""
-    return bool(getattr(site["fn"], "has_rsample", False)) and not site["infer"].get("enumerate")
+def _sample_sites(trace):
+    return [site for site in trace.nodes.values() if site["type"] == "sample"]
 
 
 class LeanTraceELBO(Trace_ELBO):
-    """``Trace_ELBO`` with less work per training step, same estimator.
+    """``Trace_ELBO`` without its per-site host syncs, the same estimator.
 
-    With one particle, Pyro's validation off (the trainer's default,
-    ``train.validate_model: false``) and every guide site reparameterized,
-    :meth:`differentiable_loss` runs the guide and the model against it,
-    as ``Trace_ELBO`` does, and returns
+    Where it provably computes what ``Trace_ELBO`` computes (one particle,
+    not vectorized, Pyro's validation off (the trainer's default,
+    ``train.validate_model: false``), a guide that is a callable, not a
+    ``GuideMessenger``, and every guide site with an identically zero
+    score-function term, i.e. drawn by ``rsample``), :meth:`differentiable_loss`
+    builds the traces exactly as Pyro's ``get_importance_trace`` does and
+    returns, as a tensor,
 
-        -(Σ_model sites scale·log p  -  Σ_guide sites scale·log q),
+        loss = -(Σ_model sites scale·log p  -  Σ_guide sites scale·log q)
 
-    the same value and the same gradient as ``Trace_ELBO`` under the same
-    noise. It skips what that case does not need: copying both traces to
-    prune subsample sites (they are skipped in place), the guide's score
-    parts, whose score-function terms are identically zero here, and the
-    per-site ``.item()`` calls that build Pyro's float-valued loss (one
-    device sync per site on a GPU). Anything else (several particles,
-    validation on) goes through ``Trace_ELBO`` itself; a non-reparameterized
-    or enumerated guide site gets ``Trace_ELBO``'s particle, surrogate
-    included, on the same draws. ``loss`` and ``loss_and_grads`` are
-    ``Trace_ELBO``'s.
+    with the gradient of Trace_ELBO's surrogate (the guide's entropy terms),
+    without the ``.item()`` per site that builds Pyro's float loss (a device
+    sync each on a GPU). Everything else hands off to ``Trace_ELBO`` itself:
+    several or vectorized particles, validation on, a messenger guide
+    (``AutoNormalMessenger``...: Pyro takes both traces from the messenger,
+    and a replayed model would score the wrong sites), and a guide site with
+    a score-function term (Trace_ELBO's particle, Rao-Blackwellized, on the
+    same draws). ``loss_and_grads`` (what ``SVI.step`` calls) takes the same
+    path; ``loss`` is ``Trace_ELBO``'s. A ``log_prob`` that raises keeps
+    Pyro's message naming the site, and a NaN loss keeps Pyro's warning.
 
     Example::
 
         elbo = LeanTraceELBO(max_plate_nesting=1)
-        loss = elbo.differentiable_loss(vae.model, vae.guide, x)  # x: (B, *data_shape)
+        loss = elbo.differentiable_loss(vae.model, vae.guide, x)  # x: (B, *data_shape); loss: scalar
         loss.backward()
     """
 
-    def differentiable_loss(self, model, guide, *args, **kwargs):
-        if self.num_particles != 1 or is_validation_enabled():
-            return super().differentiable_loss(model, guide, *args, **kwargs)
-        guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
-        guide_sites = [s for s in guide_trace.nodes.values() if s["type"] == "sample" and not site_is_subsample(s)]
-        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*args, **kwargs)
-        if not all(_reparameterized(s) for s in guide_sites):
-            # Trace_ELBO's own particle, with its score-function surrogate, on these same draws
-            model_trace, guide_trace = prune_subsample_sites(model_trace), prune_subsample_sites(guide_trace)
-            model_trace.compute_log_prob()
-            guide_trace.compute_score_parts()
+    def _lean_applies(self, guide) -> bool:
+        """Whether the lean path may run for ``guide`` (the conditions known
+        before running it; the guide's sites are checked after)."""
+        return (self.num_particles == 1 and not self.vectorize_particles and not is_validation_enabled()
+                and not isinstance(poutine.unwrap(guide), Messenger))
+
+    def _lean_loss(self, model, guide, args, kwargs):
+        """``(loss, model_trace, guide_trace)``: the differentiable loss of
+        one particle, valued as Trace_ELBO's loss, with its surrogate's gradient."""
+        model_trace, guide_trace = _lean_traces(model, guide, args, kwargs)
+        guide_sites = _sample_sites(guide_trace)
+        log_p = sum(site["log_prob_sum"] for site in _sample_sites(model_trace))
+        entropy = sum(site["score_parts"].entropy_term.sum() for site in guide_sites
+                      if not is_identically_zero(site["score_parts"].entropy_term))
+        if not torch.is_tensor(log_p - entropy) or not all(
+                is_identically_zero(site["score_parts"].score_function) for site in guide_sites):
+            # Trace_ELBO's own particle, Rao-Blackwellized score-function terms included
             loss, surrogate = self._differentiable_loss_particle(model_trace, guide_trace)
-            return loss + (surrogate - torch_item(surrogate))
-        elbo = 0.0
-        for site in model_trace.nodes.values():
-            if site["type"] == "sample" and not site_is_subsample(site):
-                elbo = elbo + _scored_log_prob(site)
-        for site in guide_sites:
-            elbo = elbo - _scored_log_prob(site)
-        return -elbo
+            surrogate = warn_if_nan(surrogate, "loss")
+            return loss + (surrogate - torch_item(surrogate)), model_trace, guide_trace
+        log_q = sum(site["log_prob_sum"] for site in guide_sites)
+        surrogate = warn_if_nan(-(log_p - entropy), "loss")
+        # the value of Trace_ELBO's loss, the gradient of its surrogate (equal where entropy terms are log q)
+        loss = -(log_p - log_q).detach() + (surrogate - surrogate.detach())
+        return loss, model_trace, guide_trace
+
+    def differentiable_loss(self, model, guide, *args, **kwargs):
+        if not self._lean_applies(guide):
+            return super().differentiable_loss(model, guide, *args, **kwargs)
+        return self._lean_loss(model, guide, args, kwargs)[0]
+
+    def loss_and_grads(self, model, guide, *args, **kwargs):
+        if not self._lean_applies(guide):
+            return super().loss_and_grads(model, guide, *args, **kwargs)
+        loss, model_trace, guide_trace = self._lean_loss(model, guide, args, kwargs)
+        # as Trace_ELBO: backward only where the traces hold a Pyro parameter
+        trainable = any(site["type"] == "param" for trace in (model_trace, guide_trace) for site in trace.nodes.values())
+        if trainable and getattr(loss, "requires_grad", False):
+            loss.backward(retain_graph=self.retain_graph)
+        return warn_if_nan(torch_item(loss), "loss")
 
 
 class _LeanTraceELBO(NestingFromTrace, LeanTraceELBO):
