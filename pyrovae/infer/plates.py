@@ -28,7 +28,6 @@ from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 import torch
 
-import pyro
 import pyro.poutine as poutine
 from pyro.poutine.util import prune_subsample_sites
 
@@ -54,7 +53,7 @@ def plate_nesting(model, guide, args: Sequence[Any] = (), kwargs: Optional[Mappi
     ``model(*model_args, **model_kwargs)`` (default: the guide's arguments)
     replayed on it, as in Pyro's ``_guess_max_plate_nesting``, which assumes
     a static plate structure. Runs without autograd, hidden from enclosing
-    handlers, on a forked random generator.
+    handlers, on a forked random generator, under the caller's Pyro validation.
 
     Example::
 
@@ -64,7 +63,7 @@ def plate_nesting(model, guide, args: Sequence[Any] = (), kwargs: Optional[Mappi
     model_args = tuple(args) if model_args is None else tuple(model_args)
     model_kwargs = kwargs if model_kwargs is None else dict(model_kwargs)
     devices = _devices((*args, *model_args), {**kwargs, **model_kwargs})
-    with torch.random.fork_rng(devices=devices), torch.no_grad(), poutine.block(), pyro.validation_enabled(False):
+    with torch.random.fork_rng(devices=devices), torch.no_grad(), poutine.block():
         guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
         model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*model_args, **model_kwargs)
     dims = [
