@@ -99,7 +99,7 @@ def pytest_runtest_setup(item):
         pyro.set_rng_seed(0)  # the same draws in both variants, whatever ran before
 
 
-def pytest_sessionfinish(session):
+def pytest_unconfigure(config):
     with open(os.environ["ELBO_SUITE_COUNTS"], "w") as f:
         json.dump(COUNTS, f)
 '''
