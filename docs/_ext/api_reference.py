@@ -41,6 +41,10 @@ SUPPORTING = (
     ("pyrovae.infer.loglik", "ISResult", "class"),
     ("pyrovae.infer.evaluate", "Evaluation", "class"),
     ("pyrovae.infer.evaluate", "Summary", "class"),
+    ("pyrovae.infer.iwae", "IWAE", "class"),
+    ("pyrovae.infer.objectives", "check_sampling_order", "function"),
+    ("pyrovae.infer.plates", "plate_nesting", "function"),
+    ("pyrovae.infer.plates", "data_frame", "function"),
     ("pyrovae.data.prepare", "validation_size", "function"),
     ("pyrovae.infer.impute", "Imputation", "class"),
     ("pyrovae.infer.masks", "make_mask", "function"),
@@ -67,6 +71,7 @@ MODULES = (
     "pyrovae.training.distributed",
     "pyrovae.training.precision",
     "pyrovae.training.determinism",
+    "pyrovae.infer.plates",
 )
 
 

@@ -165,7 +165,7 @@ def elbo(num_particles=1, vectorize_particles=True):
 #: closed form (torch registers a formula for their distributions); every
 #: other pair falls back to a Monte Carlo estimate of the KL. A conditional
 #: prior p(z | z2) counts only where the guide draws z2 before z
-#: (:func:`check_sampling_order`); ``meanfield`` is refused otherwise.
+#: (:func:`~pyrovae.infer.objectives.check_sampling_order`); ``meanfield`` is refused otherwise.
 ANALYTIC_KL_PAIRS = (("normal", "standard_normal"), ("normal", "normal"), ("normal", "laplace"))
 
 
@@ -175,7 +175,7 @@ def meanfield(num_particles=1, vectorize_particles=True):
     (the normal guide against the standard_normal, normal and laplace priors:
     ``ANALYTIC_KL_PAIRS``); a Monte Carlo estimate for other pairs. Refused
     for a model whose guide samples its latent sites in another order than
-    the model (see :func:`check_sampling_order`)."""
+    the model (see :func:`~pyrovae.infer.objectives.check_sampling_order`)."""
     return _particle_elbo(TraceMeanField_ELBO, num_particles, vectorize_particles)
 
 
@@ -416,7 +416,7 @@ def build_objective(spec, model=None, counts=None, probe=None):
     sites out exactly; only ``elbo`` can do that, so ``meanfield`` and
     ``iwae`` are refused for such a model. ``meanfield`` is refused as well
     where the guide samples the latent sites in another order than the model
-    (:func:`check_sampling_order`, traced once on ``probe``, a batch's
+    (:func:`~pyrovae.infer.objectives.check_sampling_order`, traced once on ``probe``, a batch's
     fields; by default two zero points of ``model.data_shape`` for a model
     that takes ``x`` alone, else no check: the trainer passes its probe).
     ``counts`` ``(N_l, N_u)`` are the labelled and unlabelled training
