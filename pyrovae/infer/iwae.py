@@ -26,19 +26,16 @@ beta enters as it does in ``RenyiELBO``.
 
 from __future__ import annotations
 
-import contextlib
 import math
 from typing import Optional
 
 import torch
 
-import pyro
-import pyro.poutine as poutine
 from pyro.util import warn_if_nan
 
 from ..errors import ConfigError
 from .plates import plate_nesting
-from .weights import TracePair, _is_random, latent_sites, layout, weight_terms
+from .weights import TracePair, _is_random, latent_sites, layout, traced_in_particles, weight_terms
 
 __all__ = ["IWAE"]
 
@@ -84,15 +81,8 @@ class IWAE:
         self.max_plate_nesting = max_plate_nesting
 
     def _pair(self, model, guide, args, kwargs, particle_dim: Optional[int]) -> TracePair:
-        x = _data(args, kwargs)
-        plate = contextlib.nullcontext()
-        if particle_dim is not None:
-            plate = pyro.plate("particles", self.num_particles, dim=particle_dim)
-        with plate:
-            g = poutine.trace(guide).get_trace(*args, **kwargs)
-            m = poutine.trace(poutine.replay(model, trace=g)).get_trace(*args, **kwargs)
-        shape = (self.num_particles, len(x)) if particle_dim is not None else (len(x),)
-        return TracePair(g, m, shape, x, particle_dim)
+        return traced_in_particles(guide, model, (args, kwargs), (args, kwargs), _data(args, kwargs),
+                                   self.num_particles, particle_dim)
 
     @staticmethod
     def _check(pair: TracePair, data_dim: int) -> None:

@@ -59,7 +59,7 @@ from pyro.poutine.util import site_is_subsample
 from ..errors import ConfigError
 from .plates import data_frame, model_nesting
 
-__all__ = ["TracePair", "WeightTerms", "trace_pair", "weight_terms", "latent_sites", "LogDensity"]
+__all__ = ["TracePair", "WeightTerms", "trace_pair", "traced_in_particles", "weight_terms", "latent_sites", "LogDensity"]
 
 
 class TracePair(NamedTuple):
@@ -124,15 +124,28 @@ def trace_pair(
         return {k: v for k, v in kwargs.items() if k != "x"}
 
     guide_kwargs, model_kwargs = others(fields), others(model_fields)
-    particle_dim, plate = None, contextlib.nullcontext()
+    particle_dim = None
     if num_particles:
         particle_dim = -1 - model_nesting(vae, x, guide_kwargs, model_fields["x"], model_kwargs)
+    guide = vae.guide if guide_trace is None else poutine.replay(vae.guide, trace=guide_trace)
+    return traced_in_particles(guide, vae.model, ((x,), guide_kwargs), ((model_fields["x"],), model_kwargs),
+                               x, num_particles, particle_dim)
+
+
+def traced_in_particles(guide, model, guide_call, model_call, x: torch.Tensor, num_particles: Optional[int],
+                        particle_dim: Optional[int]) -> TracePair:
+    """``guide(*args, **kwargs)`` traced and ``model`` replayed on it, each
+    call an ``(args, kwargs)`` pair; inside ``pyro.plate("particles",
+    num_particles, dim=particle_dim)`` when ``particle_dim`` is given, and
+    without a particle plate otherwise. ``x`` (``(B, ...)``) sets B."""
+    plate = contextlib.nullcontext()
+    if particle_dim is not None:
         plate = pyro.plate("particles", num_particles, dim=particle_dim)
     with plate:
-        guide = vae.guide if guide_trace is None else poutine.replay(vae.guide, trace=guide_trace)
-        g = poutine.trace(guide).get_trace(x, **guide_kwargs)
-        m = poutine.trace(poutine.replay(vae.model, trace=g)).get_trace(model_fields["x"], **model_kwargs)
-    return TracePair(g, m, (num_particles, len(x)) if num_particles else (len(x),), x, particle_dim)
+        g = poutine.trace(guide).get_trace(*guide_call[0], **guide_call[1])
+        m = poutine.trace(poutine.replay(model, trace=g)).get_trace(*model_call[0], **model_call[1])
+    shape = (num_particles, len(x)) if particle_dim is not None else (len(x),)
+    return TracePair(g, m, shape, x, particle_dim)
 
 
 def _is_random(site) -> bool:
