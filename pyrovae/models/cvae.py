@@ -19,8 +19,8 @@ images (``conv``). A VampPrior's pseudo-inputs are pushed through
 q(z | u_k, y_k) with pseudo-labels ``y_k = k mod C`` (a zero condition for
 real-valued fields).
 
-:class:`ConditionalVAE` is also the base of the semi-supervised M2
-(:mod:`pyrovae.models.m2`), whose labels may be missing.
+:class:`ConditionalVAE` and the semi-supervised M2 (:mod:`pyrovae.models.m2`,
+whose labels may be missing) share :class:`ConditionalBase`.
 
 Example::
 
@@ -45,10 +45,12 @@ from ..components.likelihoods import likelihoods
 from ..components.nets import decoders, encoders
 from ..components.priors import priors
 from ..errors import ConfigError, DataError
+from ..validators import int_at_least
 from .base import register_model
-from .vae import VAE, _code, _model_section, kl_scale, observe
+from .family import LatentVariableModel, check_prior_density, mean_code
+from .helpers import kl_scale, observe
 
-__all__ = ["Condition", "ConditionalEncoder", "ConditionalDecoder", "ConditionalVAE"]
+__all__ = ["Condition", "ConditionalEncoder", "ConditionalDecoder", "ConditionalBase", "ConditionalVAE"]
 
 
 class Condition(nn.Module):
@@ -69,8 +71,8 @@ class Condition(nn.Module):
                 f"condition_dim={condition_dim}"
             )
         for name, value, least in (("num_classes", num_classes, 2), ("condition_dim", condition_dim, 1)):
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < least):
-                raise ConfigError(f"model.options.{name} must be an integer >= {least}, got {value!r}")
+            if value is not None:
+                int_at_least(value, least, f"model.options.{name}")
         self.num_classes = num_classes
         self.condition_dim = condition_dim
 
@@ -153,7 +155,7 @@ class ConditionalEncoder(nn.Module):
         try:
             self.net = encoders.build(spec, data_shape=flat, out_features=out_features)
             self.channels = False
-        except ConfigError:
+        except ValueError:  # an encoder that needs images (ConfigError is a ValueError too)
             if len(self.data_shape) != 3:
                 raise
             c, h, w = self.data_shape
@@ -185,55 +187,71 @@ class ConditionalDecoder(nn.Module):
         return self.net(torch.cat([z.expand(*batch, self.latent_dim), c.expand(*batch, self.cond_size)], -1))
 
 
-class ConditionalVAE(VAE):
-    """p(z) p(x | z, y) with guide q(z | x, y); ``y`` is always observed.
+class ConditionalBase(LatentVariableModel):
+    """What the conditional families (:class:`ConditionalVAE` and
+    :class:`~pyrovae.models.m2.M2`) share: z ~ p(z), x ~ p(x | z, y) through
+    networks fed the condition c(y), and q(z | x, y). It defines the methods
+    whose signatures both keep (:meth:`decode`, :meth:`decode_mean`,
+    :meth:`prior_draws`, ...); each family adds ``model``, ``guide``,
+    ``encode``, ``code``, ``reconstruct`` and ``sample`` with its own
+    handling of ``y`` (always given for the cvae, optional for m2).
 
     :param tuple data_shape: shape of one data point, e.g. ``(1, 28, 28)``.
     :param int latent_dim: size of z.
     :param Condition condition: how ``y`` becomes the networks' condition vector.
     :param ConditionalEncoder encoder: ``(x, c) -> guide features``.
     :param ConditionalDecoder decoder: ``(z, c) -> likelihood parameters``.
-    :param prior: a :class:`~pyrovae.priors.Prior` over z.
-    :param likelihood: a :class:`~pyrovae.likelihoods.Likelihood`.
-    :param guide_family: a :class:`~pyrovae.guides.GuideFamily` for q(z | x, y).
-
-    Build one from a config with :meth:`from_config`.
+    :param prior: a :class:`~pyrovae.Prior` over z.
+    :param likelihood: a :class:`~pyrovae.Likelihood`.
+    :param guide_family: a :class:`~pyrovae.GuideFamily` for q(z | x, y).
     """
 
     fields = ("x", "y")
     latent_sites = ("z",)
 
     def __init__(self, data_shape, latent_dim, condition, encoder, decoder, prior, likelihood, guide_family):
-        super().__init__(data_shape, latent_dim, encoder, decoder, prior, likelihood, guide_family)
-        self.latent_sites = type(self).latent_sites
+        super().__init__(data_shape)
+        self.latent_dim = latent_dim
+        self.encoder = encoder
+        self.decoder = decoder
+        self.prior_module = prior
+        self.likelihood = likelihood
+        self.guide_family = guide_family
         self.condition = condition
 
+    # -- construction ------------------------------------------------------
     @classmethod
-    def from_config(cls, cfg: Any = None, data_shape: Tuple[int, ...] = (1, 28, 28), num_classes: Optional[int] = 10,
-                    condition_dim: Optional[int] = None, **extra) -> "ConditionalVAE":
-        """Build from the ``model`` section (``latent_dim``, ``encoder``,
-        ``decoder``, ``prior``, ``likelihood``, ``guide``) for data of shape
-        ``data_shape``, conditioned on ``num_classes`` labels or a
-        ``condition_dim``-vector (set ``num_classes`` to None for the latter)."""
-        model_cfg = _model_section(cfg)
-        if model_cfg.hierarchy:
-            raise ConfigError(f"model.hierarchy is for the vae model; the {cls.registered_name} model has one latent layer")
-        data_shape = tuple(int(s) for s in data_shape)
-        d = model_cfg.latent_dim
-        condition = Condition(None if condition_dim is not None else num_classes, condition_dim)
-        guide_family = guides.build(model_cfg.guide, latent_dim=d)
-        likelihood = likelihoods.build(model_cfg.likelihood, data_shape=data_shape)
-        encoder = ConditionalEncoder(model_cfg.encoder, data_shape, condition.size, guide_family.num_features)
-        decoder = ConditionalDecoder(model_cfg.decoder, d, condition.size, likelihood.param_shape)
+    def _build_conditional(cls, config, data_shape, condition: Condition, **extra):
+        """The model for the ``model`` section ``config`` conditioned by
+        ``condition``; ``extra`` goes to the family's constructor."""
+        if config.hierarchy:
+            raise ConfigError(f"model.hierarchy is for the vae model; the {cls.family} model has one latent layer")
+        d = config.latent_dim
+        guide_family = guides.build(config.guide, latent_dim=d)
+        likelihood = likelihoods.build(config.likelihood, data_shape=data_shape)
+        encoder = ConditionalEncoder(config.encoder, data_shape, condition.size, guide_family.num_features)
+        decoder = ConditionalDecoder(config.decoder, d, condition.size, likelihood.param_shape)
         model = cls(data_shape, d, condition, encoder, decoder, None, likelihood, guide_family, **extra)
-        model.prior_module = priors.build(model_cfg.prior, latent_dim=d, data_shape=data_shape, posterior=model.encode_top)
-        model._check_shapes()
+        model.prior_module = priors.build(config.prior, latent_dim=d, data_shape=data_shape, posterior=model.encode_top)
         return model
 
-    registered_name = "cvae"
+    def _check_shapes(self) -> None:
+        with torch.no_grad():
+            if self.condition.is_label:
+                y = torch.arange(2, device=self.device) % self.condition.num_classes
+            else:
+                y = torch.zeros(2, self.condition.condition_dim, device=self.device)
+            self._check_round_trip(lambda x: self._posterior(x, y), lambda z: self.decode(z, y), self.latent_dim, ",y")
+            if tuple(self.prior().event_shape) != (self.latent_dim,):
+                raise ConfigError(f"the prior's event shape {tuple(self.prior().event_shape)} is not ({self.latent_dim},)")
+            check_prior_density(self.prior_module, self.guide_family, self.latent_dim, self.device)
 
     # -- distributions -----------------------------------------------------
-    def encode(self, x: torch.Tensor, y: torch.Tensor):
+    def prior(self):
+        """p(z): batch shape ``()``, event shape ``(latent_dim,)``."""
+        return self.prior_module.dist()
+
+    def _posterior(self, x: torch.Tensor, y: torch.Tensor):
         """q(z | x, y): batch shape the broadcast of ``x``'s and ``y``'s batch dims, event ``(latent_dim,)``."""
         return self.guide_family.dist(self.encoder(x, self.condition(y, x)))
 
@@ -246,10 +264,56 @@ class ConditionalVAE(VAE):
         with the pseudo-conditions of :meth:`Condition.pseudo`."""
         return self.guide_family.dist(self.encoder(u, self.condition.pseudo(len(u), u)))
 
-    def _probe_condition(self, x: torch.Tensor):
-        if self.condition.is_label:
-            return (torch.arange(len(x), device=x.device) % self.condition.num_classes,)
-        return (x.new_zeros(len(x), self.condition.condition_dim),)
+    # -- capabilities --------------------------------------------------------
+    def decode_mean(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """E[x | z, y] for codes ``z`` ``(*batch, latent_dim)`` and labels
+        (or conditions) ``y`` broadcasting against ``z``'s batch dims:
+        ``(*broadcast batch, *data_shape)``."""
+        return self.likelihood.mean(self.decoder(z, self.condition(y, z)))
+
+    @torch.no_grad()
+    def prior_draws(self, n: int) -> torch.Tensor:
+        """``n`` codes z ~ p(z), ``(n, latent_dim)``."""
+        return self.prior().sample((n,))
+
+    @torch.no_grad()
+    def _sample_given(self, n: int, mean: bool, y: torch.Tensor) -> torch.Tensor:
+        """``n`` points ``(n, *data_shape)`` from p(z) p(x | z, y) for the checked ``y``."""
+        self.condition.check(y, n, "sample")
+        z = self.prior_draws(n)
+        return self._data_from(self.decoder(z, self.condition(y, z)), mean)
+
+
+class ConditionalVAE(ConditionalBase):
+    """p(z) p(x | z, y) with guide q(z | x, y); ``y`` is always observed.
+
+    The parameters are those of :class:`ConditionalBase`. Build one from a
+    config with :meth:`from_config` (options ``num_classes``, 10 by
+    default, or ``condition_dim`` with ``num_classes=None``).
+
+    Example::
+
+        >>> import torch
+        >>> from pyrovae.models.cvae import ConditionalVAE
+        >>> cvae = ConditionalVAE.from_config({"latent_dim": 2}, (1, 8, 8), num_classes=4)
+        >>> x, y = torch.zeros(3, 1, 8, 8), torch.tensor([0, 1, 3])
+        >>> cvae.encode(x, y).event_shape, cvae.reconstruct(x, y).shape
+        (torch.Size([2]), torch.Size([3, 1, 8, 8]))
+        >>> cvae.decode_mean(cvae.prior_draws(5), torch.tensor(2)).shape   # five samples of class 2
+        torch.Size([5, 1, 8, 8])
+    """
+
+    registered_name = "cvae"
+    family = "cvae"
+
+    @classmethod
+    def _build(cls, config, data_shape, num_classes: Optional[int] = 10, condition_dim: Optional[int] = None):
+        condition = Condition(None if condition_dim is not None else num_classes, condition_dim)
+        return cls._build_conditional(config, data_shape, condition)
+
+    def encode(self, x: torch.Tensor, y: torch.Tensor):
+        """q(z | x, y): batch shape the broadcast of ``x``'s and ``y``'s batch dims, event ``(latent_dim,)``."""
+        return self._posterior(x, y)
 
     # -- Pyro model and guide --------------------------------------------
     def model(self, x: torch.Tensor, y: torch.Tensor, *, num_data: Optional[int] = None, beta: float = 1.0,
@@ -290,12 +354,7 @@ class ConditionalVAE(VAE):
         """``n`` data points ``(n, *data_shape)`` from p(z) p(x | z, y): for labels ``y`` ``(n,)``
         (default: the classes in turn), the likelihood's mean (``mean=True``) or a draw."""
         y = self.default_labels(n) if y is None else torch.as_tensor(y, device=self.device)
-        self.condition.check(y, n, "sample")
-        z = self.prior().sample((n,))
-        params = self.decoder(z, self.condition(y, z))
-        if mean:
-            return self.likelihood.mean(params)
-        return self.likelihood.dist(params).sample().to(params.dtype)
+        return self._sample_given(n, mean, y)
 
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -305,7 +364,7 @@ class ConditionalVAE(VAE):
     @torch.no_grad()
     def code(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """The mean of q(z | x, y), ``(N, latent_dim)``."""
-        return _code(self.encode(x, y))
+        return mean_code(self.encode(x, y))
 
     def check_fields(self, fields: Mapping[str, torch.Tensor], what: str = "data") -> None:
         """Raise :class:`DataError` unless the field ``y`` (when given) holds

@@ -36,8 +36,7 @@ and ``init``. It builds its own networks, so ``model.encoder``,
 from __future__ import annotations
 
 import math
-import uuid
-from typing import Any, Optional, Tuple
+from typing import Optional, Tuple
 
 import torch
 from torch import nn
@@ -46,12 +45,15 @@ import pyro
 
 from ..config import ModelConfig
 from ..errors import ConfigError
+from ..validators import positive_int
 from ..components.guides import guides
 from ..components.likelihoods import likelihoods
 from ..components.nets import INITS, GatedDense, gated_mlp
 from ..components.priors import priors
 from .base import register_model
-from .vae import CONDITIONAL_SPEC, VAE, _code, _model_section, check_prior_density, kl_scale, observe
+from .family import LatentVariableModel, check_prior_density, mean_code
+from .helpers import kl_scale, observe
+from .vae import CONDITIONAL_SPEC
 
 __all__ = ["HVAE", "TwoInputGated"]
 
@@ -92,7 +94,7 @@ class TwoInputGated(nn.Module):
         return self.joint(torch.cat([ha, hb], -1))
 
 
-class HVAE(nn.Module):
+class HVAE(LatentVariableModel):
     """Tomczak & Welling's two-level VAE: p(z2) p(z1|z2) p(x|z1,z2) with
     guide q(z2|x) q(z1|x,z2) (see the module notes).
 
@@ -107,11 +109,21 @@ class HVAE(nn.Module):
 
     The prior is set after construction (``prior_module``), because the
     VampPrior needs :meth:`encode_z2`; build one from a config with
-    :meth:`from_config`.
+    :meth:`from_config` (options ``z2_dim``, ``hidden``, ``init``).
+
+    The figures' code is z2, the top latent: :meth:`encode`, :meth:`code`,
+    :meth:`decode_mean` and :meth:`prior_draws` all read or give z2.
+
+    Example::
+
+        >>> from pyrovae.models.hvae import HVAE
+        >>> m = HVAE.from_config({"latent_dim": 3}, data_shape=(1, 8, 8), z2_dim=2, hidden=16)
+        >>> z2 = m.prior_draws(4)                      # z2 ~ p(z2), (4, z2_dim)
+        >>> z2.shape, m.decode_mean(z2).shape           # E[x | z1 = E[z1 | z2], z2]
+        (torch.Size([4, 2]), torch.Size([4, 1, 8, 8]))
     """
 
-    #: the batch fields the model and guide take (see :mod:`pyrovae.models.base`)
-    fields = ("x",)
+    family = "hvae"
     #: the latent sites, top first (the order they are sampled in)
     latent_sites = ("z2", "z1")
     #: how the stochastic layers are wired (recorded in results)
@@ -119,8 +131,7 @@ class HVAE(nn.Module):
 
     def __init__(self, data_shape, latent_dim: int, z2_dim: int, likelihood, guide_z1, guide_z2,
                  hidden: int = 300, init: str = "he"):
-        super().__init__()
-        self.data_shape = tuple(data_shape)
+        super().__init__(data_shape)
         self.latent_dim = latent_dim
         self.z2_dim = z2_dim
         self.hidden = hidden
@@ -136,55 +147,31 @@ class HVAE(nn.Module):
         self.decoder_z1 = gated_mlp([z2_dim, hidden, hidden, math.prod(self.conditional.param_shape)], init)
         self.decoder_x = TwoInputGated(latent_dim, z2_dim, hidden, math.prod(likelihood.param_shape), init)
         self.prior_module = None
-        # a name prefix unique to this instance (see VAE)
-        self.pyro_name = f"hvae_{uuid.uuid4().hex[:12]}"
-        self._register_modules = True
 
     # -- construction ------------------------------------------------------
     @classmethod
-    def from_config(cls, cfg: Any = None, data_shape: Tuple[int, ...] = (1, 28, 28), z2_dim: Optional[int] = None,
-                    hidden: int = 300, init: str = "he") -> "HVAE":
-        """Build from the ``model`` section (or a whole config, dict or YAML
-        path) for data of shape ``data_shape``.
-
-        :raises ConfigError: for a bad option, a component the model cannot
-            use, ``model.encoder``/``decoder``/``hierarchy`` set (this model
-            does not read them), or shapes that do not fit.
-        """
-        model_cfg = _model_section(cfg)
-        data_shape = tuple(int(s) for s in data_shape)
-        if not data_shape or any(s < 1 for s in data_shape):
-            raise ConfigError(f"data_shape must be a tuple of positive sizes, got {data_shape}")
-        _check_unread_keys(model_cfg)
-        d1 = model_cfg.latent_dim
+    def _build(cls, config, data_shape, z2_dim: Optional[int] = None, hidden: int = 300, init: str = "he"):
+        """The model for the ``model`` section ``config``; a :class:`ConfigError`
+        for a bad option or for ``model.encoder``/``decoder``/``hierarchy``
+        set (this model does not read them)."""
+        _check_unread_keys(config)
+        d1 = config.latent_dim
         d2 = d1 if z2_dim is None else z2_dim
         for name, value in (("z2_dim", d2), ("hidden", hidden)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"model 'hvae': option {name} must be a positive integer, got {value!r}")
+            positive_int(value, f"model 'hvae': option {name}")
         if init not in INITS:
             raise ConfigError(f"model 'hvae': unknown init {init!r}; choose from {', '.join(INITS)}")
-        try:
-            guide_z1 = guides.build(model_cfg.guide, latent_dim=d1)
-            guide_z2 = guides.build(model_cfg.guide, latent_dim=d2)
-            likelihood = likelihoods.build(model_cfg.likelihood, data_shape=data_shape)
-            try:
-                model = cls(data_shape, d1, d2, likelihood, guide_z1, guide_z2, hidden, init)
-            except (RuntimeError, MemoryError) as e:
-                first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-                error = ConfigError(f"model 'hvae' with hidden={hidden} is too large to build here ({first})")
-                error.too_large = True
-                raise error from None
-            model.prior_module = priors.build(model_cfg.prior, latent_dim=d2, data_shape=data_shape,
-                                              posterior=model.encode_z2)
-        except ConfigError as e:
-            if not getattr(e, "too_large", False):
-                raise
-            raise ConfigError(
-                f"{e} (with model.latent_dim={d1}, z2_dim={d2}, hidden={hidden} and data of shape {data_shape}); "
-                "choose smaller sizes"
-            ) from None
-        model._check_shapes()
+        guide_z1 = guides.build(config.guide, latent_dim=d1)
+        guide_z2 = guides.build(config.guide, latent_dim=d2)
+        likelihood = likelihoods.build(config.likelihood, data_shape=data_shape)
+        model = cls(data_shape, d1, d2, likelihood, guide_z1, guide_z2, hidden, init)
+        model.prior_module = priors.build(config.prior, latent_dim=d2, data_shape=data_shape, posterior=model.encode_z2)
         return model
+
+    @classmethod
+    def _sizes(cls, config, z2_dim: Optional[int] = None, hidden: int = 300, **options) -> str:
+        z2 = config.latent_dim if z2_dim is None else z2_dim
+        return f"model.latent_dim={config.latent_dim}, z2_dim={z2}, hidden={hidden}"
 
     def _check_shapes(self) -> None:
         """Run the networks once on zeros: a clear :class:`ConfigError` when
@@ -210,15 +197,6 @@ class HVAE(nn.Module):
                 if got != want:
                     raise ConfigError(f"model 'hvae': components disagree on shapes: {what} {got}, want {want}")
             check_prior_density(self.prior_module, self.guide_z2, self.z2_dim, self.device, prefix="model 'hvae': ")
-
-    # the VAE's own plumbing, so that the two models behave alike: the device
-    # property, pyro.module registration under ``pyro_name``, the
-    # direct_parameters() context, the (subsampled) data plate, check_data
-    device = VAE.device
-    _register = VAE._register
-    direct_parameters = VAE.direct_parameters
-    _data_plate = VAE._data_plate
-    check_data = VAE.check_data
 
     # -- distributions -----------------------------------------------------
     def prior(self):
@@ -251,15 +229,20 @@ class HVAE(nn.Module):
     # the single-code view of the figures (pyrovae.report): the code is z2
     def encode(self, x: torch.Tensor):
         """q(z2 | x): the distribution of the code the figures read (the top
-        latent, which the prior is over); see :meth:`decoder`."""
+        latent, which the prior is over); see :meth:`decode_mean`."""
         return self.encode_z2(x)
 
-    def decoder(self, z2: torch.Tensor) -> torch.Tensor:
-        """Likelihood parameters for a top code ``z2`` ``(*batch, z2_dim)``:
-        those of p(x | z1, z2) at z1 = the mean of p(z1 | z2). With
-        :meth:`encode` and :meth:`prior` it gives the figures (traversals,
+    def decode_mean(self, z2: torch.Tensor) -> torch.Tensor:
+        """E[x | z1, z2] at z1 = the mean of p(z1 | z2), for top codes ``z2``
+        ``(*batch, z2_dim)``: ``(*batch, *data_shape)``. With :meth:`encode`
+        and :meth:`prior_draws` it gives the figures (traversals,
         interpolations, manifold) one code space, z2's."""
-        return self.decode_params(self.decode_z1(z2).mean, z2)
+        return self.likelihood.mean(self.decode_params(self.decode_z1(z2).mean, z2))
+
+    @torch.no_grad()
+    def prior_draws(self, n: int) -> torch.Tensor:
+        """``n`` top codes z2 ~ p(z2), ``(n, z2_dim)``: the space of :meth:`decode_mean`."""
+        return self.prior().sample((n,))
 
     # -- Pyro model and guide --------------------------------------------
     def model(self, x: torch.Tensor, *, num_data: Optional[int] = None, beta: float = 1.0, obs_mask=None):
@@ -300,26 +283,23 @@ class HVAE(nn.Module):
         """``n`` new data points ``(n, *data_shape)``: z2 ~ p(z2), z1 ~ p(z1|z2)
         (a draw, as the authors' ``generate_x``), then the likelihood's mean
         (``mean=True``) or a draw from p(x | z1, z2)."""
-        z2 = self.prior().sample((n,))
+        z2 = self.prior_draws(n)
         z1 = self.decode_z1(z2).sample()
-        params = self.decode_params(z1, z2)
-        if mean:
-            return self.likelihood.mean(params)
-        return self.likelihood.dist(params).sample().to(params.dtype)
+        return self._data_from(self.decode_params(z1, z2), mean)
 
     @torch.no_grad()
     def codes(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """``(z1, z2)`` codes of ``x``: z2 the mean of q(z2 | x), z1 the mean
         of q(z1 | x, z2) at that z2; ``(*batch, latent_dim)`` and ``(*batch, z2_dim)``."""
-        z2 = _code(self.encode_z2(x))
-        return _code(self.encode_z1(x, z2)), z2
+        z2 = mean_code(self.encode_z2(x))
+        return mean_code(self.encode_z1(x, z2)), z2
 
     @torch.no_grad()
     def code(self, x: torch.Tensor) -> torch.Tensor:
         """The latent code of ``x``: the mean of q(z2 | x), the top latent
-        (``(*batch, z2_dim)``; the space of :meth:`encode`, :meth:`decoder` and
+        (``(*batch, z2_dim)``; the space of :meth:`encode`, :meth:`decode_mean` and
         the prior). :meth:`codes` gives z1's as well."""
-        return _code(self.encode_z2(x))
+        return mean_code(self.encode_z2(x))
 
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
@@ -352,4 +332,4 @@ def build_hvae(config, data_shape, z2_dim=None, hidden=300, init="he"):
     VampPrior" (2018): q(z2|x) q(z1|x,z2) and p(z2) p(z1|z2) p(x|z1,z2), with
     the prior on z2 and gated networks of ``hidden`` units. ``model.latent_dim``
     is the size of z1; ``z2_dim`` that of z2 (default: the same)."""
-    return HVAE.from_config(config, data_shape=data_shape, z2_dim=z2_dim, hidden=hidden, init=init)
+    return HVAE.from_config(config, data_shape, z2_dim=z2_dim, hidden=hidden, init=init)

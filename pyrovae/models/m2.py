@@ -55,15 +55,17 @@ from ..components.nets import encoders
 from ..errors import ConfigError, DataError
 from ..infer.objectives import LABELLED_WEIGHTINGS
 from .base import register_model
-from .cvae import ConditionalVAE
-from .vae import kl_scale, observe
+from .cvae import Condition, ConditionalBase
+from .family import mean_code
+from .helpers import kl_scale, observe
 
 __all__ = ["M2"]
 
 
-class M2(ConditionalVAE):
-    """The semi-supervised VAE M2: a :class:`~pyrovae.models.cvae.ConditionalVAE`
-    whose label is a latent variable where it is not observed.
+class M2(ConditionalBase):
+    """The semi-supervised VAE M2: a conditional VAE
+    (:class:`~pyrovae.models.cvae.ConditionalBase`) whose label is a latent
+    variable where it is not observed.
 
     :param nn.Module classifier: ``x (*batch, *data_shape) -> logits (*batch, C)`` of q(y | x).
     :param float classification_weight: a in α = a · N, the weight of the
@@ -73,10 +75,11 @@ class M2(ConditionalVAE):
         weighs each labelled point in a batch like an unlabelled one (see
         :class:`~pyrovae.infer.objectives.EnumeratedObjective`).
 
-    The other parameters are those of :class:`~pyrovae.models.cvae.ConditionalVAE`.
+    The other parameters are those of :class:`~pyrovae.models.cvae.ConditionalBase`.
     """
 
     registered_name = "m2"
+    family = "m2"
     latent_sites = ("y", "z")
     #: summed out by TraceEnum_ELBO in training and exactly in importance sampling
     enumerate_sites = ("y",)
@@ -92,6 +95,17 @@ class M2(ConditionalVAE):
         self.num_classes = condition.num_classes
         # p(y): uniform over the classes, as in Kingma et al.
         self.register_buffer("class_logits", torch.zeros(self.num_classes))
+
+    @classmethod
+    def _build(cls, config, data_shape, num_classes: int = 10, classifier: Any = None,
+               classification_weight: float = 0.1, labelled_weighting: str = "data"):
+        """The model for the ``model`` section ``config``; ``classifier`` is
+        the encoder spec of q(y | x) (default: ``config.encoder``)."""
+        net = encoders.build(config.encoder if classifier is None else classifier, data_shape=data_shape,
+                             out_features=num_classes)
+        return cls._build_conditional(config, data_shape, Condition(num_classes, None), classifier=net,
+                                      classification_weight=classification_weight,
+                                      labelled_weighting=labelled_weighting)
 
     # -- distributions -----------------------------------------------------
     def label_posterior(self, x: torch.Tensor):
@@ -159,21 +173,22 @@ class M2(ConditionalVAE):
         the labels are fixed (class-conditional samples)."""
         if y is None:
             y = self.label_prior().sample((n,)).to(self.device)
-        return super().sample(n, mean=mean, y=y)
+        return self._sample_given(n, mean, torch.as_tensor(y, device=self.device))
 
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor, y: Optional[torch.Tensor] = None) -> torch.Tensor:
         """E[x | z = code(x, y), y], with ``y`` the classifier's label when not given."""
-        return super().reconstruct(x, self.classify(x) if y is None else y)
+        y = self.classify(x) if y is None else y
+        return self.likelihood.mean(self.decoder(self.code(x, y), self.condition(y, x)))
 
     def encode(self, x: torch.Tensor, y: Optional[torch.Tensor] = None):
         """q(z | x, y), with ``y`` the classifier's label when not given."""
-        return super().encode(x, self.classify(x) if y is None else y)
+        return self._posterior(x, self.classify(x) if y is None else y)
 
     @torch.no_grad()
     def code(self, x: torch.Tensor, y: Optional[torch.Tensor] = None) -> torch.Tensor:
         """The mean of q(z | x, y) ``(N, latent_dim)``, with ``y`` the classifier's label when not given."""
-        return super().code(x, self.classify(x) if y is None else y)
+        return mean_code(self.encode(x, y))
 
     def check_fields(self, fields: Mapping[str, torch.Tensor], what: str = "data") -> None:
         """Labels in 0..C-1, or -1 where a point has none."""
@@ -195,9 +210,7 @@ def build_m2(config, data_shape, num_classes=10, classification_weight=0.1, clas
     if not isinstance(classification_weight, (int, float)) or isinstance(classification_weight, bool) \
             or not classification_weight >= 0:
         raise ConfigError(f"model.options.classification_weight must be a number >= 0, got {classification_weight!r}")
-    spec = config.encoder if classifier is None else classifier
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
         raise ConfigError(f"model.options.num_classes must be an integer >= 2, got {num_classes!r}")
-    net = encoders.build(spec, data_shape=tuple(data_shape), out_features=num_classes)
-    return M2.from_config(config, data_shape, num_classes=num_classes, condition_dim=None, classifier=net,
+    return M2.from_config(config, data_shape, num_classes=num_classes, classifier=classifier,
                           classification_weight=classification_weight, labelled_weighting=labelled_weighting)

@@ -188,7 +188,10 @@ def test_conveniences():
     assert z1.shape == (5, D1) and z2.shape == (5, D2)
     torch.testing.assert_close(m.code(x), z2)
     torch.testing.assert_close(z2, m.encode(x).mean)
-    assert m.decoder(z2).shape == (5, *m.likelihood.param_shape)
+    # decode_mean reads z2: E[x | z1, z2] at z1 = E[z1 | z2], the decoder's sigmoid written out
+    z1_mean = m.decoder_z1(z2)[..., :D1]
+    logits = m.decoder_x(z1_mean, z2).reshape(5, *SHAPE)
+    torch.testing.assert_close(m.decode_mean(z2), torch.sigmoid(logits))
     assert m.latent_dim == D1 and m.data_shape == SHAPE and m.device == torch.device("cpu")
     with pytest.raises(DataError, match="were built for|was built for"):
         m.check_data(torch.zeros(3, 1, 5, 5))
