@@ -1,8 +1,12 @@
 """Exceptions that pyrovae raises for problems a user can fix.
 
 Each message says what was wrong and how to fix it. The CLI prints them
-without a traceback.
+as one line without a traceback (``pyrovae --debug`` prints the traceback).
+An exception raised by a user's own code (a prior, a likelihood, a model)
+is none of these: it reaches the user unchanged, with its traceback.
 """
+
+from typing import Optional
 
 __all__ = [
     "PyrovaeError",
@@ -11,6 +15,8 @@ __all__ = [
     "CheckpointError",
     "RunDirError",
     "TrainingDiverged",
+    "OutOfMemoryError",
+    "is_out_of_memory",
 ]
 
 
@@ -115,3 +121,61 @@ class TrainingDiverged(PyrovaeError):
         super().__init__(message)
         self.epoch = epoch
         self.step = step
+
+
+class OutOfMemoryError(PyrovaeError):
+    """A model or a batch too large for the memory of the device. The message
+    says what was being built or run and what to reduce: the model's sizes
+    (``latent_dim``, hidden sizes, ``num_components``), ``train.batch_size``,
+    or the evaluation batch size. The exception that torch or Python raised
+    is chained as ``__cause__``.
+
+    Example::
+
+        >>> import pyrovae
+        >>> try:
+        ...     pyrovae.VAE.from_config({"encoder": {"name": "mlp", "hidden": [10**6, 10**6]}}, data_shape=(784,))
+        ... except pyrovae.errors.OutOfMemoryError as error:
+        ...     print(str(error).split(" (")[0], "|", type(error.__cause__).__name__)
+        encoder 'mlp' with options {'hidden': [1000000, 1000000]} is too large to build here | RuntimeError
+    """
+
+    #: what to reduce, the end of every message of this class
+    HINT = ("reduce the model's sizes (model.latent_dim, hidden sizes, num_components), "
+            "train.batch_size, or the evaluation batch size (pyrovae evaluate --batch-size)")
+
+    def __init__(self, what: str, cause: Optional[BaseException] = None, hint: Optional[str] = None):
+        first = ""
+        if cause is not None:
+            lines = str(cause).strip().splitlines()
+            first = f" ({lines[0] if lines else type(cause).__name__})"
+        super().__init__(f"{what} is too large to build here{first}; {hint or self.HINT}")
+        self.what = what
+
+
+#: the words of torch's CPU allocator when an allocation fails: it raises a
+#: plain RuntimeError there, where CUDA raises torch.OutOfMemoryError
+_CPU_ALLOCATOR_FAILED = "DefaultCPUAllocator: can't allocate memory"
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """Whether ``error`` says that memory ran out: Python's ``MemoryError``,
+    ``torch.OutOfMemoryError`` (CUDA), or the ``RuntimeError`` of torch's CPU
+    allocator.
+
+    Example::
+
+        >>> import torch
+        >>> try:
+        ...     torch.empty(10**15)
+        ... except RuntimeError as error:
+        ...     is_out_of_memory(error)
+        True
+        >>> is_out_of_memory(RuntimeError("mat1 and mat2 shapes cannot be multiplied"))
+        False
+    """
+    import torch
+
+    if isinstance(error, (MemoryError, torch.OutOfMemoryError)):
+        return True
+    return isinstance(error, RuntimeError) and _CPU_ALLOCATOR_FAILED in str(error)

@@ -22,7 +22,8 @@ import difflib
 import inspect
 from typing import Any, Callable, Dict, Iterator, Mapping, Optional, Tuple
 
-from .errors import ConfigError, PyrovaeError
+from .errors import ConfigError, OutOfMemoryError, is_out_of_memory
+from .validators import is_number
 
 __all__ = ["Registry", "spec_name", "spec_kwargs", "REGISTRIES", "all_registries"]
 
@@ -33,14 +34,14 @@ def spec_name(spec: Any) -> str:
         return spec
     if isinstance(spec, Mapping):
         if "name" not in spec:
-            raise ConfigError(
+            raise _named(ConfigError(
                 f"component spec {dict(spec)!r} has no 'name' key; write it as "
                 "{name: <component>, <keyword>: <value>, ...}"
-            )
+            ))
         return str(spec["name"])
-    raise ConfigError(
+    raise _named(ConfigError(
         f"a component spec must be a name or a mapping with a 'name' key, got {spec!r}"
-    )
+    ))
 
 
 def spec_kwargs(spec: Any) -> Dict[str, Any]:
@@ -48,6 +49,22 @@ def spec_kwargs(spec: Any) -> Dict[str, Any]:
     if isinstance(spec, Mapping):
         return {k: v for k, v in spec.items() if k != "name"}
     return {}
+
+
+def _named(error: ConfigError) -> ConfigError:
+    """``error``, marked as naming its component: a registry that builds the
+    component around it (a model around its encoder) adds no second prefix."""
+    error.component = True
+    return error
+
+
+def _is_builtin(factory: Callable[..., Any]) -> bool:
+    """Whether ``factory`` is one of pyrovae's own components. These refuse a
+    bad option value with a ``ValueError`` or ``TypeError``, as the torch
+    optimizers they wrap do, so :meth:`Registry.build` reports it as a
+    :class:`ConfigError` (the original chained as ``__cause__``); a user's
+    component's exceptions pass unchanged."""
+    return getattr(factory, "__module__", "").partition(".")[0] == __name__.partition(".")[0]
 
 
 def _did_you_mean(word: str, choices) -> str:
@@ -66,7 +83,7 @@ def _check_option_type(kind: str, name: str, key: str, value: Any, default: Any)
         ok = isinstance(value, bool)
         expected = "true or false"
     elif isinstance(default, (int, float)):
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        ok = is_number(value)
         expected = "a number"
     elif isinstance(default, str):
         ok = isinstance(value, str)
@@ -74,10 +91,10 @@ def _check_option_type(kind: str, name: str, key: str, value: Any, default: Any)
     else:
         return
     if not ok:
-        raise ConfigError(
+        raise _named(ConfigError(
             f"{kind} {name!r}: option {key!r} must be {expected} (default {default!r}), "
             f"got {value!r} ({type(value).__name__})"
-        )
+        ))
 
 
 class Registry:
@@ -176,10 +193,10 @@ class Registry:
         try:
             return self._factories[name]
         except KeyError:
-            raise ConfigError(
+            raise _named(ConfigError(
                 f"unknown {self.kind} {name!r}.{_did_you_mean(name, self._factories)} "
                 f"Valid choices: {', '.join(self.names())}"
-            ) from None
+            )) from None
 
     def options(self, name: str) -> Dict[str, Any]:
         """The user-settable keyword arguments of ``name`` with their defaults
@@ -209,8 +226,32 @@ class Registry:
         """Build a component from ``spec``, passing the context arguments
         the factory accepts.
 
+        The spec's options are checked and bound to the factory's signature
+        first (:meth:`inspect.Signature.bind`); then the factory runs, and an
+        exception raised inside it reaches the caller unchanged, with its
+        traceback: a bug in a user's component is not a config error. Three
+        kinds are told apart: a :class:`ConfigError` that the factory raises
+        about its own options gains the component's name and options as a
+        prefix (a user's component raises ``pyrovae.ConfigError`` to refuse
+        a value in one line); a ``ValueError`` or ``TypeError`` of one of
+        pyrovae's own components is such a refusal too; and running out of
+        memory becomes :class:`~pyrovae.errors.OutOfMemoryError`, which says
+        what to reduce.
+
         :raises ConfigError: for an unknown name, an unknown keyword, a
-            missing required keyword, or an attempt to set a context argument.
+            missing required keyword, an attempt to set a context argument,
+            or a value the factory itself refuses with a ``ConfigError``.
+        :raises OutOfMemoryError: when building runs out of memory.
+
+        Example::
+
+            >>> from pyrovae.components.priors import priors
+            >>> priors.build({"name": "mog", "num_components": 3}, latent_dim=2).locs.shape
+            torch.Size([3, 2])
+            >>> priors.build({"name": "mog", "num_components": 0}, latent_dim=2)
+            Traceback (most recent call last):
+            ...
+            pyrovae.errors.ConfigError: prior 'mog' with options {'num_components': 0}: num_components must be an integer >= 1, got 0
         """
         name = spec_name(spec)
         factory = self.get(name)
@@ -218,42 +259,49 @@ class Registry:
         options = self.options(name)
         for key in kwargs:
             if key in self.context:
-                raise ConfigError(
+                raise _named(ConfigError(
                     f"{self.kind} {name!r}: {key!r} is set by pyrovae itself and "
                     "cannot be given in the spec"
-                )
+                ))
             if key not in options:
-                raise ConfigError(
+                raise _named(ConfigError(
                     f"{self.kind} {name!r} has no option {key!r}."
                     f"{_did_you_mean(key, options)} Valid options: "
                     f"{', '.join(options) or '(none)'}"
-                )
+                ))
             _check_option_type(self.kind, name, key, kwargs[key], options[key])
         missing = [
             k for k, v in options.items() if v is inspect.Parameter.empty and k not in kwargs
         ]
         if missing:
-            raise ConfigError(f"{self.kind} {name!r} needs option(s) {', '.join(missing)}")
-        params = inspect.signature(factory).parameters
-        ctx = {k: v for k, v in context.items() if k in params}
+            raise _named(ConfigError(f"{self.kind} {name!r} needs option(s) {', '.join(missing)}"))
+        signature = inspect.signature(factory)
+        ctx = {k: v for k, v in context.items() if k in signature.parameters}
         try:
-            return factory(**ctx, **kwargs)
-        except PyrovaeError:
+            bound = signature.bind(**ctx, **kwargs)
+        except TypeError as e:  # a context argument this builder does not supply
+            raise _named(ConfigError(
+                f"{self.kind} {name!r} cannot be built here: {e}; pyrovae supplies "
+                f"{', '.join(context) or 'no arguments'} to a {self.kind}"
+            )) from None
+        given = f" with options {kwargs}" if kwargs else ""
+        try:
+            return factory(*bound.args, **bound.kwargs)
+        except ConfigError as e:
+            # the factory refused one of its options: say which component
+            if getattr(e, "component", None) is None:
+                e.component = (self.kind, name)
+                if not str(e).startswith(f"{self.kind} {name!r}"):
+                    e.args = (f"{self.kind} {name!r}{given}: {e}",) + e.args[1:]
             raise
-        except (MemoryError, RuntimeError) as e:
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            if not isinstance(e, MemoryError) and "allocat" not in str(e):
-                # torch's own complaint about a size or value (a negative
-                # dimension, an empty stack): the options are wrong
-                raise ConfigError(f"{self.kind} {name!r} with options {kwargs}: {first}") from e
-            error = ConfigError(
-                f"{self.kind} {name!r} with options {kwargs} is too large to build here ({first}); "
-                "choose smaller sizes"
-            )
-            error.too_large = True
-            raise error from None
         except (TypeError, ValueError) as e:
-            raise ConfigError(f"{self.kind} {name!r} with options {kwargs}: {e}") from e
+            if not _is_builtin(factory):
+                raise  # a user's component: their exception, with their traceback
+            raise _named(ConfigError(f"{self.kind} {name!r}{given}: {e}")) from e
+        except (MemoryError, RuntimeError) as e:
+            if not is_out_of_memory(e):
+                raise
+            raise OutOfMemoryError(f"{self.kind} {name!r}{given}", e) from e
 
 
 #: every registry of pyrovae, once: ``(module, attribute)``, in the order
