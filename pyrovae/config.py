@@ -19,6 +19,7 @@ from typing import Any, Dict, List, Optional, Union
 import yaml
 
 from .errors import ConfigError
+from .validators import int_at_least, is_int, is_number
 
 __all__ = ["DataConfig", "ModelConfig", "TrainConfig", "Config", "load_config"]
 
@@ -475,10 +476,10 @@ def _coerce(where: str, value: Any, tp: Any) -> Any:
         origin = typing.get_origin(tp)
     if tp is Any:
         return value
-    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+    if tp is float and is_number(value):
         return float(value)
-    if tp is int and isinstance(value, int) and not isinstance(value, bool):
-        return value
+    if tp is int and is_int(value):
+        return int(value)
     if tp in (str, bool) and type(value) is tp:
         return value
     if origin is dict and isinstance(value, dict):
@@ -498,8 +499,7 @@ def _as_spec(where: str, value: Any) -> Spec:
 
 
 def _check_min(where: str, value: Any, minimum: int) -> None:
-    if not (isinstance(value, int) and not isinstance(value, bool)) or value < minimum:
-        raise ConfigError(f"{where} must be an integer >= {minimum}, got {value!r}")
+    int_at_least(value, minimum, where)
 
 
 def _check_choice(where: str, value: Any, choices) -> None:

@@ -22,7 +22,7 @@ import difflib
 import inspect
 from typing import Any, Callable, Dict, Iterator, Mapping, Optional, Tuple
 
-from .errors import ConfigError, OutOfMemoryError, is_out_of_memory
+from .errors import ConfigError, OutOfMemoryError, PyrovaeError, is_out_of_memory
 from .validators import is_number
 
 __all__ = ["Registry", "spec_name", "spec_kwargs", "REGISTRIES", "all_registries"]
@@ -294,6 +294,8 @@ class Registry:
                 if not str(e).startswith(f"{self.kind} {name!r}"):
                     e.args = (f"{self.kind} {name!r}{given}: {e}",) + e.args[1:]
             raise
+        except PyrovaeError:
+            raise  # a DataError or another error that says already what to fix
         except (TypeError, ValueError) as e:
             if not _is_builtin(factory):
                 raise  # a user's component: their exception, with their traceback

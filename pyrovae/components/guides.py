@@ -15,6 +15,7 @@ import pyro.distributions as dist
 import pyro.distributions.transforms as T
 
 from ..registry import Registry
+from ..validators import positive_int
 
 __all__ = ["GuideFamily", "guides", "register_guide"]
 
@@ -111,9 +112,8 @@ class IAFGuide(GuideFamily):
 
     def __init__(self, latent_dim, num_flows=2, context_dim=32, hidden=(64, 64), min_scale=1e-4):
         super().__init__(latent_dim)
-        if num_flows < 1 or context_dim < 1:
-            raise ValueError("num_flows and context_dim must be positive")
-        self.context_dim = context_dim
+        num_flows = positive_int(num_flows, "num_flows")
+        self.context_dim = context_dim = positive_int(context_dim, "context_dim")
         if not 0 <= min_scale < float("inf"):
             raise ValueError(f"min_scale must be a finite number >= 0, got {min_scale!r}")
         self.min_scale = float(min_scale)

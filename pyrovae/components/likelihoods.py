@@ -21,6 +21,7 @@ import pyro.distributions as dist
 from torch.distributions.utils import _sum_rightmost, broadcast_all
 
 from ..errors import DataError
+from ..validators import int_at_least
 from ..registry import Registry
 
 __all__ = ["Likelihood", "likelihoods", "register_likelihood"]
@@ -232,9 +233,7 @@ class CategoricalLikelihood(Likelihood):
 
     def __init__(self, data_shape, levels=256):
         super().__init__(data_shape)
-        if levels < 2:
-            raise ValueError("levels must be at least 2")
-        self.levels = levels
+        self.levels = levels = int_at_least(levels, 2, "levels")
         self.num_params = levels
         self.support = constraints.integer_interval(0, levels - 1)
         self.support_hint = (

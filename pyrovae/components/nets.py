@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from ..registry import Registry
+from ..validators import positive_int, positive_ints
 
 __all__ = ["encoders", "decoders", "register_encoder", "register_decoder", "ACTIVATIONS"]
 
@@ -59,18 +60,14 @@ def mlp(sizes: Sequence[int], act: str) -> nn.Sequential:
 
 
 def _hidden_sizes(hidden) -> Tuple[int, ...]:
-    hidden = (hidden,) if isinstance(hidden, int) else tuple(hidden)
-    if any(not isinstance(h, int) or h < 1 for h in hidden):
-        raise ValueError(f"hidden sizes must be positive integers, got {list(hidden)}")
-    return hidden
+    return positive_ints(hidden, "hidden sizes")
 
 
 def _conv_sizes(shape, role: str, channels, hidden) -> Tuple[Tuple[int, ...], int]:
     """The conv encoder's or decoder's checked ``channels`` and fully connected
     width ``hidden`` for images of ``shape`` ``(C, H, W)``."""
     channels = _hidden_sizes(channels)
-    if isinstance(hidden, bool) or not isinstance(hidden, int) or hidden < 1:
-        raise ValueError(f"hidden (the fully connected width) must be a positive integer, got {hidden!r}")
+    hidden = positive_int(hidden, "hidden (the fully connected width)")
     _check_image_shape(shape, role, len(channels))
     return channels, hidden
 

@@ -17,6 +17,7 @@ import pyro.distributions as dist
 import pyro.distributions.transforms as T
 
 from ..registry import Registry
+from ..validators import int_at_least, positive_int, positive_ints
 from . import spline
 
 __all__ = ["Prior", "priors", "register_prior"]
@@ -52,9 +53,7 @@ class Prior(nn.Module):
 
     def __init__(self, latent_dim: int):
         super().__init__()
-        if not isinstance(latent_dim, int) or latent_dim < 1:
-            raise ValueError(f"latent_dim must be a positive integer, got {latent_dim!r}")
-        self.latent_dim = latent_dim
+        self.latent_dim = positive_int(latent_dim, "latent_dim")
 
     def dist(self) -> dist.TorchDistribution:
         """p(z): batch shape ``()``, event shape ``(latent_dim,)``."""
@@ -183,8 +182,7 @@ class MixtureOfGaussiansPrior(Prior):
 
     def __init__(self, latent_dim, num_components=10, init_spread=1.0, init_scale=1.0):
         super().__init__(latent_dim)
-        if num_components < 1:
-            raise ValueError("num_components must be at least 1")
+        num_components = int_at_least(num_components, 1, "num_components")
         if not (0 <= init_spread < float("inf") and 0 < init_scale < float("inf")):
             raise ValueError(f"init_spread must be >= 0 and init_scale > 0, got {init_spread!r} and {init_scale!r}")
         self.locs = nn.Parameter(init_spread * torch.randn(num_components, latent_dim))
@@ -215,8 +213,7 @@ class VampPrior(Prior):
     def __init__(self, latent_dim, data_shape, posterior, num_components=500, init_mean=0.5, init_std=0.05,
                  bounds=None):
         super().__init__(latent_dim)
-        if num_components < 1:
-            raise ValueError("num_components must be at least 1")
+        num_components = int_at_least(num_components, 1, "num_components")
         if not 0 <= init_std < math.inf:
             raise ValueError(f"init_std must be a finite number >= 0, got {init_std!r}")
         if bounds is not None:
@@ -271,8 +268,8 @@ class FlowPrior(Prior):
         super().__init__(latent_dim)
         if layer not in FLOW_LAYERS:
             raise ValueError(f"unknown flow layer {layer!r}; choose from {', '.join(FLOW_LAYERS)}")
-        if not all(isinstance(h, int) and h >= 1 for h in hidden):
-            raise ValueError(f"hidden sizes must be positive integers, got {list(hidden)}")
+        hidden = positive_ints(hidden, "hidden sizes")
+        num_layers = positive_int(num_layers, "num_layers")
         if latent_dim < 2 and layer != "maf":
             raise ValueError(f"a {layer} flow needs latent_dim >= 2; use layer='maf'")
         self.layers = nn.ModuleList(FLOW_LAYERS[layer](latent_dim, list(hidden)) for _ in range(num_layers))

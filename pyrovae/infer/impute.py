@@ -50,6 +50,7 @@ import pyro.poutine as poutine
 from pyro.poutine.util import site_is_subsample
 
 from ..errors import ConfigError, DataError
+from ..validators import int_in_range, positive_int
 from ..models.base import eval_mode, require, unregistered
 from ..registry import Registry
 from .seeds import seeded
@@ -129,9 +130,7 @@ class ImportanceResampling:
     """
 
     def __init__(self, num_particles=100):
-        if not isinstance(num_particles, int) or num_particles < 1:
-            raise ValueError(f"num_particles must be a positive integer, got {num_particles!r}")
-        self.num_particles = num_particles
+        self.num_particles = positive_int(num_particles, "num_particles")
 
     def __call__(self, vae, x_guide, x_model, mask, fields=None):
         pair = _traces(vae, x_guide, x_model, mask, fields or {}, self.num_particles)
@@ -158,10 +157,8 @@ class MetropolisWithinGibbs:
     """
 
     def __init__(self, steps=100, burn_in=20, metropolis=True):
-        if not isinstance(steps, int) or steps < 1:
-            raise ValueError(f"steps must be a positive integer, got {steps!r}")
-        if not isinstance(burn_in, int) or not 0 <= burn_in < steps:
-            raise ValueError(f"burn_in must be an integer in [0, steps), got {burn_in!r}")
+        steps = positive_int(steps, "steps")
+        burn_in = int_in_range(burn_in, 0, steps, "burn_in", hint=f"it counts steps left out of the estimate, below steps={steps}")
         self.steps, self.burn_in, self.metropolis = steps, burn_in, bool(metropolis)
 
     def __call__(self, vae, x_guide, x_model, mask, fields=None):

@@ -34,6 +34,7 @@ import torch
 from pyro.util import warn_if_nan
 
 from ..errors import ConfigError
+from ..validators import positive_int
 from .plates import plate_nesting
 from .weights import TracePair, _is_random, latent_sites, layout, traced_in_particles, weight_terms
 
@@ -74,9 +75,7 @@ class IWAE:
 
     def __init__(self, num_particles: int = 5, vectorize_particles: bool = True,
                  max_plate_nesting: Optional[int] = None):
-        if isinstance(num_particles, bool) or not isinstance(num_particles, int) or num_particles < 1:
-            raise ValueError(f"num_particles must be a positive integer, got {num_particles!r}")
-        self.num_particles = num_particles
+        self.num_particles = positive_int(num_particles, "num_particles")
         self.vectorize_particles = bool(vectorize_particles)
         self.max_plate_nesting = max_plate_nesting
 

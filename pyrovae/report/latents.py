@@ -12,6 +12,7 @@ from typing import Dict, Optional
 import torch
 
 from ..errors import ConfigError, DataError
+from ..validators import positive_int
 from ..infer.seeds import seeded
 from ..models.base import check_field_names, model_device, model_fields, model_name, require
 
@@ -51,8 +52,7 @@ def draw_samples(vae, n: int, seed: Optional[int] = 0, mean: bool = True, **fiel
         >>> pyrovae.draw_samples(cvae, 3, y=torch.tensor([7, 7, 7])).shape   # three samples of class 7
         torch.Size([3, 1, 8, 8])
     """
-    if not isinstance(n, int) or n < 1:
-        raise DataError(f"the number of samples must be a positive integer, got {n!r}")
+    n = positive_int(n, "the number of samples", error=DataError)
     sample = require(vae, "sample", "drawing samples")
     if fields:
         check_field_names(vae, list(fields), "drawing samples")

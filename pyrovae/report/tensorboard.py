@@ -24,6 +24,7 @@ from typing import Any, Dict, Optional
 import torch
 
 from ..errors import ConfigError
+from ..validators import positive_int
 from ..models.base import eval_mode, model_device
 from ..infer.seeds import seeded
 from .latents import draw_samples
@@ -50,8 +51,7 @@ class TensorBoardCallback:
                 "train.tensorboard: true needs the tensorboard package: pip install 'pyrovae[tensorboard]' "
                 "(or pip install tensorboard), or set train.tensorboard: false"
             ) from None
-        if not isinstance(image_every, int) or image_every < 1:
-            raise ConfigError(f"image_every must be a positive integer, got {image_every!r}")
+        image_every = positive_int(image_every, "image_every")
         self.log_dir = Path(log_dir)
         self.image_every = image_every
         self.num_images = num_images

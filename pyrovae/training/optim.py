@@ -11,6 +11,7 @@ import torch
 from pyro.optim.clipped_adam import ClippedAdam
 
 from ..registry import Registry
+from ..validators import int_at_least, positive_number
 
 __all__ = ["optimizers", "schedules", "kl_schedules"]
 
@@ -21,8 +22,7 @@ schedules = Registry("lr_schedule", context=("optimizer", "epochs"))
 def _check_positive(**values) -> None:
     """Raise ValueError unless every value is a finite number > 0 (NaN fails too)."""
     for key, value in values.items():
-        if not (isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value < float("inf")):
-            raise ValueError(f"{key} must be a positive finite number, got {value!r}")
+        positive_number(value, key)
 
 
 def _fused_supported(params) -> bool:
@@ -79,8 +79,7 @@ def exponential(optimizer, gamma=0.99):
 def step(optimizer, step_size=10, gamma=0.5):
     """lr * gamma ** (epoch // step_size)."""
     _check_positive(gamma=gamma)
-    if not isinstance(step_size, int) or step_size < 1:
-        raise ValueError(f"step_size must be an integer >= 1, got {step_size!r}")
+    step_size = int_at_least(step_size, 1, "step_size")
     return torch.optim.lr_scheduler.StepLR(optimizer, step_size=step_size, gamma=gamma)
 
 
