@@ -70,7 +70,6 @@ def _train(args, ctx) -> int:
     from ..training.callbacks import callbacks_from_config
     from ..training.strategy import for_context
     from ..training.trainer import Trainer
-    from ..report.figures import write_figures
 
     def on_main(fn):
         try:
@@ -120,12 +119,30 @@ def _train(args, ctx) -> int:
         if not args.resume and ctx.is_main and run.discard_unstarted(remove_folder=made):
             say(f"nothing kept in {run.path}: the run stopped before its first checkpoint")
         raise
-    # the end-of-run figures need the model's conveniences; a model of one's
-    # own may have neither, and its run is complete without them
-    missing = [m for m in ("sample", "reconstruct") if not callable(getattr(trainer.vae, m, None))]
-    if ctx.is_main and missing:
-        say(f"no reconstructions.png or samples.png: model {cfg.model.name!r} has no {' or '.join(missing)}() method")
-    elif ctx.is_main:
-        for path in write_figures(trainer.vae, splits, run.path):
-            say(f"wrote {path}")
+    if ctx.is_main:
+        _write_figures(trainer.vae, splits, run.path, say)
     return 0
+
+
+def _write_figures(vae, splits, run_path, say) -> None:
+    """The end-of-run figures, where the model has what they need; a model
+    without a capability gets one line that names it, and the finished run
+    stands. A model's own error in them keeps its traceback, printed as a
+    warning: the run directory is complete without the figures."""
+    import traceback
+
+    from ..models.protocol import MissingCapability, PROTOCOL_PAGE, has_capability
+
+    missing = [name for name in ("sample", "reconstruct") if not has_capability(vae, name)]
+    if missing:
+        say(f"no reconstructions.png or samples.png: the model lacks the capability {' and '.join(missing)} "
+            f"(see {PROTOCOL_PAGE})")
+        return
+    try:
+        for path in write_figures(vae, splits, run_path):
+            say(f"wrote {path}")
+    except MissingCapability as e:
+        say(f"no reconstructions.png or samples.png: {e}")
+    except Exception:  # the model's own code failed in a figure: the trained run stays complete
+        say(f"no reconstructions.png or samples.png; the run in {run_path} is complete. The figures failed with:\n"
+            f"{traceback.format_exc().rstrip()}")

@@ -17,7 +17,7 @@ import torch
 
 from ..data import check_finite, label_fields
 from ..errors import ConfigError, DataError
-from ..models.base import check_field_names, model_fields, select_fields
+from ..models.base import check_broadcasting, check_field_names, model_device, model_fields, model_name, select_fields
 
 __all__ = ["data_fields", "split_data", "chunks", "chunk_sizes", "accepted_fields"]
 
@@ -58,7 +58,9 @@ def data_fields(model, x: Any, fields: Mapping[str, Any], where: str, what: str 
     :param str where: the caller's name, for messages.
     :param bool check_values: check every value; False checks the first
         point only (its shape), for data whose hidden elements are never read.
-    :raises ConfigError: for a field the model does not take (the message lists the model's fields).
+    :raises ConfigError: for a field the model does not take (the message lists the model's fields), for a
+        model that takes ``index`` without one, and for a model that does not broadcast over a particles
+        dim (:func:`~pyrovae.models.base.check_broadcasting`, once per model).
     :raises DataError: for a missing required field, a non-tensor, an empty
         data set or a field whose length is not N.
     """
@@ -68,6 +70,12 @@ def data_fields(model, x: Any, fields: Mapping[str, Any], where: str, what: str 
         raise DataError(f"{what} must hold at least one point, shape (N, *data_shape); got shape {tuple(x.shape)}")
     given = {k: v for k, v in fields.items() if v is not None}
     check_field_names(model, list(given), where)
+    if "index" in model_fields(model) and given.get("index") is None:
+        raise ConfigError(
+            f"{where}: model {model_name(model)!r} takes index, so its guide is local to its training points "
+            "(parameters per index) and other points cannot be scored; pass index= (the points' positions in "
+            "the training set) for training points, or use an amortized guide"
+        )
     for name, value in given.items():
         if not isinstance(value, torch.Tensor):
             raise DataError(f"{where}: field {name!r} must be a torch.Tensor with one row per point, got {type(value).__name__}")
@@ -84,6 +92,9 @@ def data_fields(model, x: Any, fields: Mapping[str, Any], where: str, what: str 
     check_fields = getattr(model, "check_fields", None)  # labels: range, NaN, shape
     if check_fields is not None:
         check_fields(selected, what)
+    if check_values:  # once per model: it broadcasts over the particles dim that scoring adds
+        device = model_device(model)
+        check_broadcasting(model, {k: v[:2].to(device) for k, v in selected.items()})
     return {"x": x, **{k: v for k, v in selected.items() if k != "x"}}
 
 

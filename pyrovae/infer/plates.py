@@ -93,7 +93,10 @@ def model_nesting(vae, x: torch.Tensor, fields: Mapping[str, Any], model_x: torc
     except TypeError:  # an object without weak references: found each time
         known = {}
     if key not in known:
-        known[key] = plate_nesting(vae.model, vae.guide, (x,), fields, (model_x,), model_fields)
+        from ..models.base import pyro_callables
+
+        model_fn, guide_fn = pyro_callables(vae)
+        known[key] = plate_nesting(model_fn, guide_fn, (x,), fields, (model_x,), model_fields)
     return known[key]
 
 

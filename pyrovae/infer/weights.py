@@ -57,6 +57,7 @@ import pyro.poutine as poutine
 from pyro.poutine.util import site_is_subsample
 
 from ..errors import ConfigError
+from ..models.base import pyro_callables
 from .plates import data_frame, model_nesting
 
 __all__ = ["TracePair", "WeightTerms", "trace_pair", "traced_in_particles", "weight_terms", "latent_sites", "LogDensity"]
@@ -127,8 +128,9 @@ def trace_pair(
     particle_dim = None
     if num_particles:
         particle_dim = -1 - model_nesting(vae, x, guide_kwargs, model_fields["x"], model_kwargs)
-    guide = vae.guide if guide_trace is None else poutine.replay(vae.guide, trace=guide_trace)
-    return traced_in_particles(guide, vae.model, ((x,), guide_kwargs), ((model_fields["x"],), model_kwargs),
+    model_fn, guide_fn = pyro_callables(vae)
+    guide = guide_fn if guide_trace is None else poutine.replay(guide_fn, trace=guide_trace)
+    return traced_in_particles(guide, model_fn, ((x,), guide_kwargs), ((model_fields["x"],), model_kwargs),
                                x, num_particles, particle_dim)
 
 

@@ -1,27 +1,34 @@
 """The model registry and the contract every model keeps.
 
-A model is an ``nn.Module`` with Pyro ``model`` and ``guide`` methods that
-take the fields of a data batch as keyword arguments, the Pyro way::
+A model is an object with Pyro ``model`` and ``guide`` methods (the
+protocol: :mod:`pyrovae.models.protocol`). The batch fields they take
+follow from ``model``'s signature (:mod:`pyrovae.models.signatures`): a
+parameter named ``x``, ``y`` or ``index`` (or Pyro's ``xs``, ``ys``)
+receives that field, the Pyro way::
 
     model(x, y=None, *, num_data=None, beta=1.0, obs_mask=None)
     guide(x, y=None, *, num_data=None, beta=1.0, obs_mask=None)
 
 ``num_data`` (full data-set size, for mini-batch scaling), ``beta`` (the
 weight of the latent sites) and ``obs_mask`` are the only keywords pyrovae
-adds; a model may leave out the ones it does not support.
+adds; each goes only to a function that takes it. A model that takes
+``index`` gets the positions of the batch's points in the training set.
 
 A model may also declare:
 
-- ``fields``: the batch fields it takes, e.g. ``("x", "y")`` (default ``("x",)``);
-  the fields it needs are those without a default in ``model``'s signature;
+- ``fields``: narrows the batch fields (``("x", "y")``) or renames them
+  (``{"images": "x"}``); the fields it needs are those without a default
+  in ``model``'s signature;
 - ``latent_sites``: the names of its latent sample sites;
 - ``enumerate_sites``: discrete sites to enumerate in parallel, so that the
   objective becomes ``TraceEnum_ELBO`` (see ``pyrovae.infer.objectives``);
-- conveniences that commands use: ``sample(n)``, ``reconstruct(x)``,
-  ``code(x)``, ``check_data(x, what)``, ``data_shape``.
+- the optional capabilities of :data:`~pyrovae.models.protocol.CAPABILITIES`
+  that commands use: ``sample(n)``, ``reconstruct(x)``, ``check_data(x, what)``, ...
 
-A command that needs a convenience the model lacks says so
-(``require``). Register a model with :func:`~pyrovae.register_model`; its factory
+Shared code calls a model through :func:`pyro_callables`, and checks once,
+before training, that β can reach it (:func:`check_beta`) and that it
+broadcasts over a particles dimension (:func:`check_broadcasting`).
+Register a model with :func:`~pyrovae.register_model`; its factory
 receives the ``model`` config section and the data shape, plus the
 options under ``model.options``::
 
@@ -35,24 +42,24 @@ from __future__ import annotations
 import contextlib
 import importlib
 import inspect
-from typing import Any, Dict, Mapping, Tuple
+import warnings
+import weakref
+from typing import Any, Dict, Mapping, Optional, Tuple
 
 import torch
 
 from ..errors import ConfigError, DataError
 from ..registry import Registry
+from .signatures import CONTROL_KEYWORDS, field_parameters, pyro_callables, signature_fields, takes_keyword
 
 __all__ = [
     "models", "register_model", "build_model", "model_fields", "summed_fields", "required_fields", "select_fields", "require",
-    "unregistered", "eval_mode",
+    "unregistered", "eval_mode", "pyro_callables", "check_beta", "check_broadcasting", "check_model",
 ]
 
 #: model factories ``(config, data_shape, **options) -> nn.Module``
 models = Registry("model", context=("config", "data_shape"))
 register_model = models.register
-
-#: keywords pyrovae passes to ``model``/``guide`` that are not batch fields
-CONTROL_KEYWORDS = ("num_data", "beta", "obs_mask")
 
 
 def build_model(config: Any, data_shape: Tuple[int, ...]):
@@ -97,8 +104,10 @@ def model_name(model) -> str:
 
 
 def model_fields(model) -> Tuple[str, ...]:
-    """The batch fields ``model`` takes: its ``fields`` attribute, or ``("x",)``."""
-    return tuple(getattr(model, "fields", ("x",)))
+    """The batch fields ``model`` takes, ``x`` first: its ``fields``
+    attribute, else those ``model.model``'s signature names
+    (:func:`~pyrovae.models.signatures.signature_fields`)."""
+    return signature_fields(model)
 
 
 def summed_fields(model) -> Tuple[str, ...]:
@@ -108,10 +117,10 @@ def summed_fields(model) -> Tuple[str, ...]:
 
 
 def required_fields(model) -> Tuple[str, ...]:
-    """The fields without a default value in ``model.model``'s signature."""
+    """The fields whose parameter in ``model.model``'s signature has no default value."""
     params = inspect.signature(model.model).parameters
     return tuple(
-        name for name in model_fields(model)
+        field for field, name in field_parameters(model).items()
         if name in params and params[name].default is inspect.Parameter.empty
     )
 
@@ -186,3 +195,141 @@ def model_device(model) -> torch.device:
     for tensor in list(model.parameters()) + list(model.buffers()) if hasattr(model, "parameters") else []:
         return tensor.device
     return torch.device("cpu")
+
+
+# -- checks before training and scoring -------------------------------------------------
+
+
+def check_model(model, train_config, probe: Mapping[str, torch.Tensor]) -> None:
+    """The checks a trainer makes once, on ``probe`` (the fields of two
+    training points): :func:`check_beta` and :func:`check_broadcasting`.
+    Traced without autograd on a forked random generator, so the run draws
+    what it would draw without them; an autoguide's parameters are made here,
+    before the optimizer collects the model's parameters.
+
+    Example::
+
+        check_model(vae, cfg.train, {"x": x[:2]})   # x: (N, *data_shape)
+    """
+    check_beta(model, train_config)
+    check_broadcasting(model, probe)
+    check_beta(model, train_config, probe)
+
+
+def _beta_configured(train_config) -> Optional[str]:
+    """How ``train_config`` sets a KL weight other than 1, or None."""
+    from ..registry import spec_name
+
+    schedule = spec_name(train_config.kl_schedule)
+    if schedule != "constant":
+        return f"train.kl_schedule {schedule!r}"
+    return f"train.beta={train_config.beta}" if float(train_config.beta) != 1.0 else None
+
+
+def check_beta(model, train_config, probe: Optional[Mapping[str, torch.Tensor]] = None) -> None:
+    """Refuse a KL weight other than 1 (``train.beta``, a KL schedule) for a
+    model whose ``model`` and ``guide`` take no ``beta``: a one-line
+    :class:`ConfigError`. With ``probe`` (batch fields of a few points), warn
+    when the model takes ``beta`` but no latent site's ``scale`` or ``mask``
+    differs between a trace at beta = 0.5 and one at beta = 1.
+
+    Example::
+
+        check_beta(vae, cfg.train)   # cfg.train.beta = 0.5 and a model without beta: ConfigError
+    """
+    setting = _beta_configured(train_config)
+    if setting is None:
+        return
+    name = model_name(model)
+    if not takes_keyword(model, "beta"):
+        raise ConfigError(
+            f"{setting} weighs the latent sites, but model {name!r} takes no beta keyword; add beta=1.0 to its "
+            f"model and guide and scale the latent sites with pyrovae.kl_scale(beta) (or poutine.scale), "
+            f"or set train.beta=1 with train.kl_schedule: constant"
+        )
+    if probe is not None and _latent_scales(model, probe, 0.5) == _latent_scales(model, probe, 1.0):
+        warnings.warn(
+            f"model {name!r} takes beta but no latent site's scale changes with it ({setting}): beta appears "
+            "unused; scale the latent sites with pyrovae.kl_scale(beta) in model and guide"
+        )
+
+
+def _quiet(model, fields: Mapping[str, torch.Tensor]):
+    """No autograd, no enclosing handlers, eval mode and a forked, seeded
+    random generator: a check leaves the run as it was."""
+    import pyro.poutine as poutine
+
+    devices = sorted({v.device.index or 0 for v in fields.values() if v.device.type == "cuda"})
+    stack = contextlib.ExitStack()
+    stack.enter_context(torch.random.fork_rng(devices=devices))
+    torch.manual_seed(0)
+    for context in (torch.no_grad(), poutine.block(), eval_mode(model), unregistered(model)):
+        stack.enter_context(context)
+    return stack
+
+
+def _latent_scales(model, fields: Mapping[str, torch.Tensor], beta: float):
+    """``(trace, site, scale, mask)`` of every latent site of the guide and
+    the replayed model at KL weight ``beta``."""
+    import pyro.poutine as poutine
+    from pyro.poutine.util import site_is_subsample
+
+    def plain(v):
+        return tuple(v.detach().flatten().tolist()) if torch.is_tensor(v) else v
+
+    fields = {k: v for k, v in fields.items() if k not in summed_fields(model)}  # as in evaluation: summed out
+    model_fn, guide_fn = pyro_callables(model)
+    with _quiet(model, fields):
+        guide = poutine.trace(guide_fn).get_trace(**fields, beta=beta)
+        traced = poutine.trace(poutine.replay(model_fn, trace=guide)).get_trace(**fields, beta=beta)
+    return [(which, site["name"], plain(site["scale"]), plain(site["mask"]))
+            for which, trace in (("guide", guide), ("model", traced)) for site in trace.nodes.values()
+            if site["type"] == "sample" and not site["is_observed"] and not site_is_subsample(site)]
+
+
+#: models whose broadcasting over particles is known good (checked once each)
+_BROADCASTS: "weakref.WeakSet[Any]" = weakref.WeakSet()
+
+#: particles of the broadcasting check: not 2, the size of the probe, so that no shape lines up by chance
+_CHECK_PARTICLES = 3
+
+
+def check_broadcasting(model, probe: Mapping[str, torch.Tensor]) -> None:
+    """Trace ``model`` and ``guide`` on the first two points of ``probe``,
+    then again inside a ``pyro.plate("particles", 3)`` to the left of every
+    plate the model uses, as evaluation and vectorized objectives do. A
+    failure of the second trace alone is a one-line :class:`ConfigError`
+    (the error it raised chained); a failure of the first is the model's own
+    and is raised unchanged. Once per model object.
+
+    Example::
+
+        check_broadcasting(vae, {"x": x[:2]})   # a decoder output reshaped with reshape(-1, 784) fails here
+    """
+    from ..infer.plates import plate_nesting
+    from ..infer.weights import traced_in_particles
+
+    try:
+        if model in _BROADCASTS:
+            return
+    except TypeError:  # an object without weak references: checked each time
+        pass
+    summed = summed_fields(model)  # scored as evaluation scores them: summed out, so drawn by the guide
+    fields = {k: v[:2] for k, v in probe.items() if k not in summed}
+    x, others = fields["x"], {k: v for k, v in fields.items() if k != "x"}
+    model_fn, guide_fn = pyro_callables(model)
+    with _quiet(model, fields):
+        nesting = plate_nesting(model_fn, guide_fn, (x,), others)  # the model's own errors surface here
+        try:
+            traced_in_particles(guide_fn, model_fn, ((x,), others), ((x,), others), x, _CHECK_PARTICLES, -1 - nesting)
+        except (ValueError, RuntimeError, IndexError) as e:
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+            raise ConfigError(
+                f"model {model_name(model)!r} must broadcast over leading batch dimensions (evaluation adds a "
+                f"particles dimension on the left): e.g. reshape with x.shape[:-1] + (...) instead of "
+                f"reshape(-1, ...); with {_CHECK_PARTICLES} particles it failed: {first}"
+            ) from e
+    try:
+        _BROADCASTS.add(model)
+    except TypeError:
+        pass

@@ -58,7 +58,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError, PyrovaeError
-from ..models.base import unregistered
+from ..models.base import pyro_callables, unregistered
 
 __all__ = [
     "Context",
@@ -204,10 +204,11 @@ class ElboLoss(nn.Module):
         super().__init__()
         self.vae = vae
         self.objective = objective
+        self.model_fn, self.guide_fn = pyro_callables(vae)
 
     def forward(self, beta: float = 1.0, **fields: torch.Tensor) -> torch.Tensor:
         with unregistered(self.vae):
-            return self.objective.differentiable_loss(self.vae.model, self.vae.guide, **fields, beta=beta)
+            return self.objective.differentiable_loss(self.model_fn, self.guide_fn, **fields, beta=beta)
 
 
 def unused_parameters(vae, objective, fields: Dict[str, torch.Tensor], betas: Sequence[float]) -> List[str]:

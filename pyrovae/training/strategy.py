@@ -28,7 +28,7 @@ import torch
 
 from ..devices import canonical_device
 from ..errors import ConfigError, DataError
-from ..models.base import unregistered
+from ..models.base import pyro_callables, unregistered
 from . import distributed
 
 __all__ = ["Strategy", "SingleProcess", "DataParallel", "for_context", "from_environment", "resolve_device",
@@ -64,6 +64,7 @@ class Strategy:
     def __init__(self):
         self.model = self.objective = None
         self.params: List[torch.Tensor] = []
+        self.model_fn = self.guide_fn = None  # the model's Pyro functions as the step calls them
 
     # -- where this process stands --------------------------------------------
     @property
@@ -100,22 +101,23 @@ class Strategy:
         data-parallel strategy find parameters that get no gradient; ``seed``
         (``train.seed``) seeds the latent noise of ranks other than 0."""
         self.model, self.objective, self.params = model, objective, list(params)
+        self.model_fn, self.guide_fn = pyro_callables(model)  # the bound methods themselves for canonical signatures
 
     def step(self, fields: Dict[str, torch.Tensor], beta: float) -> float:
         """Forward and backward on one batch's ``fields`` (the keyword
         arguments of the model and guide) at KL weight ``beta``; returns the
         loss, the negative ELBO summed over the batch of every rank, in nats.
         The gradients are those of that global sum."""
-        model, objective = self.model, self.objective
+        objective = self.objective
         if hasattr(objective, "differentiable_loss"):
             # the optimizer holds model.parameters() itself: skip pyro.module
-            with unregistered(model):
-                loss = objective.differentiable_loss(model.model, model.guide, **fields, beta=beta)
+            with unregistered(self.model):
+                loss = objective.differentiable_loss(self.model_fn, self.guide_fn, **fields, beta=beta)
             loss.backward()
             return loss.item()
         # objectives without a differentiable loss (RenyiELBO) do their own
         # backward over the parameters they find registered in the traces
-        return objective.loss_and_grads(model.model, model.guide, **fields, beta=beta)
+        return objective.loss_and_grads(self.model_fn, self.guide_fn, **fields, beta=beta)
 
     # -- data and reductions -----------------------------------------------------------
     def shard(self, fields: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
@@ -218,8 +220,7 @@ class DataParallel(Strategy):
             (loss * world).backward()  # DDP averages: the gradient of the global sum
             local = float(loss.detach())
         else:
-            model = self.model
-            local = self.objective.loss_and_grads(model.model, model.guide, **fields, beta=beta)
+            local = self.objective.loss_and_grads(self.model_fn, self.guide_fn, **fields, beta=beta)
             distributed.all_reduce_grads(self.params)
         return distributed.all_reduce_sum([local])[0]
 
