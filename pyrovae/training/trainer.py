@@ -39,7 +39,7 @@ from ..data import Batches, Splits, binarizes_dynamically, check_finite, label_f
 from ..errors import CheckpointError, ConfigError, DataError
 from ..infer.evaluate import elbo_terms
 from ..infer.fields import chunk_sizes, chunks
-from ..models.base import eval_mode, model_fields, select_fields, summed_fields
+from ..models.base import check_model, eval_mode, model_fields, select_fields, summed_fields
 from ..infer.objectives import build_objective
 from .callbacks import Progress, callbacks_from_config
 from .checkpoint import TrainState
@@ -154,6 +154,7 @@ class Trainer:
             labelled_batch_size=(tc.labelled_batch_size or tc.batch_size) if summed_fields(self.vae) else None,
         )
         probe = select_fields(self.vae, self._probe_batch(), "the training data")  # a missing field fails here
+        check_model(self.vae, tc, probe)  # beta reaches the model; it broadcasts over particles
         self.val_batch = self._val_shard()
         # TraceEnum_ELBO for enumerated sites; a partly labelled training set's counts weigh its two kinds of points
         self.objective = build_objective(tc.objective, self.vae, counts=self._label_counts(), probe=probe)
