@@ -9,12 +9,13 @@ user's broken component would:
   integrates to 1;
 - torch's analytic KL(Normal || Normal) is replaced (``register_kl``) by
   1.1 times itself;
-- the estimators of models with a summed-out label (m2) are patched where
-  they live: the stderr of log sum_c p(x, c) takes the largest class's
-  variance instead of the sum (``summed:variance``); log p(y) stays in the
+- the estimators that sum out an enumerated site (m2's label) are patched
+  where they live (``pyrovae.infer.enumerated``, ``pyrovae.infer.loglik``):
+  the stderr of log sum_c p(x, c) takes the largest value's variance
+  instead of the sum (``summed:variance``); log p(c) stays in the
   reconstruction term (``summed:label-prior``); the ELBO loses the entropy
-  of q(y|x) (``summed:label-entropy``); the partly labelled objective weighs
-  its labelled points by 1 instead of (N_l/N_u)(B_u/B_l)
+  of q(c|x) (``summed:label-entropy``); the objective of a partly known
+  field weighs its known points by 1 instead of (N_k/N_u)(B_u/B_k)
   (``objective:labelled-weight``), or a share of a batch by the share's own
   counts instead of the whole batch's (``objective:shard-counts``); m2's
   p(y) is not uniform (``m2:label-prior``);
@@ -157,8 +158,9 @@ def patch_summed(fault: str) -> None:
     """The faults of ``SUMMED_FAULTS``, patched into the modules that hold the estimators."""
     import torch
 
+    import pyrovae.infer.enumerated as enumerated
     import pyrovae.infer.loglik as loglik
-    from pyrovae.infer.objectives import EnumeratedObjective
+    from pyrovae.infer.enumerated import EnumeratedObjective
     from pyrovae.models.m2 import M2
 
     if fault == "summed:variance":
@@ -167,24 +169,24 @@ def patch_summed(fault: str) -> None:
         def largest_class(parts, k):
             out = combine(parts, k)
             if len(parts) > 1 and k > 1:
-                lse_c = torch.stack([p[2] for p in parts])
-                lse2_c = torch.stack([p[3] for p in parts])
+                lse_c = torch.stack([w[0] for _, _, w in parts])
+                lse2_c = torch.stack([w[1] for _, _, w in parts])
                 terms = k * torch.exp(lse2_c - 2 * out["lse"]) - torch.exp(2 * (lse_c - out["lse"]))
                 out["stderr"] = (terms.max(0).values / (k - 1)).clamp(min=0).sqrt()
             return out
 
         loglik._combine = largest_class
     elif fault == "summed:label-prior":
-        loglik._observed_log_prob = lambda vae, fields, site: fields["x"].new_zeros(len(fields["x"]))
+        enumerated.observed_log_prob = lambda vae, fields, site: fields["x"].new_zeros(len(fields["x"]))
     elif fault == "summed:label-entropy":
-        combine = loglik._combine
+        mixed = enumerated.mixed
 
-        def no_entropy(parts, k):
-            out = combine(parts, k)
-            out["log_q"] = out["log_q"] - sum(p[0].exp() * p[0] for p in parts)
-            return out
+        def no_entropy(parts):
+            log_lik, log_prior, log_q = mixed(parts)
+            return log_lik, log_prior, log_q - sum(p[0].exp() * p[0] for p in parts)
 
-        loglik._combine = no_entropy
+        for module in (enumerated, loglik):  # loglik holds its own reference to the function
+            module.mixed = no_entropy
     elif fault == "objective:labelled-weight":
         parts = EnumeratedObjective._parts
 

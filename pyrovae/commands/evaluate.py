@@ -97,7 +97,7 @@ def _fields(vae, x, labels):
     return label_fields(x, labels.to(x.device), model_fields(vae))
 
 
-def _format_table(summary, header: str) -> str:
+def _format_table(summary, header: str, metrics=()) -> str:
     def num(v, fmt="{:.2f}"):
         return "n/a" if v is None else fmt.format(v)
 
@@ -120,9 +120,8 @@ def _format_table(summary, header: str) -> str:
         ("reconstruction MSE per element", num(summary["mse"], "{:.5f}")),
         ("reconstruction BCE", f"{num(summary['bce'])} nats" if summary["bce"] is not None else "n/a"),
     ]
-    if summary.get("classification_error") is not None:
-        rows.append(("classification error of q(y|x)",
-                     f"{100 * summary['classification_error']:.2f}% of {summary['labelled_points']} labelled points"))
+    for key, count_key, title in metrics:  # the model's metrics (evaluate's metric_keys)
+        rows.append((title, f"{100 * summary[key]:.2f}% of {summary[count_key]} points"))
     return format_table(header, rows)
 
 
@@ -130,7 +129,7 @@ def cmd_evaluate(args) -> int:
     from .. import __version__
     from ..errors import RunDirError
     from ..infer.evaluate import evaluate
-    from ..runs import _atomic_write_text
+    from ..atomic import atomic_write_text
     from ..training.trainer import resolve_device
 
     if args.threads is not None:
@@ -175,12 +174,12 @@ def cmd_evaluate(args) -> int:
         record["probe"] = _probe(vae, cfg, args, x, labels)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        _atomic_write_text(out, json.dumps(record, indent=2) + "\n")
+        atomic_write_text(out, json.dumps(record, indent=2) + "\n")
     except OSError as e:
         raise RunDirError(f"cannot write {out}: {e}; choose another --out") from None
     header = (f"{args.run_dir} ({args.which}.pt), {args.split} split: {len(x)} points, "
               f"K={args.num_samples}, {seconds:.1f} s")
-    print(_format_table(summary, header))
+    print(_format_table(summary, header, result.metrics))
     if args.probe:
         print("latent probe: " + ", ".join(f"{k} {v:.3f}" for k, v in record["probe"].items() if isinstance(v, float)))
     print(f"wrote {out}", file=sys.stderr)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Dict, Iterator, Optional, Sequence
 
 import torch
@@ -10,7 +11,25 @@ from ..devices import canonical_device
 from ..errors import DataError
 from .splits import RowReader
 
-__all__ = ["Batches", "label_fields"]
+__all__ = ["Batches", "BatchNeeds", "label_fields"]
+
+
+@dataclass(frozen=True)
+class BatchNeeds:
+    """What every training step must carry, as a model asks for it (the
+    ``batch_needs`` capability): ``per_step`` points whose field ``field``
+    is known (``>= 0``; ``-1`` marks an unknown value), drawn again and again
+    from the few known points, besides ``batch_size`` points with the field
+    unknown.
+
+    Example::
+
+        >>> BatchNeeds(field="y", per_step=10)
+        BatchNeeds(field='y', per_step=10)
+    """
+
+    field: str
+    per_step: int
 
 
 class Batches:
@@ -40,13 +59,16 @@ class Batches:
         are then read through it (data larger than memory).
     :param dict fields: other per-point fields, each ``(N, ...)`` in memory
         (labels as ``"y"``), batched with the same rows as ``x``.
-    :param int labelled_batch_size: for partly labelled data (field ``"y"``
-        with -1 for a missing label; see ``data.labelled``): every batch takes
-        ``batch_size`` points without a label, in a shuffled pass over them
-        (one pass is an epoch), plus this many labelled points, drawn from
-        reshuffled passes over the labelled points (the stream is drawn from
+    :param BatchNeeds needs: for a partly known field (``needs.field``, -1
+        where a point's value is unknown): every batch takes ``batch_size``
+        points whose value is unknown, in a shuffled pass over them (one pass
+        is an epoch), plus ``needs.per_step`` points whose value is known,
+        drawn from reshuffled passes over those (the stream is drawn from
         :attr:`generator` at the start of each epoch, so it resumes exactly).
-        None, or data that is all labelled or all unlabelled: plain batches.
+        None, or a field that is known everywhere or nowhere: plain batches.
+    :param bool with_index: add the field ``"index"``, the batch's rows in
+        ``x`` (``(B,)`` long), for a model whose guide is local to its
+        training points.
 
     Each batch is a dict of named fields: ``{"x": (B, *data_shape), **fields}``,
     the keyword arguments of a model's ``model`` and ``guide`` (see
@@ -60,21 +82,24 @@ class Batches:
 
     def __init__(self, x, batch_size, shuffle=True, dynamic_binarize=False, seed=0, rank=0, world_size=1,
                  noise_seed=None, device=None, reader: Optional[RowReader] = None,
-                 fields: Optional[Dict[str, torch.Tensor]] = None, labelled_batch_size: Optional[int] = None):
+                 fields: Optional[Dict[str, torch.Tensor]] = None, needs: Optional[BatchNeeds] = None,
+                 with_index: bool = False):
         self.x = x
         self.fields = {k: v for k, v in (fields or {}).items() if v is not None}
         for name, values in self.fields.items():
             if name == "x" or len(values) != len(x):
                 raise DataError(f"batch field {name!r} has {len(values)} rows but x has {len(x)}; give one per data point")
         self.batch_size = batch_size
-        self.labelled_rows = self.unlabelled_rows = None
-        y = self.fields.get("y")
-        if labelled_batch_size is not None and y is not None:
-            known = (y >= 0).to(x.device)
+        self.with_index = bool(with_index)
+        self.known_rows = self.unknown_rows = None
+        values = self.fields.get(needs.field) if needs is not None else None
+        if values is not None:
+            known = (values >= 0).to(x.device)
             if bool(known.any()) and not bool(known.all()):
-                self.labelled_rows = known.nonzero().flatten()
-                self.unlabelled_rows = (~known).nonzero().flatten()
-                self.labelled_batch_size = int(labelled_batch_size)
+                self.known_rows = known.nonzero().flatten()
+                self.unknown_rows = (~known).nonzero().flatten()
+                self.known_per_step = int(needs.per_step)
+                self.known_field = needs.field
         self.shuffle = shuffle
         self.dynamic_binarize = dynamic_binarize
         self.rank, self.world_size = rank, world_size
@@ -88,23 +113,24 @@ class Batches:
             self.noise_generator = torch.Generator(device=self.device).manual_seed(seed2)
 
     @property
-    def mixes_labels(self) -> bool:
-        """Whether batches join unlabelled and labelled points (see ``labelled_batch_size``)."""
-        return self.labelled_rows is not None
+    def mixes_known(self) -> bool:
+        """Whether batches join points with the field unknown and known (see ``needs``)."""
+        return self.known_rows is not None
 
     def points(self, batch: Dict[str, torch.Tensor]) -> float:
         """How many data points ``batch`` stands for in a per-point loss:
-        its size, or with mixed labels B_u · N / N_u (the objective weighs
-        the labelled points to estimate the whole data set's loss from the
-        B_u unlabelled ones; see :class:`~pyrovae.infer.objectives.EnumeratedObjective`)."""
-        if not self.mixes_labels:
+        its size, or when it mixes known and unknown points B_u · N / N_u
+        (the objective weighs the known points to estimate the whole data
+        set's loss from the B_u unknown ones; see
+        ``pyrovae.infer.enumerated.EnumeratedObjective``)."""
+        if not self.mixes_known:
             return len(batch["x"])
-        unlabelled = int((batch["y"] < 0).sum())
-        return unlabelled * len(self.x) / len(self.unlabelled_rows)
+        unknown = int((batch[self.known_field] < 0).sum())
+        return unknown * len(self.x) / len(self.unknown_rows)
 
     def _rows(self) -> int:
-        """Rows one epoch passes over: the unlabelled ones when batches mix labels."""
-        return len(self.unlabelled_rows) if self.mixes_labels else len(self.x)
+        """Rows one epoch passes over: the unknown ones when batches mix."""
+        return len(self.unknown_rows) if self.mixes_known else len(self.x)
 
     def __len__(self):
         n, b, w = self._rows(), self.batch_size, self.world_size
@@ -117,8 +143,48 @@ class Batches:
         n, b, w, r = self._rows(), self.batch_size, self.world_size, self.rank
         full, tail = divmod(n, b)
         own = lambda size: len(range(r, size, w))  # noqa: E731
-        extra = len(self) * own(self.labelled_batch_size) if self.mixes_labels else 0
+        extra = len(self) * own(self.known_per_step) if self.mixes_known else 0
         return full * own(b) + (own(tail) if tail >= w else 0) + extra
+
+    def state_dict(self) -> dict:
+        """The random state that the next batches depend on: the shuffling
+        generator's (``generator``, ``generator_device``) and, where the
+        binarization draws from a generator of its own, that one's
+        (``noise``, ``noise_device``). An epoch begun after
+        :meth:`load_state_dict` of it yields the batches this object's next
+        epoch would.
+
+        Example::
+
+            saved = batches.state_dict()          # at the end of an epoch
+            other.load_state_dict(saved)          # other's next epoch: batches' next epoch
+        """
+        state = {"generator": self.generator.get_state(), "generator_device": str(self.generator.device)}
+        if self.noise_generator is not self.generator:
+            state.update(noise=self.noise_generator.get_state(), noise_device=str(self.noise_generator.device))
+        return state
+
+    def load_state_dict(self, state: dict, seed: int = 0) -> None:
+        """Restore a :meth:`state_dict`. A generator saved on another device
+        type starts afresh from ``seed`` (the noise generator from
+        ``seed + 1``), and so does a noise generator of this object's own
+        whose state ``state`` lacks (its writer drew the binarization from
+        the shuffling generator); each with a warning, as the batches then
+        differ from an uninterrupted run's."""
+        import warnings
+
+        from ..rng import restore_generator
+
+        restore_generator(self.generator, state["generator"], state.get("generator_device"), seed, "shuffling")
+        if self.noise_generator is self.generator:
+            return
+        if "noise" in state:
+            restore_generator(self.noise_generator, state["noise"], state.get("noise_device"), seed + 1, "binarization")
+            return
+        self.noise_generator.manual_seed(seed + 1)
+        warnings.warn("the checkpoint's run drew its binarization noise from the shuffling generator and this one "
+                      "has a generator of its own (another device): it starts afresh, so the run is not bitwise "
+                      "identical to an uninterrupted one")
 
     def __iter__(self) -> Iterator[Dict[str, torch.Tensor]]:
         if self.reader is None and self.device == canonical_device(self.x.device):
@@ -134,18 +200,19 @@ class Batches:
     def _indices(self) -> Iterator[torch.Tensor]:
         """The rows of each of this rank's batches in one epoch."""
         rank, world = self.rank, self.world_size
-        if not self.mixes_labels:
+        if not self.mixes_known:
             order = self._order(len(self.x))
             for start in range(0, len(self) * self.batch_size, self.batch_size):
                 idx = order[start : start + self.batch_size]
                 yield idx if world == 1 else idx[rank::world]
             return
-        order = self.unlabelled_rows[self._order(len(self.unlabelled_rows))]
-        need, have = len(self) * self.labelled_batch_size, len(self.labelled_rows)
-        stream = torch.cat([self.labelled_rows[self._order(have)] for _ in range(-(-need // have))])
+        order = self.unknown_rows[self._order(len(self.unknown_rows))]
+        per_step = self.known_per_step
+        need, have = len(self) * per_step, len(self.known_rows)
+        stream = torch.cat([self.known_rows[self._order(have)] for _ in range(-(-need // have))])
         for i, start in enumerate(range(0, len(self) * self.batch_size, self.batch_size)):
-            labelled = stream[i * self.labelled_batch_size : (i + 1) * self.labelled_batch_size]
-            idx = torch.cat([order[start : start + self.batch_size], labelled])
+            known = stream[i * per_step : (i + 1) * per_step]
+            idx = torch.cat([order[start : start + self.batch_size], known])
             yield idx if world == 1 else idx[rank::world]
 
     def _binarize(self, batch: torch.Tensor) -> torch.Tensor:
@@ -174,6 +241,8 @@ class Batches:
         out = {"x": batch}
         for name, values in self.fields.items():
             out[name] = values[idx.to(values.device)].to(self.device, non_blocking=True)
+        if self.with_index:
+            out["index"] = idx.to(self.device, non_blocking=True)
         return out
 
 

@@ -17,12 +17,13 @@ import json
 import math
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 
 from .fields import accepted_fields, chunk_sizes, chunks, data_fields, split_data
 from ..models.base import eval_mode, model_device, summed_fields
+from ..models.protocol import capability
 from .loglik import (  # noqa: F401  (re-exported: the public names of evaluation)
     ACTIVE_UNIT_THRESHOLD,
     AUTO_COMPILE_PASSES,
@@ -119,14 +120,17 @@ class Evaluation:
         and the summary reports them as None.
     :ivar extra: more summary entries: ``conditioned_on`` (the fields besides
         x that the log-likelihood conditions on: ``["y"]`` for a cvae),
-        ``summed_out`` (labels summed out: ``["y"]`` for m2); for a model with ``classify`` (M2)
-        given labels, ``classification_error`` (fraction of the labelled
-        points misclassified by q(y|x)) and ``labelled_points``.
+        ``summed_out`` (enumerated fields summed out: ``["y"]`` for m2); for a
+        model with ``metrics``, each metric's rate and count under the keys
+        ``metric_keys`` gives (m2: ``classification_error``, the fraction
+        of the labelled points misclassified by q(y|x), and ``labelled_points``).
     :ivar latent_variance: ``(L,)`` Cov_x(E_q[z_i | x]) of each latent unit
         (the guide's continuous latent sites flattened and concatenated;
         ``(0,)`` when it has none).
     :ivar active_units: units whose variance exceeds ``active_threshold``;
         None when the guide has no continuous latent site.
+    :ivar metrics: ``(key, count key, title)`` of each metric in ``extra``
+        (see ``metric_keys``), for tables.
     """
 
     num_samples: int
@@ -135,6 +139,7 @@ class Evaluation:
     active_units: Optional[int]
     active_threshold: float = ACTIVE_UNIT_THRESHOLD
     extra: Dict[str, Any] = field(default_factory=dict)
+    metrics: List[Tuple[str, str, str]] = field(default_factory=list)
 
     @property
     def num_points(self) -> int:
@@ -236,10 +241,11 @@ def evaluate(
     a model without ``reconstruct`` gets no ``mse``/``bce`` (None in the
     summary). Neither is an error: the log-likelihood needs neither.
 
-    A label the model sums out (M2's ``y``) is not conditioned on: the
-    log-likelihood is log p(x) = logsumexp_y [log p(y) + log p(x | y)], and
-    the given labels measure the classifier instead (``classification_error``).
-    A conditional model (``cvae``) needs the labels and reports log p(x | y).
+    An enumerated site that is a batch field (M2's ``y``) is not conditioned
+    on: the log-likelihood is log p(x) = logsumexp_c [log p(c) + log p(x | c)],
+    and the given values go to the model's ``metrics`` instead (M2:
+    ``classification_error``). A conditional model (``cvae``) needs its
+    labels and reports log p(x | y).
 
     :param vae: a :class:`~pyrovae.models.vae.VAE` or any registered model.
     :param data: a tensor ``x`` ``(N, *data_shape)``; an ``(x, labels)``
@@ -274,9 +280,9 @@ def evaluate(
     batch = split_data(vae, data, fields, "evaluate")
     x = batch.pop("x", None)
     fields = data_fields(vae, x, batch, "evaluate")
-    # a label the model sums out (M2) is summed out for log p(x); the given labels score the classifier
-    labels = {k: fields.pop(k) for k in summed_fields(vae) if k in fields}
-    extra = _classification_error(vae, fields["x"], labels.get("y"))
+    extra, metrics = _metrics(vae, fields)  # on every given field, the summed-out ones included
+    for k in summed_fields(vae):  # summed out for log p(x), not conditioned on
+        fields.pop(k, None)
     extra.update(conditioned_on=sorted(k for k in fields if k != "x"), summed_out=sorted(summed_fields(vae)))
     stats = importance_stats(vae, fields, num_samples, batch_size, chunk_size, seed, progress, with_codes=True,
                              compile=compile)
@@ -303,22 +309,39 @@ def evaluate(
         active_units=int((variance > active_threshold).sum()) if codes is not None else None,
         active_threshold=active_threshold,
         extra=extra,
+        metrics=metrics,
     )
 
 
-def _classification_error(vae, x: torch.Tensor, labels: Optional[torch.Tensor]) -> Dict[str, Any]:
-    """``classification_error`` (fraction of labelled points whose
-    ``vae.classify(x)`` differs from the label) and ``labelled_points``,
-    for a model with ``classify`` and data with labels; else nothing."""
-    classify = getattr(vae, "classify", None)
-    if classify is None or labels is None:
-        return {}
-    known = labels >= 0
-    if not bool(known.any()):
-        return {}
+def metric_keys(model, name: str):
+    """``(key, count key, title)`` of the metric ``name`` in an evaluation:
+    the model's ``metric_names`` entry, else ``(name, name + "_points", name)``.
+
+    Example::
+
+        metric_keys(m2, "error")   # ("classification_error", "labelled_points", "classification error of q(y|x)")
+    """
+    names = capability(model, "metric_names", "evaluation", default={})
+    return tuple(names.get(name, (name, f"{name}_points", name.replace("_", " "))))
+
+
+def _metrics(vae, fields: Dict[str, torch.Tensor]) -> Tuple[Dict[str, Any], List[Tuple[str, str, str]]]:
+    """Each of the model's ``metrics`` over ``fields`` (chunked, on the
+    model's device): its rate Σ sum / Σ count and its count, under
+    ``metric_keys`` (a metric with count 0 is left out), and those keys."""
+    metrics = capability(vae, "metrics", "evaluation", default=None)
+    if metrics is None:
+        return {}, []
     device = model_device(vae)
+    totals: Dict[str, list] = {}
     with eval_mode(vae), torch.no_grad():
-        predicted = torch.cat([classify(chunk["x"].to(device)).to(labels.device)
-                               for _, chunk in chunks({"x": x}, chunk_sizes(len(x), RECONSTRUCTION_BATCH))])
-    wrong = (predicted != labels)[known]
-    return {"classification_error": float(wrong.float().mean()), "labelled_points": int(known.sum())}
+        for _, chunk in chunks(fields, chunk_sizes(len(fields["x"]), RECONSTRUCTION_BATCH)):
+            for name, (value, count) in metrics({k: v.to(device) for k, v in chunk.items()}).items():
+                sums = totals.setdefault(name, [0.0, 0.0])
+                sums[0] += float(value)
+                sums[1] += float(count)
+    out: Dict[str, Any] = {}
+    keys = [(metric_keys(vae, name), value, count) for name, (value, count) in totals.items() if count > 0]
+    for (key, count_key, _), value, count in keys:
+        out.update({key: value / count, count_key: int(count)})
+    return out, [k for k, _, _ in keys]

@@ -27,10 +27,11 @@ from typing import Any, Dict, List, NamedTuple, Optional, Tuple
 import torch
 
 import pyro
-import pyro.poutine as poutine
 
 from ..errors import ConfigError
-from ..models.base import eval_mode, model_device, summed_fields, unregistered
+from ..validators import int_at_least
+from ..models.base import eval_mode, model_device, unregistered
+from .enumerated import missing_site, mixed, summed_out
 from .fields import chunks, data_fields
 from .weights import LogDensity, latent_sites, trace_pair, weight_terms
 
@@ -88,61 +89,23 @@ def elbo_terms(vae, x: torch.Tensor, num_particles: int = 1, **fields: torch.Ten
     ``elbo = reconstruction - kl``, averaged over ``num_particles`` draws
     (``kl`` is the Monte Carlo estimate E_q[log q(z|x) - log p(z)]).
     ``fields`` are the batch's other fields (labels ``y``, ...), passed to the
-    model and guide with ``x``. A label the model sums out (M2's ``y``,
-    :func:`~pyrovae.models.base.summed_fields`) that is not given is summed
-    over exactly: elbo = Σ_y q(y|x) [ELBO(x, y) - log q(y|x)], with
-    log p(y) counted in ``kl``, not in ``reconstruction``."""
-    site = _summed_site(vae, fields)
+    model and guide with ``x``. An enumerated site that is a batch field
+    (:func:`~pyrovae.models.base.summed_fields`) and is not given is summed
+    over exactly (:mod:`pyrovae.infer.enumerated`):
+    elbo = Σ_c q(c|x) [ELBO(x, c) - log q(c|x)], with log p(c) counted in
+    ``kl``, not in ``reconstruction``."""
+    site = missing_site(vae, fields)
+
+    def means(given):
+        t = log_prob_terms(vae, x, num_particles, **{k: v for k, v in given.items() if k != "x"})
+        return t["log_lik"].mean(0), t["log_prior"].mean(0), t["log_q"].mean(0)
+
     if site is None:
-        t = log_prob_terms(vae, x, num_particles, **fields)
-        recon = t["log_lik"].mean(0)
-        kl = (t["log_q"] - t["log_prior"]).mean(0)
-        return {"elbo": recon - kl, "reconstruction": recon, "kl": kl}
-    chunk = {"x": x, **fields}
-    values, log_q_y = label_posterior(vae, chunk, site)
-    recon, elbo = x.new_zeros(len(x)), x.new_zeros(len(x))
-    for value, log_q_c in zip(values, log_q_y):
-        given = {**fields, site: torch.full((len(x),), int(value), device=x.device)}
-        t = log_prob_terms(vae, x, num_particles, **given)
-        log_p_c = _observed_log_prob(vae, {"x": x, **given}, site)
-        q_c = log_q_c.exp()
-        recon = recon + q_c * (t["log_lik"].mean(0) - log_p_c)
-        elbo = elbo + q_c * ((t["log_lik"] + t["log_prior"] - t["log_q"]).mean(0) - log_q_c)
-    return {"elbo": elbo, "reconstruction": recon, "kl": recon - elbo}
-
-
-def _summed_site(vae, fields) -> Optional[str]:
-    """The label the model sums out and ``fields`` does not give, if any."""
-    missing = [s for s in summed_fields(vae) if fields.get(s) is None]
-    if len(missing) > 1:
-        raise ConfigError(f"summing out several fields at once ({', '.join(missing)}) is not supported; give all but one")
-    return missing[0] if missing else None
-
-
-def label_posterior(vae, fields: Dict[str, torch.Tensor], site: str) -> Tuple[torch.Tensor, torch.Tensor]:
-    """The values ``(C,)`` of the discrete guide site ``site`` and their log
-    probabilities ``(C, B)`` under the guide (M2's q(y | x)), from one guide
-    trace without the field."""
-    x = fields["x"]
-    others = {k: v for k, v in fields.items() if k not in ("x", site)}
-    trace = poutine.trace(vae.guide).get_trace(x, **others)
-    node = trace.nodes.get(site)
-    if node is None or node["type"] != "sample" or node["is_observed"]:
-        raise ConfigError(
-            f"the model sums out {site!r}, but its guide samples no site {site!r} when {site} is not given; "
-            f"the guide must draw {site} ~ q({site} | x) where it is missing"
-        )
-    fn = node["fn"]
-    values = fn.enumerate_support(expand=False).reshape(-1)
-    log_q = fn.log_prob(values.reshape(-1, *([1] * len(fn.batch_shape))))
-    return values, log_q.reshape(len(values), -1).expand(len(values), len(x))
-
-
-def _observed_log_prob(vae, fields: Dict[str, torch.Tensor], site: str) -> torch.Tensor:
-    """log p(site = its value in ``fields``) under the model, ``(B,)`` (M2: log p(y))."""
-    trace = trace_pair(vae, fields, None).model
-    node = trace.nodes[site]
-    return node["fn"].log_prob(node["value"]).expand(len(fields["x"]))
+        recon, log_prior, log_q = means(fields)
+    else:
+        recon, log_prior, log_q = mixed(summed_out(vae, {"x": x, **fields}, site, means))
+    kl = log_q - log_prior
+    return {"elbo": recon - kl, "reconstruction": recon, "kl": kl}
 
 
 # -- importance sampling --------------------------------------------------------
@@ -165,9 +128,7 @@ class ISResult(NamedTuple):
 
 
 def _check_int(name: str, value: Any, minimum: int, hint: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}; {hint}")
-    return value
+    return int_at_least(value, minimum, name, hint=hint)
 
 
 def check_num_samples(num_samples: Any) -> int:
@@ -268,13 +229,14 @@ def _chunk_weights(vae, chunk, particle_chunks, obs_log_prob, with_codes, bar):
 
 def _combine(parts, k: int) -> Dict[str, torch.Tensor]:
     """Per-point statistics from the weights of each value of a summed-out
-    label (one part, with q = 1 and log p = 0, when nothing is summed out).
+    site (one part, with q = 1 and log p = 0, when nothing is summed out).
 
-    ``parts``: ``[(log q(c|x) (b,), log p(c) (b,), lse, lse2, sums, codes)]``.
+    ``parts``: ``[(log q(c|x) (b,), log p(c) (b,), (lse, lse2, sums, codes))]``
+    (:func:`~pyrovae.infer.enumerated.summed_out` of :func:`_chunk_weights`).
     The estimate is p̂(x) = Σ_c (1/K) Σ_k w_ck, whose variance is the sum of
-    the classes' variances; ``ess`` counts all C·K weights."""
-    lse_c = torch.stack([p[2] for p in parts])
-    lse2_c = torch.stack([p[3] for p in parts])
+    the values' variances; ``ess`` counts all C·K weights."""
+    lse_c = torch.stack([w[0] for _, _, w in parts])
+    lse2_c = torch.stack([w[1] for _, _, w in parts])
     lse = torch.logsumexp(lse_c, 0)
     lse2 = torch.logsumexp(lse2_c, 0)
     if k > 1:
@@ -282,15 +244,11 @@ def _combine(parts, k: int) -> Dict[str, torch.Tensor]:
         stderr = rel_var.clamp(min=0).sqrt()
     else:
         stderr = torch.full_like(lse, math.nan)
-    log_lik = log_prior = log_q = 0.0
+    log_lik, log_prior, log_q = mixed([(log_q_c, log_p_c, w[2] / k) for log_q_c, log_p_c, w in parts])
     codes = None
-    for log_q_c, log_p_c, _, _, sums, codes_c in parts:
-        q_c = log_q_c.exp()
-        log_lik = log_lik + q_c * (sums[0] / k - log_p_c)
-        log_prior = log_prior + q_c * (sums[1] / k + log_p_c)
-        log_q = log_q + q_c * (sums[2] / k + log_q_c)
+    for log_q_c, _, (_, _, _, codes_c) in parts:
         if codes_c is not None:
-            weighted = q_c[:, None] * codes_c / k
+            weighted = log_q_c.exp()[:, None] * codes_c / k
             codes = weighted if codes is None else codes + weighted
     return {"lse": lse, "lse2": lse2, "stderr": stderr, "log_lik": log_lik, "log_prior": log_prior,
             "log_q": log_q, "codes": codes}
@@ -319,14 +277,14 @@ def importance_stats(
     the guide has no continuous latent site). Memory depends on
     ``batch_size * chunk_size``, never on K.
 
-    A label that the model sums out (:func:`~pyrovae.models.base.summed_fields`,
-    M2's ``y``) and ``fields`` does not give is summed over exactly: K
-    samples of z for each value c, and
-    log p(x) = logsumexp_c [log p̂(x, y = c)]. The means are then weighted
-    by q(c | x), with log p(c) counted in ``log_prior``."""
+    An enumerated site that is a batch field (:func:`~pyrovae.models.base.summed_fields`)
+    and that ``fields`` does not give is summed over exactly
+    (:mod:`pyrovae.infer.enumerated`): K samples of the other latents for
+    each value c, and log p(x) = logsumexp_c [log p̂(x, c)]. The means are
+    then weighted by q(c | x), with log p(c) counted in ``log_prior``."""
     x = fields["x"]
     n = x.shape[0]
-    site = _summed_site(vae, fields)
+    site = missing_site(vae, fields)
     batch_size, chunk_size = _chunk_sizes(n, num_samples, batch_size, chunk_size)
     particle_chunks = _balanced(num_samples, chunk_size)
     if compile is None:
@@ -339,17 +297,15 @@ def importance_stats(
         with _evaluation_mode(vae, seed, device):
             for _, chunk in chunks(fields, _balanced(n, batch_size)):
                 chunk = {k: v.to(device, non_blocking=True) for k, v in chunk.items()}
-                b = len(chunk["x"])
+
+                def weights(given):
+                    return _chunk_weights(vae, given, particle_chunks, obs_log_prob, with_codes, bar)
+
                 if site is None:
-                    zero = chunk["x"].new_zeros(b)
-                    parts = [(zero, zero, *_chunk_weights(vae, chunk, particle_chunks, obs_log_prob, with_codes, bar))]
+                    zero = chunk["x"].new_zeros(len(chunk["x"]))
+                    parts = [(zero, zero, weights(chunk))]
                 else:
-                    values, log_q_y = label_posterior(vae, chunk, site)
-                    parts = []
-                    for value, log_q_c in zip(values, log_q_y):
-                        given = {**chunk, site: torch.full((b,), int(value), device=chunk["x"].device)}
-                        weights = _chunk_weights(vae, given, particle_chunks, obs_log_prob, with_codes, bar)
-                        parts.append((log_q_c, _observed_log_prob(vae, given, site), *weights))
+                    parts = summed_out(vae, chunk, site, weights)
                 for key, value in _combine(parts, num_samples).items():
                     if value is not None:
                         out[key].append(value)

@@ -10,9 +10,11 @@
 
 The label site ``y`` is listed in ``enumerate_sites``, so pyrovae trains
 with ``TraceEnum_ELBO`` and sums it out exactly over the C classes
-(:class:`~pyrovae.infer.objectives.EnumeratedObjective`), and importance
-sampling sums it out too: log p(x) = logsumexp_y [log p(y) + log p(x | y)]
-(:mod:`pyrovae.infer.loglik`).
+(its ``objective``, a ``pyrovae.infer.enumerated.EnumeratedObjective``),
+and importance sampling sums it out too: log p(x) = logsumexp_y
+[log p(y) + log p(x | y)] (:mod:`pyrovae.infer.loglik`). Its ``batch_needs``
+put labelled points in every step, and its ``metrics`` give the classifier's
+error (``val_error`` in training, ``classification_error`` in evaluation).
 
 **The objective** is Kingma et al.'s eq. 9,
 
@@ -24,7 +26,7 @@ with L and U the negative ELBOs of a labelled and an unlabelled point and
 objective scores its unlabelled points with y enumerated, its labelled
 points with y observed, and weights the two parts and the classification
 term by the data's counts so that each step estimates J^α up to one
-positive factor (see :class:`~pyrovae.infer.objectives.EnumeratedObjective`);
+positive factor (see ``pyrovae.infer.enumerated.EnumeratedObjective``);
 given ``num_data`` (the training set's size) the loss is the full-data
 estimate of J^α itself, and on several processes the weights come from the
 counts of the whole batch. :meth:`auxiliary_loss` is the classification term.
@@ -53,7 +55,9 @@ import pyro.distributions as dist
 
 from ..components.nets import encoders
 from ..errors import ConfigError, DataError
-from ..infer.objectives import LABELLED_WEIGHTINGS
+from ..validators import int_at_least, is_number
+from ..data.batches import BatchNeeds
+from ..infer.enumerated import KNOWN_WEIGHTINGS, known_counts
 from .base import register_model
 from .cvae import Condition, ConditionalBase
 from .family import mean_code
@@ -73,7 +77,7 @@ class M2(ConditionalBase):
     :param str labelled_weighting: ``data`` weighs the labelled points' ELBO
         by their share of the data (an unbiased estimate of J^α); ``batch``
         weighs each labelled point in a batch like an unlabelled one (see
-        :class:`~pyrovae.infer.objectives.EnumeratedObjective`).
+        ``pyrovae.infer.enumerated.EnumeratedObjective``).
 
     The other parameters are those of :class:`~pyrovae.models.cvae.ConditionalBase`.
     """
@@ -161,6 +165,59 @@ class M2(ConditionalBase):
         count, making α = a · N)."""
         return -self.classification_weight * self.label_posterior(x).log_prob(y.long()).sum()
 
+    # -- what training and evaluation ask of the family ----------------------
+    def objective(self, spec, train_fields: Optional[Mapping[str, torch.Tensor]] = None):
+        """The objective capability: J^α, ``TraceEnum_ELBO`` with ``y`` summed
+        out where it is missing and observed where it is given, the labelled
+        points' ELBO and :meth:`auxiliary_loss` weighed by the labelled and
+        unlabelled counts of ``train_fields["y"]`` (the training labels
+        ``(N,)``, -1 for none; without them, each batch's own counts).
+
+        Example::
+
+            objective = m2.objective({"name": "elbo"}, {"x": x_train, "y": y_train})
+            loss = objective.differentiable_loss(m2.model, m2.guide, x, y=y)   # y: (B,), -1 where unlabelled
+        """
+        from ..infer.objectives import enumerated_objective
+
+        train_fields = train_fields or {}
+        probe = {k: v[:2] for k, v in train_fields.items()} if "x" in train_fields else None
+        return enumerated_objective(spec, self, probe, counts=known_counts(train_fields.get("y")),
+                                    auxiliary=self.auxiliary_loss, known_weighting=self.labelled_weighting)
+
+    def batch_needs(self, train) -> BatchNeeds:
+        """The batch_needs capability: ``train.labelled_batch_size`` labelled
+        points (default ``train.batch_size``) in every step, besides
+        ``train.batch_size`` unlabelled ones.
+
+        Example::
+
+            m2.batch_needs(cfg.train)   # BatchNeeds(field='y', per_step=100)
+        """
+        return BatchNeeds(field="y", per_step=train.labelled_batch_size or train.batch_size)
+
+    @torch.no_grad()
+    def metrics(self, fields: Mapping[str, torch.Tensor]):
+        """The metrics capability: ``{"error": (misclassified, labelled)}``,
+        the classifier's mistakes on the points of ``fields`` whose label
+        ``y`` ``(B,)`` is given (-1 marks none), and their number; ``{}``
+        without labels. Training reports ``val_error``, evaluation
+        ``classification_error`` and ``labelled_points``.
+
+        Example::
+
+            m2.metrics({"x": x, "y": y})   # {"error": (tensor(3.), tensor(40.))}
+        """
+        y = fields.get("y")
+        if y is None:
+            return {}
+        known = y >= 0
+        wrong = (self.classify(fields["x"]).to(y.device) != y) & known
+        return {"error": (wrong.sum().double(), known.sum().double())}
+
+    #: the metric_names capability: how evaluation reports the error (eval.json keys, table title)
+    metric_names = {"error": ("classification_error", "labelled_points", "classification error of q(y|x)")}
+
     # -- conveniences ------------------------------------------------------
     @torch.no_grad()
     def classify(self, x: torch.Tensor) -> torch.Tensor:
@@ -204,13 +261,11 @@ def build_m2(config, data_shape, num_classes=10, classification_weight=0.1, clas
     ``model.encoder``), ``classification_weight`` is a in α = a · N,
     ``labelled_weighting`` (``data`` or ``batch``) how a step weighs its
     labelled points' ELBO."""
-    if labelled_weighting not in LABELLED_WEIGHTINGS:
-        raise ConfigError(f"model.options.labelled_weighting must be one of {', '.join(LABELLED_WEIGHTINGS)}, "
+    if labelled_weighting not in KNOWN_WEIGHTINGS:
+        raise ConfigError(f"model.options.labelled_weighting must be one of {', '.join(KNOWN_WEIGHTINGS)}, "
                           f"got {labelled_weighting!r}")
-    if not isinstance(classification_weight, (int, float)) or isinstance(classification_weight, bool) \
-            or not classification_weight >= 0:
+    if not is_number(classification_weight) or not classification_weight >= 0:
         raise ConfigError(f"model.options.classification_weight must be a number >= 0, got {classification_weight!r}")
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
-        raise ConfigError(f"model.options.num_classes must be an integer >= 2, got {num_classes!r}")
+    int_at_least(num_classes, 2, "model.options.num_classes")
     return M2.from_config(config, data_shape, num_classes=num_classes, classifier=classifier,
                           classification_weight=classification_weight, labelled_weighting=labelled_weighting)

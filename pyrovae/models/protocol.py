@@ -88,6 +88,8 @@ CAPABILITIES: Dict[str, Capability] = {c.name: c for c in (
     Capability("metrics", "metrics(fields) -> {name: (sum, count)}", "extra per-point metrics "
                "(e.g. classification error), reported as val_<name> in training and <name> in evaluation",
                ("train", "evaluate")),
+    Capability("metric_names", "{name: (key, count key, title)}", "the evaluation keys and table title of "
+               "each metric (default: <name>, <name>_points and the name)", ("evaluate",)),
     Capability("check_data", "check_data(x, what)", "checks data before use (shape, support); "
                "default: finiteness only", ("train", "evaluate", "impute")),
     Capability("check_fields", "check_fields(fields, what)", "checks the other batch fields (label range)",
@@ -109,6 +111,8 @@ CAPABILITIES: Dict[str, Capability] = {c.name: c for c in (
                "range scales pictures", ("plot", "sample", "impute")),
     Capability("classify", "classify(x) -> (N,) labels", "a classifier (for data without labels)",
                ("plot", "evaluate")),
+    Capability("num_classes", "int", "the number of classes of a label field y (labels 0..C-1): figures draw "
+               "one row per class and --label picks one", ("plot", "sample")),
     Capability("to_text", "to_text(x) -> list of str", "shows data points as text instead of images "
                "(text models)", ("plot", "sample", "train figures")),
     Capability("per_point_guide", "per_point_guide(x, **fields)", "the guide family with free per-point "
@@ -119,7 +123,7 @@ CAPABILITIES: Dict[str, Capability] = {c.name: c for c in (
 COMMAND_NEEDS: Dict[str, Tuple[str, ...]] = {
     "train": (),
     "evaluate": (),
-    "plot": ("sample", "reconstruct", "encode", "decode_mean", "prior_draws", "latent_dim", "data_shape"),
+    "plot": ("sample", "reconstruct", "encode", "decode_mean", "prior_draws", "data_shape"),
     "sample": ("sample",),
     "encode": ("encode",),
     "impute": ("likelihood", "data_shape"),

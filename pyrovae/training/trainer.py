@@ -37,10 +37,11 @@ from . import checkpoint, nonfinite
 from ..config import load_config
 from ..data import Batches, Splits, binarizes_dynamically, check_finite, label_fields
 from ..errors import CheckpointError, ConfigError, DataError
-from ..infer.evaluate import elbo_terms
-from ..infer.fields import chunk_sizes, chunks
-from ..models.base import check_model, eval_mode, model_fields, select_fields, summed_fields
+from ..data.batches import BatchNeeds
+from ..models.base import check_model, model_fields, select_fields
+from ..models.protocol import capability
 from ..infer.objectives import build_objective
+from . import validation
 from .callbacks import Progress, callbacks_from_config
 from .checkpoint import TrainState
 from .optim import kl_schedules, optimizers, schedules
@@ -150,14 +151,16 @@ class Trainer:
             rank=self.strategy.rank, world_size=self.strategy.world_size,
             noise_seed=self.strategy.noise_seed(tc.seed), device=self.device,
             reader=self.splits.row_reader(x_train) if mapped else None,
-            fields=self._extra_fields(self.splits.train),
-            labelled_batch_size=(tc.labelled_batch_size or tc.batch_size) if summed_fields(self.vae) else None,
+            fields=self._extra_fields(self.splits.train), needs=self._batch_needs(),
+            with_index=validation.LOCAL_GUIDE_FIELD in model_fields(self.vae),
         )
         probe = select_fields(self.vae, self._probe_batch(), "the training data")  # a missing field fails here
         check_model(self.vae, tc, probe)  # beta reaches the model; it broadcasts over particles
-        self.val_batch = self._val_shard()
-        # TraceEnum_ELBO for enumerated sites; a partly labelled training set's counts weigh its two kinds of points
-        self.objective = build_objective(tc.objective, self.vae, counts=self._label_counts(), probe=probe)
+        self.val_batch = validation.validation_shard(
+            self, None if self.splits.val is None else {"x": self.splits.val[0], **self._extra_fields(self.splits.val)})
+        # the model's own objective, else TraceEnum_ELBO for enumerated sites, else the configured one
+        train_fields = {"x": self.batches.x, **self.batches.fields}
+        self.objective = build_objective(tc.objective, self.vae, probe=probe, train_fields=train_fields)
         self.params = [p for p in self.vae.parameters() if p.requires_grad]
         self.optimizer = optimizers.build(tc.optimizer, params=self.params)
         self._check_hyperparameters()
@@ -167,6 +170,7 @@ class Trainer:
         self.stop_reason: Optional[str] = None  # set by request_stop() or early stopping
         self.callbacks = list(callbacks or [])
         self._grad_norm = nonfinite.grad_norm_check(tc, self.params)
+        self._guard = nonfinite.NonfiniteGuard(self.vae, self.params, self.optimizer, tc.skip_nonfinite, run_dir is not None)
         self.strategy.setup(self.vae, self.objective, self.params, probe, self._betas, tc.seed)
 
     def _betas(self) -> List[float]:
@@ -187,31 +191,18 @@ class Trainer:
         fields = label_fields(*pair, model_fields(self.vae))
         return {k: v.to(self.device) for k, v in fields.items() if k != "x"}
 
-    def _label_counts(self) -> Optional[Tuple[int, int]]:
-        """(labelled, unlabelled) training points when the model sums out a
-        partly given label (M2), else None."""
-        y = self.batches.fields.get("y")  # the training labels, already selected and on the device
-        if y is None or not summed_fields(self.vae):
-            return None
-        known = int((y >= 0).sum())
-        return known, len(y) - known
+    def _batch_needs(self) -> Optional[BatchNeeds]:
+        """What the model asks every batch to carry (its ``batch_needs``), or None."""
+        needs = capability(self.vae, "batch_needs", "training", default=None)
+        return needs(self.cfg.train) if needs is not None else None
 
     def _probe_batch(self) -> Dict[str, torch.Tensor]:
         """Two training points with every field, for checks before training."""
         x = self.splits.train[0]
-        return {"x": x[:2].to(self.device), **{k: v[:2] for k, v in self._extra_fields(self.splits.train).items()}}
-
-    def _val_shard(self) -> Optional[Dict[str, torch.Tensor]]:
-        """This rank's part of the validation set (all of it with one process), as batch fields."""
-        if self.splits.val is None:
-            return None
-        x = self.splits.val[0]
-        return self.strategy.shard({"x": x.to(self.device), **self._extra_fields(self.splits.val)})
-
-    def _val_scored(self, chunk: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-        """The fields the validation ELBO conditions on: a label the model
-        sums out (M2's y) is summed out, as in evaluation, not observed."""
-        return {k: v for k, v in chunk.items() if k not in summed_fields(self.vae)}
+        probe = {"x": x[:2].to(self.device), **{k: v[:2] for k, v in self._extra_fields(self.splits.train).items()}}
+        if self.batches.with_index:
+            probe[validation.LOCAL_GUIDE_FIELD] = torch.arange(min(2, len(x)), device=self.device)
+        return probe
 
     # -- checks --------------------------------------------------------------
     def _check_data(self):
@@ -265,33 +256,10 @@ class Trainer:
 
     # -- epochs ------------------------------------------------------------
     def validate(self) -> Dict[str, float]:
-        """Mean negative ELBO (beta = 1), reconstruction and KL per validation point, in nats."""
-        if self.val_batch is None:
-            return {}
-        totals = {"elbo": 0.0, "reconstruction": 0.0, "kl": 0.0, "wrong": 0.0, "labelled": 0.0}
-        n = len(self.val_batch["x"])
-        classify = getattr(self.vae, "classify", None)
-        labels = self.val_batch.get("y") if classify is not None else None
-        with eval_mode(self.vae):
-            # the validation fields are those the model takes (see _val_shard)
-            for _, chunk in chunks(self.val_batch, chunk_sizes(n, self.cfg.train.eval_batch_size)):
-                terms = elbo_terms(self.vae, **self._val_scored(chunk))
-                for k in ("elbo", "reconstruction", "kl"):
-                    totals[k] += float(terms[k].sum())
-                if labels is not None:  # only points with a label (-1 marks none) are right or wrong
-                    known = chunk["y"] >= 0
-                    totals["wrong"] += float(((classify(chunk["x"]) != chunk["y"]) & known).sum())
-                    totals["labelled"] += float(known.sum())
-        # each rank scored its share of the validation set
-        keys = ("elbo", "reconstruction", "kl", "wrong", "labelled")
-        *sums, n = self.strategy.sum([totals[k] for k in keys] + [n])
-        totals = dict(zip(keys, sums))
-        record = {"val_loss": -totals["elbo"] / n, "val_reconstruction": -totals["reconstruction"] / n,
-                  "val_kl": totals["kl"] / n}
-        if labels is not None and totals["labelled"] > 0:
-            # the classifier's error rate on the labelled validation points
-            record["val_error"] = totals["wrong"] / totals["labelled"]
-        return record
+        """Mean negative ELBO (beta = 1), reconstruction and KL per validation
+        point, in nats, and ``val_<name>`` for each of the model's metrics
+        (:func:`pyrovae.training.validation.validate`)."""
+        return validation.validate(self)
 
     def request_stop(self, reason: str) -> None:
         """Stop after the current epoch (its checkpoint is written first).
@@ -330,7 +298,7 @@ class Trainer:
         st = self.state
         while st.epoch < until:
             record = self._train_epoch()
-            nonfinite.check_parameters(self)
+            self._guard.check_parameters(st.epoch, st.step)
             record.update(self.validate())
             record["seconds"] = time.perf_counter() - record.pop("_start")
             st.history.append(record)
@@ -387,7 +355,7 @@ class Trainer:
             loss = step(batch, beta)
             norm = self._grad_norm()
             if not (math.isfinite(loss) and math.isfinite(norm)):
-                error = nonfinite.diverged(self, *(("loss", loss) if not math.isfinite(loss) else ("gradient norm", norm)), i)
+                error = self._guard.diverged(*(("loss", loss) if not math.isfinite(loss) else ("gradient norm", norm)), st.epoch, st.step, i)
                 if error is not None:
                     raise error
                 skipped += 1
@@ -404,17 +372,19 @@ class Trainer:
         return total, count, skipped, beta
 
     # -- checkpoints -----------------------------------------------------
+    def _parts(self) -> checkpoint.CheckpointParts:
+        return checkpoint.CheckpointParts(self.state, self.vae, self.optimizer, self.scheduler, self.batches, self.cfg,
+                                          self.splits.train[0].shape[1:], self.strategy.rank, self.strategy.world_size)
+
     def state_dict(self, ranks: Optional[List[Dict[str, Any]]] = None) -> Dict[str, Any]:
-        """Everything a checkpoint holds (``pyrovae.training.checkpoint.capture``)."""
-        return checkpoint.capture(self, ranks)
+        """Everything a checkpoint holds, from each part's ``state_dict()``
+        (:class:`~pyrovae.training.checkpoint.CheckpointParts`); ``ranks``: every rank's random state."""
+        return self._parts().state_dict(ranks)
 
     def load_state_dict(self, state: Dict[str, Any], path="checkpoint") -> None:
-        """Restore a :meth:`state_dict` (``pyrovae.training.checkpoint.restore``).
-
-        :raises CheckpointError: when the checkpoint was written for other
-            data, another model config, or another optimizer or schedule.
-        """
-        checkpoint.restore(self, state, path)
+        """Restore a :meth:`state_dict` into each part; a :class:`~pyrovae.CheckpointError` when it was
+        written for other data, another model config, or another optimizer or schedule."""
+        self._parts().load_state_dict(state, path)
 
     def _save(self, record, improved: bool) -> None:
         """The main rank writes ``best.pt`` (if improved), then
@@ -422,7 +392,7 @@ class Trainer:
         sees its errors. ``best.pt`` goes first: a crash between the two files
         then leaves a checkpoint whose epoch is redone on resume, rewriting
         the same best."""
-        ranks = self.strategy.gather(checkpoint.rank_rng(self))
+        ranks = self.strategy.gather(self._parts().rank_rng())
 
         def write():
             if self.run is None:

@@ -6,6 +6,7 @@ import torch
 
 import pyrovae
 from pyrovae.data import Batches
+from pyrovae.data.batches import BatchNeeds
 from pyrovae.data.labelled import keep_labelled
 from pyrovae.errors import DataError
 
@@ -59,12 +60,12 @@ def mixed(seed=0, batch_size=30, labelled_batch_size=8):
     x = torch.arange(100, dtype=torch.float32)[:, None]
     y = torch.full((100,), -1)
     y[torch.arange(0, 100, 10)] = torch.arange(10) % 4  # 10 labelled rows
-    return Batches(x, batch_size, seed=seed, fields={"y": y}, labelled_batch_size=labelled_batch_size)
+    return Batches(x, batch_size, seed=seed, fields={"y": y}, needs=BatchNeeds("y", labelled_batch_size))
 
 
 def test_mixed_batches_join_every_unlabelled_point_once_with_cycled_labelled_points():
     batches = mixed()
-    assert batches.mixes_labels and len(batches) == 3  # ceil(90 / 30)
+    assert batches.mixes_known and len(batches) == 3  # ceil(90 / 30)
     seen_u, seen_l = [], []
     for batch in batches:
         rows = batch["x"][:, 0].long()
@@ -91,5 +92,5 @@ def test_mixed_batches_resume_from_the_generator_state():
 
 def test_all_labelled_or_no_labelled_batches_are_plain():
     x = torch.zeros(20, 1)
-    assert not Batches(x, 5, fields={"y": torch.zeros(20, dtype=torch.long)}, labelled_batch_size=3).mixes_labels
-    assert not Batches(x, 5, fields={"y": torch.full((20,), -1)}, labelled_batch_size=3).mixes_labels
+    assert not Batches(x, 5, fields={"y": torch.zeros(20, dtype=torch.long)}, needs=BatchNeeds("y", 3)).mixes_known
+    assert not Batches(x, 5, fields={"y": torch.full((20,), -1)}, needs=BatchNeeds("y", 3)).mixes_known

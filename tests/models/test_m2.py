@@ -17,7 +17,8 @@ import pyro.distributions as dist
 
 import pyrovae
 from pyrovae.errors import ConfigError, DataError
-from pyrovae.infer.objectives import EnumeratedObjective, build_objective
+from pyrovae.infer.enumerated import EnumeratedObjective
+from pyrovae.infer.objectives import build_objective
 from pyrovae.models import build_model
 
 from helpers import assert_resumes_exactly, checked_traces, tiny_config
@@ -36,6 +37,17 @@ def m2_config(epochs=2, labelled=40, **model):
 def build(shape=(1, 8, 8), dtype=torch.float64, **model):
     model = build_model(pyrovae.load_config(m2_config(**model)).model, shape)
     return model.to(dtype)
+
+
+def m2_objective(model, counts=None):
+    """M2's own objective (its ``objective`` capability), as the trainer builds
+    it for a training set of ``counts`` = (labelled, unlabelled) points
+    (None: no training set, so each batch's own counts)."""
+    fields = None
+    if counts is not None:
+        n_l, n_u = counts
+        fields = {"y": torch.cat([torch.arange(n_l) % C, torch.full((n_u,), -1)])}
+    return model.objective({"name": "elbo"}, fields)
 
 
 def binary(n, shape=(1, 8, 8), seed=0):
@@ -89,7 +101,7 @@ def test_a_partly_labelled_batch_scores_kingmas_objective(counts, num_data, weig
     x = binary(7)
     y = torch.tensor([-1, 2, -1, -1, 0, -1, 3])
     known = y >= 0
-    objective = build_objective({"name": "elbo"}, model, counts=counts)
+    objective = m2_objective(model, counts)
     torch.manual_seed(5)
     loss = objective.loss(model.model, model.guide, x, y=y, **({"num_data": num_data} if num_data else {}))
     n_l, n_u = counts or ((3, 4) if num_data is None else (num_data * 3 / 7, num_data * 4 / 7))
@@ -190,7 +202,7 @@ def test_shares_scored_with_the_whole_batchs_counts_add_up_to_its_loss(b_u, b_l,
     model = build()
     noise = fix_noise(model)
     x, y = partly_labelled_batch(b_u, b_l)
-    objective = build_objective({"name": "elbo"}, model, counts=(40, 760))
+    objective = m2_objective(model, (40, 760))
     extra = {"num_data": num_data} if num_data else {}
     params = [p for p in model.parameters() if p.requires_grad]
     expected = full_data_estimate(model, x, y, noise, (40, 760), num_data)
@@ -211,8 +223,8 @@ def test_shares_scored_with_the_whole_batchs_counts_add_up_to_its_loss(b_u, b_l,
 def test_num_data_that_disagrees_with_the_counts_is_an_error():
     model = build()
     x, y = partly_labelled_batch(4, 3)
-    objective = build_objective({"name": "elbo"}, model, counts=(40, 760))
-    with pytest.raises(ValueError, match="num_data=700 but the objective's counts say 40 labelled and 760"):
+    objective = m2_objective(model, (40, 760))
+    with pytest.raises(ValueError, match="num_data=700 but the objective's counts say 40 known and 760"):
         objective.loss(model.model, model.guide, x, y=y, num_data=700)
 
 

@@ -143,7 +143,7 @@ def m2_step(b_u, b_l, num_data, rank):
     oracles = m2_oracles()
     model, _ = m2_model()
     x, y = oracles.partly_labelled_batch(b_u, b_l)
-    objective = build_objective({"name": "elbo"}, model, counts=(40, 760))
+    objective = oracles.m2_objective(model, (40, 760))
     params = [p for p in model.parameters() if p.requires_grad]
     strategy = DataParallel(distributed.env_context())
     strategy.setup(model, objective, params, {"x": x[-2:], "y": y[-2:]}, lambda: [1.0], seed=0)
