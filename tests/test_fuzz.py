@@ -36,7 +36,7 @@ import pyro
 import pyrovae
 from pyrovae.config import SECTIONS, LAYER_DEFAULTS, Config
 from pyrovae.data import datasets, load_data
-from pyrovae.errors import CheckpointError, ConfigError, DataError, RunDirError
+from pyrovae.errors import CheckpointError, ConfigError, DataError, OutOfMemoryError, RunDirError
 from pyrovae.components.guides import guides
 from pyrovae.components.likelihoods import SCALE_MODES, likelihoods
 from pyrovae.components.nets import ACTIVATIONS, INITS, decoders, encoders
@@ -514,10 +514,10 @@ def test_synthetic_sizes_out_of_range_name_the_option(option, value, zero):
      ({"encoder": {"name": "mlp", "hidden": [10**6, 10**6]}}, ["encoder 'mlp'", "1000000", "too large"])],
 )
 def test_sizes_beyond_memory_fail_clearly(model, needles):
-    """Sizes too large to allocate: a ConfigError naming the size, not a MemoryError."""
+    """Sizes too large to allocate: an OutOfMemoryError naming the size and what to reduce, not torch's RuntimeError."""
     cfg = base_config()
     cfg["model"].update(model)
-    raises(ConfigError, needles, train_run, cfg)
+    raises(OutOfMemoryError, needles + ["train.batch_size"], train_run, cfg)
 
 
 # -- data: NaN, values outside the support, wrong shapes and dtypes -----------------------

@@ -292,3 +292,104 @@ def test_a_folder_with_files_of_someone_else_is_still_refused(tmp_path, config_f
     (out / "notes.txt").write_text("mine")
     assert train(config_file, out) == 2
     assert "already exists" in capsys.readouterr().err and (out / "notes.txt").read_text() == "mine"
+
+
+# -- errors: one line for a pyrovae error, a traceback for a bug, --debug for both ----------------
+
+
+def _users_prior_with_a_bug(latent_dim, width=1.0):
+    return width / 0  # the user's bug
+
+
+@pytest.fixture
+def buggy_prior():
+    priors.register("test_cli_buggy_prior")(_users_prior_with_a_bug)
+    yield "test_cli_buggy_prior"
+    priors.unregister("test_cli_buggy_prior")
+
+
+@pytest.mark.parametrize("debug", [[], ["--debug"]], ids=["plain", "debug"])
+def test_a_bug_in_a_users_prior_keeps_its_traceback(tmp_path, config_file, buggy_prior, debug):
+    import traceback
+
+    with pytest.raises(ZeroDivisionError) as e:
+        main([*debug, "train", "--config", config_file, "--out", str(tmp_path / "run"), "--set", f"model.prior={buggy_prior}"])
+    assert traceback.extract_tb(e.value.__traceback__)[-1].name == "_users_prior_with_a_bug"
+
+
+def test_the_command_line_prints_the_traceback_of_a_users_bug(tmp_path, config_file):
+    """Through the real entry point, with the prior in a plugin module: Python's traceback, not one line."""
+    (tmp_path / "buggy_plugin.py").write_text(
+        "import pyrovae\n\n\n"
+        "@pyrovae.register_prior('plugin_buggy_prior')\n"
+        "def plugin_buggy_prior(latent_dim, width=1.0):\n"
+        "    return width / 0\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
+    env.pop("PYROVAE_DEBUG", None)
+    result = subprocess.run(
+        [sys.executable, "-m", "pyrovae", "train", "--config", config_file, "--out", str(tmp_path / "run"),
+         "--set", "model.plugins=[buggy_plugin]", "--set", "model.prior=plugin_buggy_prior"],
+        capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 1, result.stderr
+    assert "Traceback (most recent call last)" in result.stderr and "in plugin_buggy_prior" in result.stderr
+    assert result.stderr.rstrip().endswith("ZeroDivisionError: float division by zero")
+    assert "pyrovae: error" not in result.stderr
+
+
+def _typo_message(config_file, capsys):
+    """The one-line message of a misspelled key, printed without --debug."""
+    assert main(["train", "--config", config_file, "--set", "train.epoch=2"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("pyrovae: error: ") and "Traceback" not in err
+    assert "'epoch'" in err and "Did you mean 'epochs'?" in err
+    return err.strip()
+
+
+@pytest.mark.parametrize("how", ["--debug first", "--debug last", "PYROVAE_DEBUG=1", "PYROVAE_DEBUG=0"])
+def test_debug_prints_the_traceback_of_a_config_error(config_file, capsys, monkeypatch, how):
+    monkeypatch.delenv("PYROVAE_DEBUG", raising=False)
+    line = _typo_message(config_file, capsys)
+    argv = ["train", "--config", config_file, "--set", "train.epoch=2"]
+    if how.startswith("PYROVAE_DEBUG"):
+        monkeypatch.setenv("PYROVAE_DEBUG", how.split("=")[1])
+    else:
+        argv = ["--debug", *argv] if how == "--debug first" else [*argv, "--debug"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.strip().splitlines()[-1] == line  # the same message, last
+    if how == "PYROVAE_DEBUG=0":
+        assert err.strip() == line
+    else:
+        assert err.startswith("Traceback (most recent call last):")
+        assert "pyrovae.errors.ConfigError: " + line[len("pyrovae: error: "):] in err
+        assert 'config.py", line' in err  # where load_config raised it
+
+
+def test_the_debug_flag_is_in_the_help(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "--debug" in out and "PYROVAE_DEBUG=1" in out and "full traceback" in out
+
+
+@pytest.mark.parametrize("debug", [False, True])
+def test_running_out_of_memory_is_one_line_saying_what_to_reduce(tmp_path, config_file, capsys, debug):
+    def prior_beyond_memory(latent_dim, width=1.0):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 80.00 GiB")
+
+    priors.register("test_cli_huge_prior")(prior_beyond_memory)
+    try:
+        argv = ["train", "--config", config_file, "--out", str(tmp_path / "run"), "--set", "model.prior=test_cli_huge_prior"]
+        assert main(["--debug"] * debug + argv) == 2
+    finally:
+        priors.unregister("test_cli_huge_prior")
+    err = capsys.readouterr().err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("pyrovae: error: prior 'test_cli_huge_prior'")
+    assert "is too large to build here (CUDA out of memory" in last
+    assert "train.batch_size" in last and "evaluation batch size" in last
+    if debug:  # torch's error is shown as the cause
+        assert "torch.OutOfMemoryError: CUDA out of memory" in err and "direct cause" in err
+    else:
+        assert "Traceback" not in err
