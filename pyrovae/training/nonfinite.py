@@ -5,8 +5,9 @@ checked through their norm when ``train.grad_clip`` or
 ``train.skip_nonfinite`` is set (:func:`grad_norm_check`); otherwise a
 non-finite gradient shows up as a non-finite loss one step later (the
 message then says so), and the parameters are checked once per epoch
-before a checkpoint is written (:func:`check_parameters`), so a checkpoint
-never holds NaN weights.
+before a checkpoint is written (:meth:`NonfiniteGuard.check_parameters`),
+so a checkpoint never holds NaN weights. The trainer hands the checks what
+they need (:class:`NonfiniteGuard`).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import torch
 
 from ..errors import TrainingDiverged
 
-__all__ = ["grad_norm_check", "nonfinite_names", "diverged", "check_parameters"]
+__all__ = ["grad_norm_check", "nonfinite_names", "NonfiniteGuard"]
 
 
 def _total_norm(grads: List[torch.Tensor]) -> torch.Tensor:
@@ -64,49 +65,73 @@ def nonfinite_names(model, grads: bool = False) -> List[str]:
     return bad
 
 
-def diverged(trainer, what: str, value: float, i: int) -> Optional[TrainingDiverged]:
-    """The error for a non-finite ``what`` (``loss`` or ``gradient norm``) at
-    step ``i`` (0-based) of the trainer's current epoch, or None when the
-    batch may be skipped (``train.skip_nonfinite``, weights still finite).
-    Clears the gradients either way."""
-    st, tc = trainer.state, trainer.cfg.train
-    where = f"epoch {st.epoch + 1}, step {i + 1} (global step {st.step + 1})"
-    detail = ""
-    broken = nonfinite_names(trainer.vae)
-    if broken:
-        detail = (
-            f" The parameters were already non-finite ({', '.join(broken[:3])}"
-            f"{', ...' if len(broken) > 3 else ''}): the gradient or update of the step before "
-            f"(global step {st.step}) was not finite although its loss was."
+class NonfiniteGuard:
+    """What the non-finite checks need of a run, handed over by the trainer.
+
+    :param model: the model (its parameters are named in messages).
+    :param params: the trained parameters, checked once per epoch.
+    :param optimizer: its gradients are cleared after a non-finite step.
+    :param bool skip: ``train.skip_nonfinite``: skip such a batch while
+        the weights are finite.
+    :param bool keeps_checkpoint: whether a run directory keeps the last
+        good checkpoint (the messages say so).
+
+    Example::
+
+        guard = NonfiniteGuard(vae, params, optimizer, skip=False, keeps_checkpoint=True)
+        error = guard.diverged("loss", float("nan"), epoch=0, step=10, i=10)
+    """
+
+    def __init__(self, model, params: Sequence[torch.Tensor], optimizer, skip: bool, keeps_checkpoint: bool):
+        self.model, self.params, self.optimizer = model, list(params), optimizer
+        self.skip, self.keeps_checkpoint = bool(skip), bool(keeps_checkpoint)
+
+    def _kept(self) -> str:
+        return "The last good checkpoint is kept. " if self.keeps_checkpoint else ""
+
+    def diverged(self, what: str, value: float, epoch: int, step: int, i: int) -> Optional[TrainingDiverged]:
+        """The error for a non-finite ``what`` (``loss`` or ``gradient norm``)
+        at step ``i`` (0-based) of the epoch after ``epoch`` completed ones,
+        ``step`` optimizer steps into the run; or None when the batch may be
+        skipped (``skip``, weights still finite). Clears the gradients either way."""
+        where = f"epoch {epoch + 1}, step {i + 1} (global step {step + 1})"
+        detail = ""
+        broken = nonfinite_names(self.model)
+        if broken:
+            detail = (
+                f" The parameters were already non-finite ({', '.join(broken[:3])}"
+                f"{', ...' if len(broken) > 3 else ''}): the gradient or update of the step before "
+                f"(global step {step}) was not finite although its loss was."
+            )
+        elif what == "gradient norm":
+            names = nonfinite_names(self.model, grads=True)
+            if names:
+                detail = f" First non-finite gradient: {names[0]}."
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.skip and not broken:
+            warnings.warn(f"non-finite {what} at {where}; skipped that batch")
+            return None
+        return TrainingDiverged(
+            f"the {what} became {value} at {where}.{detail} {self._kept()}"
+            "Lower train.optimizer.lr, set train.grad_clip, or set train.skip_nonfinite: true.",
+            epoch=epoch + 1,
+            step=i + 1,
         )
-    elif what == "gradient norm":
-        names = nonfinite_names(trainer.vae, grads=True)
-        if names:
-            detail = f" First non-finite gradient: {names[0]}."
-    trainer.optimizer.zero_grad(set_to_none=True)
-    if tc.skip_nonfinite and not broken:
-        warnings.warn(f"non-finite {what} at {where}; skipped that batch")
-        return None
-    kept = "The last good checkpoint is kept. " if trainer.run_path is not None else ""
-    return TrainingDiverged(
-        f"the {what} became {value} at {where}.{detail} {kept}"
-        "Lower train.optimizer.lr, set train.grad_clip, or set train.skip_nonfinite: true.",
-        epoch=st.epoch + 1,
-        step=i + 1,
-    )
 
+    def check_parameters(self, epoch: int, step: int) -> None:
+        """Once per epoch, before a checkpoint, after ``epoch`` completed
+        epochs and ``step`` steps: the weights must be finite (they are not
+        when the last step's gradient was not).
 
-def check_parameters(trainer) -> None:
-    """Once per epoch, before a checkpoint: the weights must be finite
-    (they are not when the last step's gradient was not)."""
-    if not trainer.params or bool(torch.stack([torch.isfinite(p).all() for p in trainer.params]).all()):
-        return
-    st = trainer.state
-    raise TrainingDiverged(
-        f"the parameters ({', '.join(nonfinite_names(trainer.vae)[:3])}) became non-finite at the last step of "
-        f"epoch {st.epoch} (global step {st.step}): its loss was finite but its gradient or update was not. "
-        + ("The last good checkpoint is kept. " if trainer.run_path is not None else "")
-        + "Lower train.optimizer.lr or set train.grad_clip (which checks every step's gradient).",
-        epoch=st.epoch,
-        step=None,
-    )
+        :raises TrainingDiverged: naming the first non-finite parameters.
+        """
+        if not self.params or bool(torch.stack([torch.isfinite(p).all() for p in self.params]).all()):
+            return
+        raise TrainingDiverged(
+            f"the parameters ({', '.join(nonfinite_names(self.model)[:3])}) became non-finite at the last step of "
+            f"epoch {epoch} (global step {step}): its loss was finite but its gradient or update was not. "
+            + self._kept()
+            + "Lower train.optimizer.lr or set train.grad_clip (which checks every step's gradient).",
+            epoch=epoch,
+            step=None,
+        )

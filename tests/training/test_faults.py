@@ -189,14 +189,13 @@ def test_metrics_write_failure_is_a_clear_error(tmp_path, monkeypatch):
 
 KILL_IN_WRITE = """
 import os, signal, sys
-import pyrovae.runs as runs
-real = runs.os.fsync
+real = os.fsync
 def fsync(fd):
     name = os.readlink(f"/proc/self/fd/{fd}")
     if ".checkpoint.pt." in name and os.path.exists(os.path.join(sys.argv[-1], "checkpoint.pt")):
         os.kill(os.getpid(), signal.SIGKILL)   # the second checkpoint is written, not yet on disk nor renamed
     return real(fd)
-runs.os.fsync = fsync
+os.fsync = fsync   # what pyrovae.atomic syncs each temporary file with
 from pyrovae.cli import main
 sys.exit(main(sys.argv[1:]))
 """
