@@ -27,9 +27,11 @@ def cmd_encode(args) -> int:
     from ..data import label_fields, load_data
     from ..errors import DataError, RunDirError
     from ..models.base import model_fields
+    from ..models.protocol import require_command
     from ..report.latents import encode_data
 
     vae, cfg, _ = load_run_of(args)
+    require_command(vae, "encode")
     pair = getattr(load_data(cfg.data), args.split)
     if pair is None or len(pair[0]) == 0:
         raise DataError(f"the run's data has no {args.split} split (data.val_size is 0?); choose another --split")

@@ -63,13 +63,14 @@ def cmd_impute(args) -> int:
 
     vae, cfg, _ = load_run_of(args)
     check_imputable(vae, "pyrovae impute")
+    data_shape, value_range = tuple(vae.data_shape), vae.likelihood.value_range  # both checked just above
     splits = load_data(cfg.data)
     pair = getattr(splits, args.split)
     if pair is None or len(pair[0]) == 0:
         raise DataError(f"the run's data has no {args.split} split; choose another --split")
     x, labels = pair
     n = min(args.limit, len(x))
-    mask = make_mask(args.mask, n, vae.data_shape, seed=args.seed)
+    mask = make_mask(args.mask, n, data_shape, seed=args.seed)
     if len(mask) > n:  # a mask file with more rows than points
         raise DataError(f"the mask has {len(mask)} rows but only {n} points are imputed; raise --limit or cut the file")
     x = x[:n]
@@ -78,7 +79,7 @@ def cmd_impute(args) -> int:
     train_mean = splits.train[0].mean(0)
     method = {"name": args.method, **{k: getattr(args, k) for k in ("num_particles", "steps", "burn_in", "metropolis")
                                        if getattr(args, k) is not None}}
-    fill = train_mean if args.fill == "mean" else torch.zeros(vae.data_shape)
+    fill = train_mean if args.fill == "mean" else torch.zeros(data_shape)
     result = impute(vae, x, mask, method=method, fill=fill, seed=args.seed, **fields)
     report = {
         "mask": args.mask,
@@ -94,12 +95,12 @@ def cmd_impute(args) -> int:
     out = Path(args.out) if args.out else Path(args.run_dir) / "imputation"
     tag = mask_tag(args.mask)
     k = min(args.show, n)
-    not_images = image_shape_problem(vae.data_shape)
+    not_images = image_shape_problem(data_shape)
     try:
         out.mkdir(parents=True, exist_ok=True)
         (out / f"imputation-{tag}.json").write_text(json.dumps(report, indent=2) + "\n")
         if not not_images:
-            fig = imputation_figure(x[:k], mask[:k], result.mean[:k], vae.likelihood.value_range,
+            fig = imputation_figure(x[:k], mask[:k], result.mean[:k], value_range,
                                     title=f"Imputation ({args.method}, mask {tag})")
             save_figure(fig, out / f"imputation-{tag}.png")
     except OSError as e:

@@ -1,4 +1,5 @@
-"""``pyrovae plot RUN_DIR``: write the figures of a trained run as PNGs."""
+"""``pyrovae plot RUN_DIR``: write the figures of a trained run as PNGs
+(as text files for a model that shows its data as text)."""
 
 from __future__ import annotations
 
@@ -7,14 +8,11 @@ from pathlib import Path
 
 from . import add_run_arguments, load_run_of
 
-#: what the figures read of a model besides its model and guide
-PLOT_NEEDS = ("sample", "reconstruct", "encode", "decoder", "likelihood")
-
-
 def add_parser(sub):
     from ..report.figures import FIGURES
 
-    p = sub.add_parser("plot", help="write reconstructions, samples, latent and training-curve figures as PNGs")
+    p = sub.add_parser("plot", help="write reconstructions, samples, latent and training-curve figures as PNGs "
+                                    "(text files for a text model)")
     add_run_arguments(p)
     p.add_argument("--out", help="folder for the PNGs (default: RUN_DIR/plots)")
     p.add_argument("--only", nargs="+", choices=list(FIGURES), metavar="NAME",
@@ -27,13 +25,13 @@ def add_parser(sub):
 
 def cmd_plot(args) -> int:
     from ..data import load_data
-    from ..models.base import require
-    from ..report.figures import PlotInputs, write_plots
+    from ..models.protocol import require_command
+    from ..report.figures import PlotInputs, figure_needs, write_plots
     from ..runs import RunDir
 
     vae, cfg, _ = load_run_of(args)
-    for convenience in PLOT_NEEDS:  # the figures read these; say which one a model lacks before drawing any
-        require(vae, convenience, "pyrovae plot")
+    # the figures read these; say which one a model lacks before drawing any
+    require_command(vae, "plot", needs=figure_needs(args.only))
     splits = load_data(cfg.data)
     x, labels = splits.test if len(splits.test[0]) else splits.train
     records = RunDir(args.run_dir).read_metrics()

@@ -51,7 +51,8 @@ from pyro.poutine.util import site_is_subsample
 
 from ..errors import ConfigError, DataError
 from ..validators import int_in_range, positive_int
-from ..models.base import eval_mode, require, unregistered
+from ..models.base import eval_mode, unregistered
+from ..models.protocol import capability, command_needs
 from ..registry import Registry
 from .seeds import seeded
 from .masks import check_mask, load_mask_file, make_mask, mask_tag, masks, parse_mask_spec, register_mask  # noqa: F401
@@ -102,17 +103,17 @@ def _log_weight(pair: TracePair) -> torch.Tensor:
 def _decoded_mean(vae, model_trace) -> torch.Tensor:
     """E[x | latents] of each particle: the model's deterministic site
     ``x_mean`` (pyrovae's models record it when given ``obs_mask``; see
-    :func:`~pyrovae.models.vae.observe`), or for a model without it
-    ``likelihood.mean(decoder(z))`` of its site ``z``."""
+    :func:`~pyrovae.models.helpers.observe`), or for a model without it
+    its ``decode_mean`` capability at its site ``z``."""
     node = model_trace.nodes.get("x_mean")
     if node is not None:
         return node["value"]
-    if "z" not in model_trace.nodes or getattr(vae, "likelihood", None) is None:
+    if "z" not in model_trace.nodes or getattr(vae, "decode_mean", None) is None:
         raise ConfigError(
             "imputation needs E[x | latents]: record it in the model as pyro.deterministic('x_mean', ...) "
-            "when obs_mask is given (see pyrovae.models.vae.observe)"
+            "when obs_mask is given (pyrovae.observe does), or give the model a decode_mean(z) capability"
         )
-    return vae.likelihood.mean(vae.decoder(model_trace.nodes["z"]["value"]))
+    return vae.decode_mean(model_trace.nodes["z"]["value"])
 
 
 # -- imputers ------------------------------------------------------------------
@@ -219,15 +220,13 @@ class Imputation:
     diagnostics: Dict[str, torch.Tensor] = field(default_factory=dict)
 
 
-#: what imputation needs of a model besides ``model``/``guide`` with ``obs_mask``
-IMPUTATION_NEEDS = ("likelihood", "decoder", "data_shape")
-
-
 def check_imputable(vae, purpose: str = "imputation") -> None:
-    """Raise :class:`ConfigError` unless ``vae`` has what :func:`impute`
-    reads: ``likelihood`` (its mean and value range), ``decoder`` and ``data_shape``."""
-    for attribute in IMPUTATION_NEEDS:
-        require(vae, attribute, purpose)
+    """Raise :class:`~pyrovae.models.protocol.MissingCapability` (a
+    :class:`ConfigError`) unless ``vae`` has the capabilities :func:`impute`
+    reads (``COMMAND_NEEDS["impute"]``: ``likelihood`` for its value range,
+    and ``data_shape``)."""
+    for name in command_needs("impute"):
+        capability(vae, name, purpose)
 
 
 @torch.no_grad()
@@ -235,9 +234,9 @@ def impute(vae, x: torch.Tensor, mask, method: Any = "importance", fill: Optiona
            seed: Optional[int] = 0, batch_size: int = 64, **fields: torch.Tensor) -> Imputation:
     """Recover the hidden elements of ``x``.
 
-    The model must take ``obs_mask`` and have the VAE's ``likelihood``,
-    ``decoder`` and ``data_shape`` (E[x_m | z] is the likelihood's mean of
-    the decoder's output at the site ``z``); a model without them gets a
+    The model must take ``obs_mask``, record E[x | latents] as the site
+    ``x_mean`` (or have ``decode_mean``), and have the ``likelihood`` and
+    ``data_shape`` capabilities; a model without them gets a
     :class:`ConfigError` that names what is missing.
 
     :param vae: a trained :class:`~pyrovae.models.vae.VAE`.

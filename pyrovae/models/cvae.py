@@ -311,6 +311,12 @@ class ConditionalVAE(ConditionalBase):
         condition = Condition(None if condition_dim is not None else num_classes, condition_dim)
         return cls._build_conditional(config, data_shape, condition)
 
+    @property
+    def num_classes(self) -> Optional[int]:
+        """C, the number of class labels ``y`` takes; None where ``y`` is a
+        real-valued vector (the ``num_classes`` capability)."""
+        return self.condition.num_classes
+
     def encode(self, x: torch.Tensor, y: torch.Tensor):
         """q(z | x, y): batch shape the broadcast of ``x``'s and ``y``'s batch dims, event ``(latent_dim,)``."""
         return self._posterior(x, y)

@@ -1,28 +1,33 @@
-"""The figures of a trained VAE, written as PNGs.
+"""The figures of a trained model, written as PNGs, or as text files for a
+model that shows its data as text (the ``to_text`` capability).
 
 :data:`FIGURES` maps each figure's file stem to a builder that computes
-its tensors from a :class:`PlotInputs` (the VAE, test inputs and labels,
+its tensors from a :class:`PlotInputs` (the model, test inputs and labels,
 metrics records, a seed) and draws them with :mod:`pyrovae.plots`.
-A builder returns a Figure, or a string saying why its figure does not apply
-(the 2-D manifold of a 50-D latent, training curves without metrics, images
-of data that are not images). Each builder seeds its own draws, so a figure
-does not depend on which others were drawn.
+A builder returns a Figure, a :class:`TextFigure`, or a string saying why
+its figure does not apply (the 2-D manifold of a 50-D latent, training
+curves without metrics, images of data that are not images). Builders read
+the model only through its capabilities (:mod:`pyrovae.models.protocol`;
+:data:`FIGURE_NEEDS` lists each figure's), and each seeds its own draws, so
+a figure does not depend on which others were drawn.
 
 :func:`write_plots` writes all of them (``pyrovae plot``);
 :func:`write_figures` writes reconstructions and samples at the end of
-training.
+training (and interpolations, for a text model).
 """
 
 from __future__ import annotations
 
 import functools
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 
-from ..models.base import eval_mode, model_device, model_fields, require
+from ..models.base import eval_mode, model_device, model_fields
+from ..models.protocol import COMMAND_NEEDS, MissingCapability, capability, has_capability
 from . import plots
 from .latents import (
     draw_samples,
@@ -36,14 +41,28 @@ from .latents import (
     traversal_codes,
 )
 
-__all__ = ["PlotInputs", "FIGURES", "write_plots", "write_figures", "EpochFigures"]
+__all__ = ["PlotInputs", "TextFigure", "FIGURES", "FIGURE_NEEDS", "figure_needs", "write_plots", "write_figures",
+           "EpochFigures"]
+
+
+@dataclass
+class TextFigure:
+    """A figure of a model that shows its data as text: a title and lines,
+    written as ``NAME.txt``."""
+
+    title: str
+    lines: List[str]
+
+    def render(self) -> str:
+        """The file's text: the title, a blank line, the lines."""
+        return "\n".join([self.title, "", *self.lines]) + "\n"
 
 
 @dataclass
 class PlotInputs:
     """What the figure builders draw from.
 
-    :ivar vae: the trained :class:`~pyrovae.model.VAE` (in eval mode).
+    :ivar vae: the trained model (in eval mode).
     :ivar x: test inputs ``(N, *data_shape)``.
     :ivar labels: their labels ``(N,)`` (``-1``: none).
     :ivar records: metrics records (``metrics.jsonl``), oldest first.
@@ -67,8 +86,16 @@ class PlotInputs:
     grid_size: int = 15
 
     @property
-    def value_range(self):
-        return self.vae.likelihood.value_range
+    def data_shape(self) -> Tuple[int, ...]:
+        return tuple(capability(self.vae, "data_shape", "figures of the data"))
+
+    @property
+    def value_range(self) -> Tuple[float, float]:
+        """The likelihood's value range, or for a model without a likelihood the test inputs' range."""
+        if has_capability(self.vae, "likelihood"):
+            return tuple(self.vae.likelihood.value_range)
+        lo, hi = float(self.x.min()), float(self.x.max())
+        return lo, hi if hi > lo else lo + 1.0
 
     @property
     def conditional(self) -> bool:
@@ -77,9 +104,8 @@ class PlotInputs:
 
     @property
     def label_conditional(self) -> bool:
-        """Whether ``y`` is a class label the figures can vary."""
-        condition = getattr(self.vae, "condition", None)
-        return self.conditional and condition is not None and condition.is_label
+        """Whether ``y`` is a class label the figures can vary (the ``num_classes`` capability)."""
+        return self.conditional and has_capability(self.vae, "num_classes")
 
     def test_labels(self, n: Optional[int] = None) -> Optional[torch.Tensor]:
         """Labels of the first ``n`` test inputs for a conditional model: the
@@ -90,54 +116,86 @@ class PlotInputs:
         x = self.x[:n]
         labels = self.labels[:n] if self.labels is not None else None
         if labels is None or bool((labels < 0).any()):
-            classify = require(self.vae, "classify", "figures of a conditional model on data without labels")
+            classify = capability(self.vae, "classify", "figures of a conditional model on data without labels")
             labels = classify(x.to(model_device(self.vae))).cpu()
         return labels
+
+    def fields(self, labels: Optional[torch.Tensor]) -> Dict[str, torch.Tensor]:
+        """``{"y": labels}`` on the model's device, or ``{}`` for no labels."""
+        return {} if labels is None else {"y": labels.to(model_device(self.vae))}
 
     def decode_mean(self, z: torch.Tensor, y: Optional[torch.Tensor] = None) -> torch.Tensor:
         """E[x|z] (E[x|z,y] for a conditional model, ``y`` broadcasting
         against ``z``'s batch dims) for codes ``(*batch, latent_dim)``:
-        ``(*batch, *data_shape)`` on the CPU."""
-        vae = self.vae
+        ``(*batch, *data_shape)`` on the CPU (the ``decode_mean`` capability)."""
+        decode = capability(self.vae, "decode_mean", "figures of the latent space")
         with torch.no_grad():
-            z = z.to(model_device(vae))
-            if not self.conditional:
-                return vae.likelihood.mean(vae.decoder(z)).cpu()
-            return vae.likelihood.mean(vae.decoder(z, vae.condition(y.to(z.device), z))).cpu()
+            return decode(z.to(model_device(self.vae)), **self.fields(y)).cpu()
 
     def codes(self, n: Optional[int] = None) -> torch.Tensor:
         """Posterior means of the first ``n`` test inputs, ``(n, latent_dim)``."""
-        labels = self.test_labels(n)
-        fields = {} if labels is None else {"y": labels}
-        return encode_data(self.vae, self.x[:n], seed=self.seed, **fields)["mean"]
+        return encode_data(self.vae, self.x[:n], seed=self.seed, **self.fields(self.test_labels(n)))["mean"]
+
+    def text(self, x: torch.Tensor) -> List[str]:
+        """Data points ``(N, *data_shape)`` as ``N`` strings (the ``to_text`` capability)."""
+        return list(capability(self.vae, "to_text", "text figures")(x))
 
 
-def _needs_images(builder):
-    """Make ``builder`` say why not, instead of drawing, for data that are not images."""
+def _images(text_builder: Optional[Callable[[PlotInputs], Any]] = None):
+    """Make an image builder say why not, instead of drawing, for data that
+    are not images; for a model with ``to_text``, build ``text_builder``'s
+    text figure instead (or say that the figure is for images only)."""
 
-    @functools.wraps(builder)
-    def wrapped(inp: PlotInputs):
-        return plots.image_shape_problem(inp.vae.data_shape) or builder(inp)
+    def wrap(builder):
+        @functools.wraps(builder)
+        def wrapped(inp: PlotInputs):
+            if has_capability(inp.vae, "to_text"):
+                if text_builder is None:
+                    return "the model shows its data as text; this figure is drawn for images only"
+                return text_builder(inp)
+            return plots.image_shape_problem(inp.data_shape) or builder(inp)
 
-    return wrapped
+        return wrapped
+
+    return wrap
 
 
-@_needs_images
+def _reconstructed(inp: PlotInputs, n: int = 32):
+    """The first ``n`` test inputs and E[x | code(x)], both ``(n, *data_shape)`` on the CPU."""
+    x = inp.x[:n]
+    reconstruct = capability(inp.vae, "reconstruct", "the reconstructions figure")
+    with torch.no_grad():
+        return x, reconstruct(x.to(model_device(inp.vae)), **inp.fields(inp.test_labels(n))).cpu()
+
+
+def _reconstructions_text(inp: PlotInputs):
+    x, x_rec = _reconstructed(inp)
+    lines = []
+    for a, b in zip(inp.text(x), inp.text(x_rec)):
+        lines += [f"input:  {a}", f"recon.: {b}", ""]
+    return TextFigure("Test inputs and their reconstructions", lines)
+
+
+@_images(_reconstructions_text)
 def reconstructions(inp: PlotInputs):
     """The first 32 test inputs above E[x | code(x)]."""
-    x = inp.x[:32]
-    labels = inp.test_labels(32)
-    fields = {} if labels is None else {"y": labels.to(model_device(inp.vae))}
-    with torch.no_grad():
-        x_rec = inp.vae.reconstruct(x.to(model_device(inp.vae)), **fields).cpu()
+    x, x_rec = _reconstructed(inp)
     return plots.reconstruction_figure(x, x_rec, inp.value_range, title="Test inputs and their reconstructions")
 
 
-@_needs_images
+def _samples_title(inp: PlotInputs) -> str:
+    return f"{inp.num_samples} samples from the prior (decoder means)"
+
+
+def _samples_text(inp: PlotInputs):
+    return TextFigure(_samples_title(inp), inp.text(draw_samples(inp.vae, inp.num_samples, seed=inp.seed).cpu()))
+
+
+@_images(_samples_text)
 def samples(inp: PlotInputs):
     """``num_samples`` decoder means E[x|z], z ~ p(z)."""
     s = draw_samples(inp.vae, inp.num_samples, seed=inp.seed).cpu()
-    return plots.samples_figure(s, inp.value_range, title=f"{inp.num_samples} samples from the prior (decoder means)")
+    return plots.samples_figure(s, inp.value_range, title=_samples_title(inp))
 
 
 def latent_scatter(inp: PlotInputs):
@@ -146,20 +204,23 @@ def latent_scatter(inp: PlotInputs):
     return plots.latent_scatter_figure(inp.codes(inp.max_points), labels, title="Latent means of the test set")
 
 
-@_needs_images
+def _first_label(inp: PlotInputs) -> Optional[torch.Tensor]:
+    first = inp.test_labels(1)
+    return None if first is None else first[0]
+
+
+@_images()
 def manifold(inp: PlotInputs):
     """E[x|z] over a ``grid_size``² grid of prior quantiles 0.05..0.95 (2-D latents only)."""
-    if inp.vae.latent_dim != 2:
-        return f"the latent is {inp.vae.latent_dim}-D; the manifold grid needs a 2-D latent"
-    levels = torch.linspace(0.05, 0.95, inp.grid_size)
-    values = prior_quantiles(inp.vae, levels, seed=inp.seed)
-    first = inp.test_labels(1)
-    images = inp.decode_mean(manifold_codes(values), None if first is None else first[0])
+    values = prior_quantiles(inp.vae, torch.linspace(0.05, 0.95, inp.grid_size), seed=inp.seed)
+    if values.shape[-1] != 2:
+        return f"the latent is {values.shape[-1]}-D; the manifold grid needs a 2-D latent"
+    images = inp.decode_mean(manifold_codes(values), _first_label(inp))
     return plots.manifold_figure(images, values[:, 0], values[:, 1].flip(0), inp.value_range,
                                  title="The learned 2-D manifold (grid over prior quantiles 0.05-0.95)")
 
 
-@_needs_images
+@_images()
 def traversals(inp: PlotInputs):
     """Starting from the code of the first test input, each of the most active
     dimensions (variance of the posterior means) runs through prior quantiles 0.03..0.97."""
@@ -168,32 +229,54 @@ def traversals(inp: PlotInputs):
     dims = activity.argsort(descending=True)[: inp.max_traversal_dims].sort().values.tolist()
     levels = torch.linspace(0.03, 0.97, inp.steps)
     values = prior_quantiles(inp.vae, levels, seed=inp.seed)
-    first = inp.test_labels(1)
-    images = inp.decode_mean(traversal_codes(codes[0], values, dims), None if first is None else first[0])
-    d = inp.vae.latent_dim
+    images = inp.decode_mean(traversal_codes(codes[0], values, dims), _first_label(inp))
+    d = codes.shape[-1]
     which = "all dimensions" if len(dims) == d else f"the {len(dims)} most active of {d} dimensions"
     return plots.traversal_figure(images, dims, levels.tolist(), inp.value_range, title=f"Latent traversals ({which})")
 
 
-@_needs_images
-def interpolations(inp: PlotInputs, pairs: int = 6):
-    """Straight lines between the codes of test inputs ``i`` and ``pairs + i``."""
+def _interpolated(inp: PlotInputs, pairs: int):
+    """``(x_a, x_b, decoded)``: test inputs ``i`` and ``pairs + i`` and E[x|z]
+    along the line between their codes, ``(P, steps, *data_shape)``; or why not."""
     pairs = min(pairs, len(inp.x) // 2)
     if pairs == 0:
         return "interpolations need at least two test points"
-    x_a, x_b = inp.x[:pairs], inp.x[pairs : 2 * pairs]
     codes = inp.codes(2 * pairs)
     labels = inp.test_labels(pairs)  # each row is decoded with the label of its first input
     path = interpolation_codes(codes[:pairs], codes[pairs:], inp.steps)
-    images = inp.decode_mean(path, None if labels is None else labels.reshape(pairs, *[1] * (path.dim() - 2)))
-    return plots.interpolation_figure(x_a, x_b, images, inp.value_range)
+    decoded = inp.decode_mean(path, None if labels is None else labels.reshape(pairs, *[1] * (path.dim() - 2)))
+    return inp.x[:pairs], inp.x[pairs : 2 * pairs], decoded
+
+
+def _interpolations_text(inp: PlotInputs, pairs: int = 6):
+    got = _interpolated(inp, pairs)
+    if isinstance(got, str):
+        return got
+    x_a, x_b, decoded = got
+    steps = decoded.shape[1]
+    texts = inp.text(decoded.reshape(-1, *decoded.shape[2:]))
+    lines = []
+    for p, (a, b) in enumerate(zip(inp.text(x_a), inp.text(x_b))):
+        lines += [f"input A  {a}"]
+        lines += [f"t={t:.2f}   {texts[p * steps + i]}" for i, t in enumerate(torch.linspace(0, 1, steps).tolist())]
+        lines += [f"input B  {b}", ""]
+    return TextFigure("Interpolations between the codes of test inputs A and B (decoder means)", lines)
+
+
+@_images(_interpolations_text)
+def interpolations(inp: PlotInputs, pairs: int = 6):
+    """Straight lines between the codes of test inputs ``i`` and ``pairs + i``."""
+    got = _interpolated(inp, pairs)
+    if isinstance(got, str):
+        return got
+    return plots.interpolation_figure(*got, inp.value_range)
 
 
 def _class_labels(inp: PlotInputs) -> torch.Tensor:
-    return torch.arange(inp.vae.condition.num_classes)
+    return torch.arange(inp.vae.num_classes)
 
 
-@_needs_images
+@_images()
 def class_samples(inp: PlotInputs, per_class: int = 10):
     """A row of ``per_class`` samples for each class: E[x | z, y] with
     z ~ p(z) (one column shares its z), y the row's class."""
@@ -206,7 +289,7 @@ def class_samples(inp: PlotInputs, per_class: int = 10):
                                    row_labels=[str(c) for c in classes.tolist()], value_range=inp.value_range)
 
 
-@_needs_images
+@_images()
 def analogies(inp: PlotInputs, rows: int = 8):
     """Kingma et al.'s (2014) Figure 1: the style z of test inputs (the mean
     of q(z | x, y) at their label) decoded with every class y in turn; the
@@ -229,7 +312,7 @@ def training_curves(inp: PlotInputs):
     return plots.training_curves_figure(inp.records)
 
 
-#: file stem -> builder(PlotInputs) -> Figure, or a string saying why it does not apply; in writing order
+#: file stem -> builder(PlotInputs) -> Figure, TextFigure, or a string saying why it does not apply; in writing order
 FIGURES: Dict[str, Callable[[PlotInputs], Any]] = {
     "reconstructions": reconstructions,
     "samples": samples,
@@ -242,35 +325,96 @@ FIGURES: Dict[str, Callable[[PlotInputs], Any]] = {
     "training_curves": training_curves,
 }
 
+#: the capabilities each figure reads (a conditional model's figures also
+#: read ``classify`` for data without labels, and ``num_classes``); together
+#: they are ``COMMAND_NEEDS["plot"]``
+FIGURE_NEEDS: Dict[str, Tuple[str, ...]] = {
+    "reconstructions": ("data_shape", "reconstruct"),
+    "samples": ("data_shape", "sample"),
+    "latent_scatter": ("encode",),
+    "manifold": ("data_shape", "prior_draws", "decode_mean"),
+    "traversals": ("data_shape", "encode", "prior_draws", "decode_mean"),
+    "interpolations": ("data_shape", "encode", "decode_mean"),
+    "class_samples": ("data_shape", "prior_draws", "decode_mean"),
+    "analogies": ("data_shape", "encode", "decode_mean"),
+    "training_curves": (),
+}
+
+
+def figure_needs(names: Optional[Sequence[str]] = None) -> Tuple[str, ...]:
+    """The capabilities the figures ``names`` (default: all) read, in the
+    order of ``COMMAND_NEEDS["plot"]``.
+
+    Example::
+
+        >>> figure_needs(["samples", "latent_scatter"])
+        ('sample', 'encode', 'data_shape')
+    """
+    wanted = {need for name in names or FIGURES for need in FIGURE_NEEDS[name]}
+    return tuple(need for need in COMMAND_NEEDS["plot"] if need in wanted)
+
 
 @torch.no_grad()
 def write_plots(inp: PlotInputs, out_dir, only: Optional[Sequence[str]] = None) -> Dict[str, Union[Path, str]]:
     """Write the figures of :data:`FIGURES` (or those named in ``only``) as
-    ``out_dir/<name>.png``. Returns ``{name: path}``, or for a figure that
-    does not apply to this model ``{name: "why not"}``."""
+    ``out_dir/<name>.png`` (``<name>.txt`` for a text figure). Returns
+    ``{name: path}``, or for a figure that does not apply to this model, or
+    needs a capability it lacks, ``{name: "why not"}``; nothing raises for a
+    missing capability."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written: Dict[str, Union[Path, str]] = {}
     with eval_mode(inp.vae):  # a model in training (EpochFigures) goes back to training
         for name in only or FIGURES:
             with seeded(inp.seed, model_device(inp.vae)):
-                fig = FIGURES[name](inp)
+                try:
+                    fig = FIGURES[name](inp)
+                except MissingCapability as e:
+                    fig = str(e)
             if isinstance(fig, str):
                 written[name] = fig
                 continue
-            path = out_dir / f"{name}.png"
-            plots.save_figure(fig, path)
+            if isinstance(fig, TextFigure):
+                path = out_dir / f"{name}.txt"
+                path.write_text(fig.render())
+            else:
+                path = out_dir / f"{name}.png"
+                plots.save_figure(fig, path)
             written[name] = path
     return written
 
 
+def _warn(message: str) -> None:
+    warnings.warn(message, stacklevel=3)
+
+
 @torch.no_grad()
-def write_figures(vae, splits, run_dir, n: int = 64, seed: int = 0) -> List[Path]:
+def write_figures(vae, splits, run_dir, n: int = 64, seed: int = 0,
+                  say: Optional[Callable[[str], None]] = None) -> List[Path]:
     """Write ``reconstructions.png`` (test inputs above their reconstructions)
-    and ``samples.png`` (``n`` samples from the prior) into ``run_dir``."""
+    and ``samples.png`` (``n`` samples from the prior) into ``run_dir``; for
+    a model with ``to_text``, ``reconstructions.txt``, ``samples.txt`` and
+    ``interpolations.txt`` instead. Returns the files written. What cannot
+    be drawn (a missing capability, data that are not images) is skipped
+    with one message per reason, handed to ``say`` (default: a warning);
+    nothing raises for a missing capability.
+
+    Example::
+
+        for path in write_figures(vae, splits, run_dir, say=print):
+            print("wrote", path)
+    """
     x, y = splits.test if len(splits.test[0]) else splits.train
-    inp = PlotInputs(vae, x[:32], y[:32], seed=seed, num_samples=n)
-    return [p for p in write_plots(inp, run_dir, only=["reconstructions", "samples"]).values() if isinstance(p, Path)]
+    inp = PlotInputs(vae, x[:32], y[:32] if y is not None else None, seed=seed, num_samples=n)
+    names = ["reconstructions", "samples"] + (["interpolations"] if has_capability(vae, "to_text") else [])
+    written = write_plots(inp, run_dir, only=names)
+    skipped: Dict[str, List[str]] = {}
+    for name, result in written.items():
+        if isinstance(result, str):
+            skipped.setdefault(result, []).append(name)
+    for reason, which in skipped.items():
+        (say or _warn)(f"no {' or '.join(which)} figure: {reason}")
+    return [p for p in written.values() if isinstance(p, Path)]
 
 
 class EpochFigures:

@@ -14,7 +14,8 @@ import torch
 from ..errors import ConfigError, DataError
 from ..validators import positive_int
 from ..infer.seeds import seeded
-from ..models.base import check_field_names, model_device, model_fields, model_name, require
+from ..models.base import check_field_names, model_device, model_fields, model_name
+from ..models.protocol import capability, has_capability
 
 __all__ = [
     "draw_samples",
@@ -35,7 +36,7 @@ def draw_samples(vae, n: int, seed: Optional[int] = 0, mean: bool = True, **fiel
     for the same ``seed``. ``mean=True`` gives E[x|z] (what one looks at),
     ``mean=False`` a draw from p(x|z). ``fields`` (``y=labels`` ``(n,)`` for a
     conditional model) go to the model's ``sample``. Needs the model's
-    ``sample(n, mean)`` convenience (a :class:`~pyrovae.ConfigError` says so when it has none).
+    ``sample(n, mean)`` capability (a :class:`~pyrovae.ConfigError` says so when it has none).
 
     Example::
 
@@ -53,7 +54,7 @@ def draw_samples(vae, n: int, seed: Optional[int] = 0, mean: bool = True, **fiel
         torch.Size([3, 1, 8, 8])
     """
     n = positive_int(n, "the number of samples", error=DataError)
-    sample = require(vae, "sample", "drawing samples")
+    sample = capability(vae, "sample", "drawing samples")
     if fields:
         check_field_names(vae, list(fields), "drawing samples")
     with seeded(seed, getattr(vae, "device", None)):
@@ -62,15 +63,15 @@ def draw_samples(vae, n: int, seed: Optional[int] = 0, mean: bool = True, **fiel
 
 def class_labels(vae, label: int, n: int) -> torch.Tensor:
     """``n`` copies of the class ``label`` ``(n,)``, for a model conditioned
-    on class labels; a clear error for any other model or a label outside 0..C-1."""
-    condition = getattr(vae, "condition", None)
-    if "y" not in model_fields(vae) or condition is None or not condition.is_label:
+    on class labels (the ``num_classes`` capability); a clear error for any
+    other model or a label outside 0..C-1."""
+    if "y" not in model_fields(vae) or not has_capability(vae, "num_classes"):
         raise ConfigError(
             f"--label needs a model conditioned on class labels (cvae, m2); model {model_name(vae)!r} takes "
             f"the field(s) {', '.join(model_fields(vae))}"
         )
-    if not 0 <= label < condition.num_classes:
-        raise DataError(f"--label {label} is outside the model's classes 0..{condition.num_classes - 1}")
+    if not 0 <= label < vae.num_classes:
+        raise DataError(f"--label {label} is outside the model's classes 0..{vae.num_classes - 1}")
     return torch.full((n,), int(label), dtype=torch.long, device=model_device(vae))
 
 
@@ -79,7 +80,7 @@ def encode_data(vae, x: torch.Tensor, batch_size: int = 1000, num_samples: int =
                 **fields: torch.Tensor) -> Dict[str, torch.Tensor]:
     """The mean and the standard deviation of q(z|x) for every point of ``x``.
 
-    :param vae: a model with the ``encode(x)`` convenience (q(z|x) as a
+    :param vae: a model with the ``encode(x)`` capability (q(z|x) as a
         distribution); a model without it gets a :class:`ConfigError`.
     :param torch.Tensor x: data ``(N, *data_shape)``.
     :param int batch_size: points encoded at once.
@@ -102,9 +103,9 @@ def encode_data(vae, x: torch.Tensor, batch_size: int = 1000, num_samples: int =
     """
     from ..infer.fields import accepted_fields, chunk_sizes, chunks, data_fields
 
-    encode = require(vae, "encode", "encoding data")
+    encode = capability(vae, "encode", "encoding data")
     if isinstance(x, torch.Tensor) and x.dim() > 0 and len(x) == 0:  # nothing to encode: empty codes
-        empty = torch.zeros(0, getattr(vae, "latent_dim", 0))
+        empty = torch.zeros(0, capability(vae, "latent_dim", "encoding data", default=0))
         return {"mean": empty, "scale": empty}
     data = data_fields(vae, x, fields, "encode_data", "data to encode", check_values=False)
     device = getattr(vae, "device", x.device)
@@ -125,13 +126,9 @@ def encode_data(vae, x: torch.Tensor, batch_size: int = 1000, num_samples: int =
 
 @torch.no_grad()
 def prior_draws(vae, n: int) -> torch.Tensor:
-    """``n`` draws ``(n, latent_dim)`` of the latent the decoder reads, from
-    the model: z ~ p(z), passed down the stochastic layers of a
-    hierarchical VAE (``vae.upper``) when it has them."""
-    z = vae.prior().sample((n,))
-    for layer in reversed(getattr(vae, "upper", ())):
-        z = layer.decode(z).sample()
-    return z
+    """``n`` codes ``(n, latent_dim)`` from the prior, in the space the
+    model's ``decode_mean`` reads: its ``prior_draws`` capability."""
+    return capability(vae, "prior_draws", "codes from the prior (figures of the latent space)")(n)
 
 
 @torch.no_grad()

@@ -104,7 +104,7 @@ def test_plot_command_writes_every_figure(run):
 
 
 def test_figures_that_do_not_apply_say_why(inputs, tmp_path):
-    vae5 = type("Stub", (), {"latent_dim": 5, "data_shape": (1, 8, 8)})
+    vae5 = type("Stub", (), {"latent_dim": 5, "data_shape": (1, 8, 8), "prior_draws": staticmethod(lambda n: torch.zeros(n, 5))})
     assert "2-D latent" in FIGURES["manifold"](PlotInputs(vae5, inputs.x))
     no_records = PlotInputs(inputs.vae, inputs.x, records=[])
     assert "metrics" in FIGURES["training_curves"](no_records)
