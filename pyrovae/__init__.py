@@ -6,6 +6,7 @@ from .errors import CheckpointError, ConfigError, DataError, PyrovaeError, RunDi
 from .components.guides import GuideFamily, register_guide
 from .components.likelihoods import Likelihood, register_likelihood
 from .models.vae import VAE
+from .models.helpers import kl_scale, observe
 from .models import build_model, register_model
 from .components.nets import register_decoder, register_encoder
 from .components.priors import Prior, register_prior
@@ -22,6 +23,8 @@ __all__ = [
     "VAE",
     "register_model",
     "build_model",
+    "kl_scale",
+    "observe",
     "Config",
     "DataConfig",
     "ModelConfig",

@@ -21,7 +21,7 @@ GROUPS = (
     ("Configuration", "A run's settings: three flat dataclasses with a strict YAML/dict round trip.",
      ("load_config", "Config", "DataConfig", "ModelConfig", "TrainConfig")),
     ("Models", "The VAE and the registry of model families (``vae``, ``cvae``, ``m2``, ``hvae`` and yours).",
-     ("VAE", "build_model", "register_model")),
+     ("VAE", "build_model", "register_model", "kl_scale", "observe")),
     ("Components", ("Base classes and registration decorators of the swappable parts; the registered ones are "
      "listed in :ref:`components`."),
      ("Prior", "Likelihood", "GuideFamily", "register_prior", "register_likelihood", "register_encoder",
@@ -51,6 +51,7 @@ SUPPORTING = (
     ("pyrovae.infer.masks", "load_mask_file", "function"),
     ("pyrovae.components.likelihoods", "LocationScaleLikelihood", "class"),
     ("pyrovae.models.vae", "StochasticLayer", "class"),
+    ("pyrovae.models.family", "LatentVariableModel", "class"),
     ("pyrovae.registry", "Registry", "class"),
     ("pyrovae.training.callbacks", "callbacks_from_config", "function"),
     ("pyrovae.report.figures", "EpochFigures", "class"),

@@ -102,7 +102,7 @@ class LatentVariableModel(nn.Module):
 
     #: the family's name in messages and in the Pyro parameter prefix
     family = "model"
-    #: the batch fields the model and guide take (see :mod:`pyrovae.models.protocol`)
+    #: the batch fields the model and guide take (see ``pyrovae.models.protocol``)
     fields = ("x",)
 
     def __init__(self, data_shape):
@@ -123,8 +123,8 @@ class LatentVariableModel(nn.Module):
 
         :param tuple data_shape: shape of one data point, e.g. ``(784,)`` or ``(1, 28, 28)``.
         :raises ConfigError: for an unknown component or option, or a data
-            shape the chosen networks cannot take.
-        :raises OutOfMemoryError: for sizes too large to allocate (naming them).
+            shape the chosen networks cannot take. Sizes too large to
+            allocate raise pyrovae's ``OutOfMemoryError``, which names them.
         """
         config = model_section(cfg)
         data_shape = check_data_shape(data_shape)

@@ -53,7 +53,7 @@ def kl_scale(beta: float):
 def observe(likelihood, params: torch.Tensor, x: torch.Tensor, obs_mask=None) -> torch.Tensor:
     """The data site ``x ~ likelihood.dist(params)``, observed at ``x``
     ``(B, *data_shape)``. With ``obs_mask`` (bool, the shape of ``x``, True =
-    observed) only the observed elements are scored (:func:`observe_masked`),
+    observed) only the observed elements are scored (``observe_masked``),
     and the deterministic site ``x_mean`` records E[x | latents]
     (``likelihood.mean(params)``, the shape of ``x``), which imputation averages.
 

@@ -80,7 +80,8 @@ class VAE(LatentVariableModel):
     :param guide_family: a :class:`~pyrovae.GuideFamily`.
     :param upper: :class:`~pyrovae.models.vae.StochasticLayer` s above z1, bottom first (default none).
 
-    Build one from a config with :meth:`from_config`. ``model(x, *, num_data,
+    Build one from a config with
+    :meth:`~pyrovae.models.family.LatentVariableModel.from_config`. ``model(x, *, num_data,
     beta, obs_mask)`` and ``guide(...)`` are Pyro functions of a batch
     ``x`` ``(N, *data_shape)``; the conveniences below give the
     distributions and tensors directly.
