@@ -2,8 +2,10 @@
 outside the package (tests/user_models.py, loaded as a plugin): a model that
 needs the labels y trains, evaluates and resumes through the API and the
 CLI, and a model with a discrete latent is trained with TraceEnum_ELBO,
-whose loss equals a hand-written sum over the classes."""
+whose loss equals a hand-written sum over the classes. The built-in
+families are siblings on one base, which builds them all alike."""
 
+import inspect
 import math
 import os
 import subprocess
@@ -18,9 +20,14 @@ from torch.distributions import Bernoulli, Categorical, Normal
 import pyro
 
 import pyrovae
-from pyrovae.errors import ConfigError, DataError
+from pyrovae.errors import ConfigError, DataError, OutOfMemoryError
 from pyrovae.infer.objectives import EnumeratedObjective, build_objective
 from pyrovae.models import build_model, models
+from pyrovae.models.cvae import ConditionalVAE
+from pyrovae.models.family import LatentVariableModel
+from pyrovae.models.hvae import HVAE
+from pyrovae.models.m2 import M2
+from pyrovae.models.vae import VAE
 from pyrovae.runs import load_checkpoint
 
 import user_models  # noqa: F401  (registers the test models)
@@ -190,3 +197,47 @@ def test_model_device_needs_no_device_attribute():
     model.device = torch.device("meta")  # a declared device wins
     assert model_device(model) == torch.device("meta")
     assert model_device(object()) == torch.device("cpu")
+
+
+# -- the four families as siblings on one base -------------------------------------------
+
+FAMILIES = {"vae": VAE, "cvae": ConditionalVAE, "m2": M2, "hvae": HVAE}
+
+
+def test_the_families_are_siblings_on_one_base():
+    for name, cls in FAMILIES.items():
+        assert issubclass(cls, LatentVariableModel), name
+        others = [o for o in FAMILIES.values() if o is not cls]
+        assert not any(issubclass(cls, other) for other in others), f"{name} subclasses another family"
+
+
+@pytest.mark.parametrize("name", sorted(FAMILIES))
+def test_no_method_is_copied_and_no_signature_changes(name):
+    """Every function in a family's class body was written there (not assigned
+    from another class), and a method it overrides keeps the parent's signature."""
+    cls = FAMILIES[name]
+    for klass in cls.__mro__:
+        if not issubclass(klass, LatentVariableModel):
+            continue
+        for attr, value in vars(klass).items():
+            fn = getattr(value, "__func__", value)
+            if inspect.isfunction(fn):
+                assert fn.__qualname__.split(".")[0] == klass.__name__, f"{klass.__name__}.{attr} is {fn.__qualname__}"
+            if attr.startswith("_") or not inspect.isfunction(value):
+                continue
+            for parent in klass.__mro__[1:]:
+                if attr in vars(parent) and inspect.isfunction(vars(parent)[attr]):
+                    assert inspect.signature(value) == inspect.signature(vars(parent)[attr]), f"{klass.__name__}.{attr}"
+
+
+#: small configs per family: (model section, options)
+SMALL = {"vae": ({}, {}), "cvae": ({}, {"num_classes": 3}), "m2": ({}, {"num_classes": 3}), "hvae": ({}, {"hidden": 8})}
+
+
+@pytest.mark.parametrize("name", sorted(FAMILIES))
+def test_every_family_checks_the_data_shape_and_names_sizes_too_large(name):
+    section, options = SMALL[name]
+    with pytest.raises(ConfigError, match="data_shape must be a tuple of positive sizes, got \\(0, 8\\)"):
+        FAMILIES[name].from_config({"latent_dim": 2, **section}, (0, 8), **options)
+    with pytest.raises(OutOfMemoryError, match="model.latent_dim=1000000000.*data of shape \\(1, 4, 4\\)"):
+        FAMILIES[name].from_config({"latent_dim": 10**9, **section}, (1, 4, 4), **options)

@@ -18,12 +18,6 @@ from pyrovae.models.protocol import COMMAND_NEEDS, MissingCapability, has_capabi
 from pyrovae.report.figures import FIGURE_NEEDS, FIGURES, PlotInputs, figure_needs, write_figures, write_plots
 
 
-@pytest.fixture(autouse=True)
-def _validation():
-    pyro.enable_validation(True)
-    yield
-
-
 SHAPE = (1, 4, 4)
 SMALL = {"latent_dim": 2, "encoder": {"name": "mlp", "hidden": [8]}, "decoder": {"name": "mlp", "hidden": [8]}}
 #: what each built-in family is built with for these tests: config overrides, data shape
