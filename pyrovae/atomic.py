@@ -8,7 +8,7 @@ version or the new one, never a torn file. A write that fails (disk full,
 folder gone or read-only, an exception while writing) removes its
 temporary file and raises the original error, leaving the old file as it
 was; a process killed mid-write leaves its temporary file behind, which
-:func:`is_temp_file` recognizes (``RunDir.remove_stale_temp_files``
+``is_temp_file`` recognizes (``RunDir.remove_stale_temp_files``
 removes them on ``--resume``).
 
 Example::

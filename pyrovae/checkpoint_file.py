@@ -3,8 +3,8 @@ and read back, whatever it holds.
 
 A checkpoint file is ``torch.save`` of one dict: the contents (see
 :mod:`pyrovae.training.checkpoint` for what the trainer puts there), a
-``format`` marker (:data:`CHECKPOINT_FORMAT`) and ``sha256``, a SHA-256
-digest of everything else (:func:`content_digest`).
+``format`` marker (``CHECKPOINT_FORMAT``) and ``sha256``, a SHA-256
+digest of everything else (``content_digest``).
 
 - Files are read with ``torch.load(weights_only=True)``, which never runs
   code from the file.

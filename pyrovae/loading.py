@@ -1,9 +1,9 @@
 """Model loading: a trained model rebuilt from a run directory.
 
-:func:`load_run` reads the run's ``config.yaml`` (:class:`~pyrovae.rundir.RunDir`),
+:func:`~pyrovae.load_run` reads the run's ``config.yaml`` (``RunDir``, :mod:`pyrovae.rundir`),
 builds the model it names for the data shape the checkpoint records, and
-loads the checkpoint's weights (:func:`~pyrovae.checkpoint_file.load_checkpoint`);
-:func:`load_model_state` loads weights into a model with an error that
+loads the checkpoint's weights (``load_checkpoint``, :mod:`pyrovae.checkpoint_file`);
+``load_model_state`` loads weights into a model with an error that
 names each key and shape that differs, for the trainer's resume too.
 """
 

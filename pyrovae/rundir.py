@@ -16,10 +16,10 @@ A run directory holds::
 Every file is replaced atomically (:mod:`pyrovae.atomic`), so a crash
 leaves the previous or the new version. Temporary files left by a killed
 process (``.checkpoint.pt.*.tmp``) are removed on ``--resume``
-(:meth:`RunDir.remove_stale_temp_files`).
+(``RunDir.remove_stale_temp_files``).
 
 A start that fails before its first checkpoint leaves nothing to continue:
-``pyrovae train`` then removes what it wrote (:meth:`RunDir.discard_unstarted`),
+``pyrovae train`` then removes what it wrote (``RunDir.discard_unstarted``),
 and a folder that holds only such files (the process was killed) is taken
 by a new start without ``--overwrite``.
 

@@ -67,12 +67,19 @@ SUPPORTING = (
 #: the callback protocol, ...): their docstrings only, no members
 MODULES = (
     "pyrovae.models.base",
+    "pyrovae.models.signatures",
     "pyrovae.data.binarize",
     "pyrovae.training.callbacks",
     "pyrovae.training.distributed",
     "pyrovae.training.precision",
     "pyrovae.training.determinism",
     "pyrovae.infer.plates",
+    "pyrovae.rundir",
+    "pyrovae.checkpoint_file",
+    "pyrovae.loading",
+    "pyrovae.atomic",
+    "pyrovae.rng",
+    "pyrovae.training.checkpoint",
 )
 
 

@@ -2,21 +2,20 @@
 
 Each part saves and restores its own state (``state_dict()`` /
 ``load_state_dict()``): the model, the optimizer and the schedule (torch's
-own), the :class:`TrainState`, the batches
-(:meth:`~pyrovae.data.Batches.state_dict`: their generators) and torch's
-global generators (:class:`~pyrovae.rng.GlobalRNG`). The trainer hands its
-parts over as :class:`CheckpointParts`, which puts their states where a
-checkpoint file has always held them (the file format itself is
-:mod:`pyrovae.checkpoint_file`):
+own), the ``TrainState``, the batches (``Batches.state_dict``: their
+generators) and torch's global generators (``GlobalRNG``,
+:mod:`pyrovae.rng`). The trainer hands its parts over as
+``CheckpointParts``, which puts their states where a checkpoint file has
+always held them (the file format itself is :mod:`pyrovae.checkpoint_file`):
 
 - ``model``, ``optimizer``, ``scheduler``: the three ``state_dict()`` s;
 - ``epoch``, ``step``, ``best_val``, ``bad_epochs``, ``history``: the
-  :class:`TrainState`;
+  ``TrainState``;
 - ``rng``: torch's global RNG (``torch``, ``cuda``), the generator that
   shuffles the batches (``batches``, ``batches_device``) and, where the
   batches draw their binarization noise from a generator of its own, that
   one (``noise``, ``noise_device``); in a data-parallel run also ``ranks``,
-  every rank's own state (:meth:`CheckpointParts.rank_rng`: global RNG and
+  every rank's own state (``CheckpointParts.rank_rng``: global RNG and
   noise generator), so that ``--resume`` with the same number of processes
   is bitwise exact;
 - ``config`` (the whole config as a dict), ``data_shape``, ``world_size``

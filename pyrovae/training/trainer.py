@@ -378,7 +378,7 @@ class Trainer:
 
     def state_dict(self, ranks: Optional[List[Dict[str, Any]]] = None) -> Dict[str, Any]:
         """Everything a checkpoint holds, from each part's ``state_dict()``
-        (:class:`~pyrovae.training.checkpoint.CheckpointParts`); ``ranks``: every rank's random state."""
+        (:mod:`pyrovae.training.checkpoint`); ``ranks``: every rank's random state."""
         return self._parts().state_dict(ranks)
 
     def load_state_dict(self, state: Dict[str, Any], path="checkpoint") -> None:
