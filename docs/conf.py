@@ -46,6 +46,7 @@ extensions = [
     "config_reference",
     "results_pages",
     "performance_page",
+    "protocol_tables",
 ]
 
 # _notes: hand-written notes that the results pages include (docs/_ext/results_pages.py, performance_page.py)

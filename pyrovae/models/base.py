@@ -1,7 +1,7 @@
 """The model registry and the contract every model keeps.
 
 A model is an object with Pyro ``model`` and ``guide`` methods (the
-protocol: :mod:`pyrovae.models.protocol`). The batch fields they take
+protocol: ``pyrovae.models.protocol`` and :ref:`protocol`). The batch fields they take
 follow from ``model``'s signature (:mod:`pyrovae.models.signatures`): a
 parameter named ``x``, ``y`` or ``index`` (or Pyro's ``xs``, ``ys``)
 receives that field, the Pyro way::
@@ -22,12 +22,12 @@ A model may also declare:
 - ``latent_sites``: the names of its latent sample sites;
 - ``enumerate_sites``: discrete sites to enumerate in parallel, so that the
   objective becomes ``TraceEnum_ELBO`` (see ``pyrovae.infer.objectives``);
-- the optional capabilities of :data:`~pyrovae.models.protocol.CAPABILITIES`
+- the optional capabilities of ``pyrovae.models.protocol.CAPABILITIES``
   that commands use: ``sample(n)``, ``reconstruct(x)``, ``check_data(x, what)``, ...
 
-Shared code calls a model through :func:`pyro_callables`, and checks once,
-before training, that β can reach it (:func:`check_beta`) and that it
-broadcasts over a particles dimension (:func:`check_broadcasting`).
+Shared code calls a model through ``pyro_callables(model)``, and checks
+once, before training, that β can reach it (``check_beta``) and that it
+broadcasts over a particles dimension (``check_broadcasting``).
 Register a model with :func:`~pyrovae.register_model`; its factory
 receives the ``model`` config section and the data shape, plus the
 options under ``model.options``::

@@ -11,27 +11,27 @@ control keywords each one takes, read from its signature.
   function that names them or takes ``**kwargs``. A guide that takes
   nothing but ``*args, **kwargs`` (an autoguide such as ``AutoNormal``,
   which calls the model with its own arguments) gets exactly the model's.
-- **Zero overhead.** Shared code calls :func:`pyro_callables`; for a model
+- **Zero overhead.** Shared code calls ``pyro_callables(model)``; for a model
   whose parameters use the canonical names and take every control keyword
   (pyrovae's own families), it returns the bound methods themselves.
 
 A control keyword a function cannot take is dropped where dropping it
 changes nothing (``beta=1``, ``num_data=None``, ``obs_mask=None``); anywhere
-else it is a one-line :class:`~pyrovae.errors.ConfigError` that says how to
+else it is a one-line :class:`~pyrovae.ConfigError` that says how to
 add it, so that no model is scored or trained otherwise than asked.
 
 Example::
 
-    >>> import pyro, pyro.distributions as dist
     >>> class Mine:
     ...     def model(self, xs, ys=None):
-    ...         pyro.sample("ys", dist.Normal(0.0, 1.0), obs=ys)
+    ...         return xs.shape, ys
     ...     def guide(self, xs, ys=None):
     ...         pass
     >>> signature_fields(Mine())            # ys is the batch field y
     ('x', 'y')
     >>> model_fn, guide_fn = pyro_callables(Mine())
-    >>> model_fn(x=torch.zeros(2, 3), y=torch.tensor(0.5), beta=1.0)  # renamed: xs, ys; beta=1 dropped
+    >>> model_fn(x=torch.zeros(2, 3), y=torch.tensor([0, 1]), beta=1.0)  # renamed to xs, ys; beta=1 dropped
+    (torch.Size([2, 3]), tensor([0, 1]))
 """
 
 from __future__ import annotations
