@@ -241,3 +241,17 @@ def test_end_of_training_figures_skip_what_a_model_lacks(tmp_path):
     assert len(said) == 1 and "no reconstructions figure" in said[0] and "reconstruct" in said[0]
     with pytest.warns(UserWarning, match="reconstruct"):
         write_figures(NoReconstruct(), Splits(words(*TEST_WORDS)), tmp_path / "again", n=2)
+
+
+def test_the_sample_command_writes_a_text_models_samples_as_text(tmp_path, monkeypatch, capsys):
+    from pyrovae.commands import sample as sample_command
+
+    monkeypatch.setattr(sample_command, "load_run_of", lambda args: (FakeText(), pyrovae.load_config({}), {}))
+    assert cli.main(["sample", str(tmp_path), "-n", "3"]) == 0
+    assert (tmp_path / "plots" / "samples-seed0.txt").read_text() == "aabb\nbbcc\nccdd\n"
+    assert cli.main(["sample", str(tmp_path), "-n", "3", "--out", str(tmp_path / "s.png")]) == 2
+    assert "as text, not images" in capsys.readouterr().err
+    image_model = built_in("vae")
+    monkeypatch.setattr(sample_command, "load_run_of", lambda args: (image_model, pyrovae.load_config({}), {}))
+    assert cli.main(["sample", str(tmp_path), "--out", str(tmp_path / "s.txt")]) == 2
+    assert "needs the model capability to_text" in capsys.readouterr().err and not (tmp_path / "s.txt").exists()
