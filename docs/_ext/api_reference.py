@@ -68,6 +68,7 @@ SUPPORTING = (
 MODULES = (
     "pyrovae.models.base",
     "pyrovae.models.signatures",
+    "pyrovae.models.signatures",
     "pyrovae.data.binarize",
     "pyrovae.training.callbacks",
     "pyrovae.training.distributed",
