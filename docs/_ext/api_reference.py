@@ -68,7 +68,6 @@ SUPPORTING = (
 MODULES = (
     "pyrovae.models.base",
     "pyrovae.models.signatures",
-    "pyrovae.models.signatures",
     "pyrovae.data.binarize",
     "pyrovae.training.callbacks",
     "pyrovae.training.distributed",
