@@ -35,7 +35,7 @@ import pyro.distributions as dist
 from pyro.infer.autoguide import AutoNormal
 
 import pyrovae
-from pyrovae.models.vae import kl_scale
+from pyrovae import kl_scale
 
 
 def data_plate(x, num_data):

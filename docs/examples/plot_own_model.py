@@ -30,7 +30,6 @@ import torch
 from torch import nn
 
 import pyrovae
-from pyrovae.models.helpers import observe_masked
 from pyrovae.report.figures import PlotInputs, write_plots
 from pyrovae.report.plots import imputation_figure, reconstruction_figure, samples_figure
 
@@ -146,7 +145,15 @@ except pyrovae.ConfigError as error:
 # guide stays the tutorial's: only the model takes ``obs_mask``, so only
 # the model is given it.
 class BinaryPixels:
+    """The observation model: independent Bernoulli pixels with means ``params``."""
+
     value_range = (0.0, 1.0)
+
+    def dist(self, params):
+        return dist.Bernoulli(params, validate_args=False).to_event(3)
+
+    def mean(self, params):
+        return params
 
 
 class CapableVAE(VAE):
@@ -163,12 +170,8 @@ class CapableVAE(VAE):
             z_scale = x.new_ones(torch.Size((x.shape[0], self.z_dim)))
             z = pyro.sample("latent", dist.Normal(z_loc, z_scale).to_event(1))
             loc_img = self.decode_mean(z)  # (..., 1, 8, 8): any leading dims broadcast
-            p_x = dist.Bernoulli(loc_img, validate_args=False).to_event(len(self.data_shape))
-            if obs_mask is None:
-                pyro.sample("x", p_x, obs=x)
-            else:
-                pyro.deterministic("x_mean", loc_img, event_dim=len(self.data_shape))
-                observe_masked("x", p_x, x, obs_mask)
+            # the site "x"; with obs_mask, the sites x_observed and x_unobserved, and x_mean
+            pyrovae.observe(self.likelihood, loc_img, x, obs_mask)
 
     def encode(self, x):
         return dist.Normal(*self.encoder(x)).to_event(1)  # q(z | x)
