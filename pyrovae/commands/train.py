@@ -125,24 +125,18 @@ def _train(args, ctx) -> int:
 
 
 def _write_figures(vae, splits, run_path, say) -> None:
-    """The end-of-run figures, where the model has what they need; a model
-    without a capability gets one line that names it, and the finished run
-    stands. A model's own error in them keeps its traceback, printed as a
-    warning: the run directory is complete without the figures."""
+    """The end-of-run figures, where the model has what they need: each one
+    it cannot draw (a missing capability, see the protocol page) gets one
+    line, and the finished run stands. A model's own error in them keeps
+    its traceback, printed below one line: the run directory is complete
+    without the figures."""
     import traceback
 
-    from ..models.protocol import MissingCapability, PROTOCOL_PAGE, has_capability
+    from ..report.figures import write_figures
 
-    missing = [name for name in ("sample", "reconstruct") if not has_capability(vae, name)]
-    if missing:
-        say(f"no reconstructions.png or samples.png: the model lacks the capability {' and '.join(missing)} "
-            f"(see {PROTOCOL_PAGE})")
-        return
     try:
-        for path in write_figures(vae, splits, run_path):
+        for path in write_figures(vae, splits, run_path, say=say):
             say(f"wrote {path}")
-    except MissingCapability as e:
-        say(f"no reconstructions.png or samples.png: {e}")
     except Exception:  # the model's own code failed in a figure: the trained run stays complete
-        say(f"no reconstructions.png or samples.png; the run in {run_path} is complete. The figures failed with:\n"
+        say(f"no end-of-run figures; the run in {run_path} is complete. The figures failed with:\n"
             f"{traceback.format_exc().rstrip()}")

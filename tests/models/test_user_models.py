@@ -237,5 +237,5 @@ def test_cli_trains_a_model_without_capabilities_and_notes_the_figures(register,
     out = tmp_path / "run"
     assert main(["train", "--config", str(path), "--out", str(out)]) == 0
     assert (out / "checkpoint.pt").exists() and not (out / "samples.png").exists()
-    notes = [line for line in capsys.readouterr().err.splitlines() if "samples.png" in line]
-    assert len(notes) == 1 and "sample" in notes[0] and "protocol.html" in notes[0]
+    notes = [line for line in capsys.readouterr().err.splitlines() if "figure" in line]
+    assert len(notes) == 1 and "capability" in notes[0] and "protocol.html" in notes[0]
