@@ -63,6 +63,7 @@ KL_FACTOR = 1.1
 #: run first, so that a caught fault stops the run early; then the rest of the suite
 ORACLE_FILES = [
     "tests/components/test_densities.py", "tests/components/test_kl.py", "tests/infer/test_objectives.py",
+    "tests/infer/test_enumerated.py",
     "tests/infer/test_weights.py", "tests/infer/test_evaluate.py", "tests/models/test_m2.py",
     "tests/infer/test_lean_elbo.py", "tests/infer/test_iwae.py", "tests/infer/test_plates.py", "tests/training/test_precision.py", "tests/components/test_spline.py",
 ]

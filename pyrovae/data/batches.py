@@ -68,7 +68,12 @@ class Batches:
         None, or a field that is known everywhere or nowhere: plain batches.
     :param bool with_index: add the field ``"index"``, the batch's rows in
         ``x`` (``(B,)`` long), for a model whose guide is local to its
-        training points.
+        training points (its data plate subsamples the training set by
+        ``index``, so each batch's loss stands for all N points: see
+        :meth:`points`).
+    :param int num_data: with ``with_index``, also pass ``num_data`` (the
+        training set's size N) with every batch, for a model whose plate
+        takes its size from that keyword.
 
     Each batch is a dict of named fields: ``{"x": (B, *data_shape), **fields}``,
     the keyword arguments of a model's ``model`` and ``guide`` (see
@@ -83,7 +88,7 @@ class Batches:
     def __init__(self, x, batch_size, shuffle=True, dynamic_binarize=False, seed=0, rank=0, world_size=1,
                  noise_seed=None, device=None, reader: Optional[RowReader] = None,
                  fields: Optional[Dict[str, torch.Tensor]] = None, needs: Optional[BatchNeeds] = None,
-                 with_index: bool = False):
+                 with_index: bool = False, num_data: Optional[int] = None):
         self.x = x
         self.fields = {k: v for k, v in (fields or {}).items() if v is not None}
         for name, values in self.fields.items():
@@ -91,6 +96,7 @@ class Batches:
                 raise DataError(f"batch field {name!r} has {len(values)} rows but x has {len(x)}; give one per data point")
         self.batch_size = batch_size
         self.with_index = bool(with_index)
+        self.controls = {"num_data": int(num_data)} if with_index and num_data is not None else {}
         self.known_rows = self.unknown_rows = None
         values = self.fields.get(needs.field) if needs is not None else None
         if values is not None:
@@ -119,10 +125,13 @@ class Batches:
 
     def points(self, batch: Dict[str, torch.Tensor]) -> float:
         """How many data points ``batch`` stands for in a per-point loss:
-        its size, or when it mixes known and unknown points B_u · N / N_u
-        (the objective weighs the known points to estimate the whole data
-        set's loss from the B_u unknown ones; see
+        its size; N with the ``index`` field (the data plate subsamples the N
+        training points); or when it mixes known and unknown points
+        B_u · N / N_u (the objective weighs the known points to estimate the
+        whole data set's loss from the B_u unknown ones; see
         ``pyrovae.infer.enumerated.EnumeratedObjective``)."""
+        if self.with_index:
+            return len(self.x)
         if not self.mixes_known:
             return len(batch["x"])
         unknown = int((batch[self.known_field] < 0).sum())
@@ -243,6 +252,7 @@ class Batches:
             out[name] = values[idx.to(values.device)].to(self.device, non_blocking=True)
         if self.with_index:
             out["index"] = idx.to(self.device, non_blocking=True)
+            out.update(self.controls)
         return out
 
 

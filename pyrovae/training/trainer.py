@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import math
 import time
-import warnings
 from contextlib import contextmanager
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
@@ -33,12 +32,13 @@ import torch
 
 import pyro
 
-from . import checkpoint, nonfinite
+from . import checkpoint, checks, nonfinite
 from ..config import load_config
-from ..data import Batches, Splits, binarizes_dynamically, check_finite, label_fields
-from ..errors import CheckpointError, ConfigError, DataError
+from ..data import Batches, Splits, binarizes_dynamically, label_fields
+from ..errors import CheckpointError, DataError
 from ..data.batches import BatchNeeds
 from ..models.base import check_model, model_fields, select_fields
+from ..models.signatures import takes_keyword
 from ..models.protocol import capability
 from ..infer.objectives import build_objective
 from . import validation
@@ -141,7 +141,7 @@ class Trainer:
         if run_dir is not None:  # made now, not at the first checkpoint an epoch later (every rank waits)
             self.strategy.on_main(lambda: self.run.make())
         self.progress = Progress(self.strategy.is_main, tc.epochs, bar=bool(tc.progress))
-        self._check_data()
+        checks.check_data(self)
         x_train = self.splits.train[0]
         mapped = self.splits.mapped is not None
         if not mapped:
@@ -153,8 +153,10 @@ class Trainer:
             reader=self.splits.row_reader(x_train) if mapped else None,
             fields=self._extra_fields(self.splits.train), needs=self._batch_needs(),
             with_index=validation.LOCAL_GUIDE_FIELD in model_fields(self.vae),
+            num_data=len(x_train) if takes_keyword(self.vae, "num_data") else None,
         )
-        probe = select_fields(self.vae, self._probe_batch(), "the training data")  # a missing field fails here
+        # a missing field fails here; a model indexing its training points gets their number too
+        probe = {**select_fields(self.vae, self._probe_batch(), "the training data"), **self.batches.controls}
         check_model(self.vae, tc, probe)  # beta reaches the model; it broadcasts over particles
         self.val_batch = validation.validation_shard(
             self, None if self.splits.val is None else {"x": self.splits.val[0], **self._extra_fields(self.splits.val)})
@@ -163,7 +165,7 @@ class Trainer:
         self.objective = build_objective(tc.objective, self.vae, probe=probe, train_fields=train_fields)
         self.params = [p for p in self.vae.parameters() if p.requires_grad]
         self.optimizer = optimizers.build(tc.optimizer, params=self.params)
-        self._check_hyperparameters()
+        checks.check_hyperparameters(self.optimizer, self.params)
         self.scheduler = schedules.build(tc.lr_schedule, optimizer=self.optimizer, epochs=tc.epochs)
         self.kl_weight = kl_schedules.build(tc.kl_schedule, beta=tc.beta, steps_per_epoch=len(self.batches))
         self.state = TrainState()
@@ -203,56 +205,6 @@ class Trainer:
         if self.batches.with_index:
             probe[validation.LOCAL_GUIDE_FIELD] = torch.arange(min(2, len(x)), device=self.device)
         return probe
-
-    # -- checks --------------------------------------------------------------
-    def _check_data(self):
-        x = self.splits.train[0]
-        if len(x) == 0:
-            raise DataError("the training set is empty")
-        dtype = next((p.dtype for p in self.vae.parameters()), torch.get_default_dtype())
-        for what, t in (("training data", x), ("validation data", self.splits.val[0] if self.splits.val else None)):
-            if t is not None and t.dtype != dtype:
-                raise DataError(f"the {what} has dtype {t.dtype} but the model computes in {dtype}; convert it, e.g. x.to({dtype})")
-        self.strategy.check_sizes(self.cfg.train.batch_size, len(x))
-        if self.cfg.train.batch_size > len(x):
-            warnings.warn(
-                f"train.batch_size={self.cfg.train.batch_size} exceeds the {len(x)} training points; "
-                "every step uses the whole set"
-            )
-        # all of the data when it is in memory (one cheap pass: a NaN or an
-        # out-of-support value further down must not surface later as a
-        # diverged loss, or not at all); mapped data, checked for NaN by
-        # load_data already, only through its first batch
-        sample = x[: self.cfg.train.batch_size] if self.splits.mapped is not None else x
-        # check_data is a convenience a model may lack; then only finiteness is checked
-        check = getattr(self.vae, "check_data", None) or check_finite
-        if self.dynamic_binarize:
-            check(x[:0], "training data")  # shape only
-            check_finite(sample, "training data")
-            sample = torch.bernoulli(sample.clamp(0, 1))
-        check(sample, "training data")
-        if self.splits.val is not None:
-            check(self.splits.val[0], "validation data")
-        check_fields = getattr(self.vae, "check_fields", None)  # labels: range, NaN, shape
-        if check_fields is not None:
-            for what, pair in (("training data", self.splits.train), ("validation data", self.splits.val)):
-                if pair is not None:
-                    check_fields(label_fields(*pair, model_fields(self.vae)), what)
-
-    def _check_hyperparameters(self) -> None:
-        """Optimizer settings must fit the parameters' dtype (an lr of 1e300
-        would otherwise fail inside the optimizer's step)."""
-        if not self.params:
-            return
-        largest = torch.finfo(self.params[0].dtype).max
-        for group in self.optimizer.param_groups:
-            for key, value in group.items():
-                for v in value if isinstance(value, (tuple, list)) and key != "params" else [value]:
-                    if isinstance(v, float) and not (math.isfinite(v) and abs(v) <= largest):
-                        raise ConfigError(
-                            f"train.optimizer.{key}={value} does not fit in {self.params[0].dtype} "
-                            f"(largest {largest:.3g}); choose a smaller value"
-                        )
 
     # -- epochs ------------------------------------------------------------
     def validate(self) -> Dict[str, float]:
