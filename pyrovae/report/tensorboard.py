@@ -26,6 +26,7 @@ import torch
 from ..errors import ConfigError
 from ..validators import positive_int
 from ..models.base import eval_mode, model_device
+from ..models.protocol import has_capability
 from ..infer.seeds import seeded
 from .latents import draw_samples
 from .plots import as_images, image_grid, image_shape_problem
@@ -66,13 +67,21 @@ class TensorBoardCallback:
             if key != "epoch" and isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
                 self.writer.add_scalar(key, value, epoch)
         images_due = epoch % self.image_every == 0 or epoch >= trainer.cfg.train.epochs
-        if images_due and image_shape_problem(trainer.vae.data_shape) is None:
+        if images_due and self._draws_images(trainer.vae):
             self.log_images(trainer.vae, self._inputs(trainer), epoch)
         self.writer.flush()
 
     def on_train_end(self, trainer=None) -> None:
         """Flush and close the event file."""
         self.writer.close()
+
+    @staticmethod
+    def _draws_images(vae) -> bool:
+        """Whether ``vae`` has what the image grids read (samples and
+        reconstructions of image-shaped data, not text)."""
+        if has_capability(vae, "to_text") or not all(has_capability(vae, c) for c in ("sample", "reconstruct", "data_shape")):
+            return False
+        return image_shape_problem(vae.data_shape) is None
 
     def _inputs(self, trainer) -> torch.Tensor:
         x = trainer.val_batch["x"] if trainer.val_batch is not None else trainer.batches.x
@@ -83,7 +92,8 @@ class TensorBoardCallback:
         """Log ``samples`` (from the prior) and ``reconstructions`` (``x``
         above its reconstruction) at ``step``."""
         with eval_mode(vae):
-            value_range = vae.likelihood.value_range
+            # the likelihood's range, or for a model without a likelihood the inputs' own
+            value_range = vae.likelihood.value_range if has_capability(vae, "likelihood") else (float(x.min()), max(float(x.max()), float(x.min()) + 1.0))
             samples = draw_samples(vae, self.num_images, seed=self.seed)
             self._add_grid("samples", as_images(samples, value_range), step)
             with seeded(self.seed, model_device(vae)):
