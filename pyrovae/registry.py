@@ -227,21 +227,21 @@ class Registry:
         the factory accepts.
 
         The spec's options are checked and bound to the factory's signature
-        first (:meth:`inspect.Signature.bind`); then the factory runs, and an
+        first (``inspect.Signature.bind``); then the factory runs, and an
         exception raised inside it reaches the caller unchanged, with its
         traceback: a bug in a user's component is not a config error. Three
-        kinds are told apart: a :class:`ConfigError` that the factory raises
+        kinds are told apart: a :class:`~pyrovae.ConfigError` that the factory raises
         about its own options gains the component's name and options as a
         prefix (a user's component raises ``pyrovae.ConfigError`` to refuse
         a value in one line); a ``ValueError`` or ``TypeError`` of one of
         pyrovae's own components is such a refusal too; and running out of
-        memory becomes :class:`~pyrovae.errors.OutOfMemoryError`, which says
+        memory becomes ``pyrovae.errors.OutOfMemoryError``, which says
         what to reduce.
 
         :raises ConfigError: for an unknown name, an unknown keyword, a
             missing required keyword, an attempt to set a context argument,
-            or a value the factory itself refuses with a ``ConfigError``.
-        :raises OutOfMemoryError: when building runs out of memory.
+            or a value the factory itself refuses with a ``ConfigError``
+            (and ``OutOfMemoryError``, a sibling, when building runs out of memory).
 
         Example::
 

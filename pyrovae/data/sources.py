@@ -20,6 +20,7 @@ import torch
 
 from ..errors import DataError
 from ..registry import Registry
+from ..validators import non_negative_int, positive_int, positive_ints
 from .checks import check_finite
 from .splits import Splits, shuffled
 
@@ -285,8 +286,9 @@ def synthetic(num_points=1200, num_test=200, shape=(1, 8, 8), num_classes=4, noi
     :param float noise: standard deviation of the added noise.
     :param int seed: generator seed.
     """
+    num_points, num_test = positive_int(num_points, "num_points"), non_negative_int(num_test, "num_test")
+    num_classes, shape = positive_int(num_classes, "num_classes"), positive_ints(shape, "shape")
     g = torch.Generator().manual_seed(seed)
-    shape = tuple(shape)
     prototypes = (torch.rand(num_classes, *shape, generator=g) > 0.5).float() * 0.8 + 0.1
 
     def draw(n):
