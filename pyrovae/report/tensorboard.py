@@ -24,7 +24,7 @@ from typing import Any, Dict, Optional
 import torch
 
 from ..errors import ConfigError
-from ..validators import positive_int
+from ..validators import is_number, positive_int
 from ..models.base import eval_mode, model_device
 from ..models.protocol import has_capability
 from ..infer.seeds import seeded
@@ -64,7 +64,7 @@ class TensorBoardCallback:
         every ``image_every`` epochs and after the last epoch."""
         epoch = int(record["epoch"])
         for key, value in record.items():
-            if key != "epoch" and isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+            if key != "epoch" and is_number(value) and math.isfinite(value):
                 self.writer.add_scalar(key, value, epoch)
         images_due = epoch % self.image_every == 0 or epoch >= trainer.cfg.train.epochs
         if images_due and self._draws_images(trainer.vae):
