@@ -121,9 +121,9 @@ class Evaluation:
     :ivar extra: more summary entries: ``conditioned_on`` (the fields besides
         x that the log-likelihood conditions on: ``["y"]`` for a cvae),
         ``summed_out`` (enumerated fields summed out: ``["y"]`` for m2); for a
-        model with ``metrics``, each metric's rate and count under the keys
-        ``metric_keys`` gives (m2: ``classification_error``, the fraction
-        of the labelled points misclassified by q(y|x), and ``labelled_points``).
+        model with ``metrics``, each metric's rate (Σ sum / Σ count over the
+        points) and count under the keys ``metric_keys`` gives (m2's error:
+        ``classification_error`` and ``labelled_points``).
     :ivar latent_variance: ``(L,)`` Cov_x(E_q[z_i | x]) of each latent unit
         (the guide's continuous latent sites flattened and concatenated;
         ``(0,)`` when it has none).
@@ -319,7 +319,7 @@ def metric_keys(model, name: str):
 
     Example::
 
-        metric_keys(m2, "error")   # ("classification_error", "labelled_points", "classification error of q(y|x)")
+        metric_keys(model, "error")   # model.metric_names["error"], else ("error", "error_points", "error")
     """
     names = capability(model, "metric_names", "evaluation", default={})
     return tuple(names.get(name, (name, f"{name}_points", name.replace("_", " "))))

@@ -181,7 +181,7 @@ class M2(ConditionalBase):
         from ..infer.objectives import enumerated_objective
 
         train_fields = train_fields or {}
-        probe = {k: v[:2] for k, v in train_fields.items()} if "x" in train_fields else None
+        probe = {k: v[:2].to(self.device) for k, v in train_fields.items()} if "x" in train_fields else None
         return enumerated_objective(spec, self, probe, counts=known_counts(train_fields.get("y")),
                                     auxiliary=self.auxiliary_loss, known_weighting=self.labelled_weighting)
 

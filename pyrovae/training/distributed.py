@@ -26,10 +26,11 @@ What a run of ``W`` processes computes:
   of ``W`` processes is the step of one process on the concatenated batch.
   Objectives without a differentiable loss (``iwae``) sum their gradients
   with one ``all_reduce`` instead (``all_reduce_grads``). Weights that
-  depend on the batch's make-up are those of the global batch: M2's
-  partly labelled objective weighs its labelled points and classification
-  term by the labelled and unlabelled counts summed over the ranks (one
-  ``all_reduce`` of two numbers before the step). ``num_data`` among the
+  depend on the batch's make-up are those of the global batch: the
+  objective of a partly known enumerated field (m2's) weighs its known
+  points and their auxiliary term by the known and unknown counts summed
+  over the ranks (one ``all_reduce`` of two numbers before the step,
+  through the objective's ``batch_counts`` and ``over_batch``). ``num_data`` among the
   fields is refused for other objectives: a data plate would scale each
   rank's share by N over the share's size.
 - Each rank draws its own noise: the latent samples (torch's global RNG,
