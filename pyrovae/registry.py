@@ -20,6 +20,9 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import os
+import site
+import sysconfig
 from typing import Any, Callable, Dict, Iterator, Mapping, Optional, Tuple
 
 from .errors import ConfigError, OutOfMemoryError, PyrovaeError, is_out_of_memory
@@ -62,9 +65,33 @@ def _is_builtin(factory: Callable[..., Any]) -> bool:
     """Whether ``factory`` is one of pyrovae's own components. These refuse a
     bad option value with a ``ValueError`` or ``TypeError``, as the torch
     optimizers they wrap do, so :meth:`Registry.build` reports it as a
-    :class:`ConfigError` (the original chained as ``__cause__``); a user's
-    component's exceptions pass unchanged."""
+    :class:`~pyrovae.ConfigError` (the original chained as ``__cause__``)
+    unless :func:`_through_user_code` says a user's code raised it."""
     return getattr(factory, "__module__", "").partition(".")[0] == __name__.partition(".")[0]
+
+
+#: folders of the code that is not a user's: pyrovae, the standard library, installed packages
+_LIBRARY_DIRS = tuple(
+    os.path.join(os.path.realpath(d), "")
+    for d in {os.path.dirname(__file__), sysconfig.get_paths()["stdlib"],
+              sysconfig.get_paths()["platstdlib"], *site.getsitepackages(), site.getusersitepackages()}
+)
+
+
+def _through_user_code(error: BaseException) -> bool:
+    """Whether ``error`` was raised in, or passed through, a user's code: a
+    component the user registered (the registry marks its exceptions), or a
+    frame of its traceback in a file outside pyrovae, the standard library
+    and installed packages (a user's encoder that a built-in model runs)."""
+    if getattr(error, "_pyrovae_users", False):
+        return True
+    tb = error.__traceback__
+    while tb is not None:
+        path = tb.tb_frame.f_code.co_filename
+        if not path.startswith("<frozen") and not os.path.realpath(path).startswith(_LIBRARY_DIRS):
+            return True
+        tb = tb.tb_next
+    return False
 
 
 def _did_you_mean(word: str, choices) -> str:
@@ -297,7 +324,8 @@ class Registry:
         except PyrovaeError:
             raise  # a DataError or another error that says already what to fix
         except (TypeError, ValueError) as e:
-            if not _is_builtin(factory):
+            if not _is_builtin(factory) or _through_user_code(e):
+                e._pyrovae_users = True  # a built-in around this component lets it through too
                 raise  # a user's component: their exception, with their traceback
             raise _named(ConfigError(f"{self.kind} {name!r}{given}: {e}")) from e
         except (MemoryError, RuntimeError) as e:

@@ -249,3 +249,36 @@ def test_a_runtime_error_about_something_else_is_not_out_of_memory(registered):
 def test_numpy_integers_are_options_like_ints():
     prior = priors.build({"name": "mog", "num_components": np.int64(3)}, latent_dim=2)
     assert prior.locs.shape == (3, 2)
+
+
+class _EncoderWithABug(torch.nn.Module):
+    """A user's encoder whose forward has a bug that only running it shows."""
+
+    def __init__(self, data_shape, out_features):
+        super().__init__()
+        self.out_features = out_features
+
+    def forward(self, x):
+        return x.reshape(len(x), -1)[:, : self.out_features].clamp(min="0")  # the bug: a string bound
+
+
+@pytest.mark.parametrize("where", ["prior", "encoder"])
+def test_a_users_type_error_passes_through_a_builtin_model(where, registered):
+    """Built through the ``models`` registry (the built-in ``vae`` factory), a
+    user's TypeError is still theirs: the prior's raised while building it,
+    the encoder's while the model checks its shapes."""
+    def prior_with_a_bug(latent_dim):
+        return len(latent_dim)  # the bug: an int has no len
+
+    if where == "prior":
+        registered(priors, "test_prior_with_a_bug", prior_with_a_bug)
+        section, culprit = {"prior": "test_prior_with_a_bug"}, "prior_with_a_bug"
+    else:
+        from pyrovae.components.nets import encoders
+
+        registered(encoders, "test_encoder_with_a_bug", _EncoderWithABug)
+        section, culprit = {"encoder": "test_encoder_with_a_bug"}, "forward"
+    cfg = pyrovae.load_config({"model": tiny_config()["model"] | section})
+    with pytest.raises(TypeError) as e:
+        pyrovae.build_model(cfg.model, data_shape=(1, 8, 8))
+    assert type(e.value) is TypeError and culprit in _frames(e.value)
