@@ -100,6 +100,24 @@ def test_the_summed_out_elbo_is_log_px_less_the_kl_of_the_discrete_guide():
     torch.testing.assert_close(given, log_joint.gather(0, c[None])[0], rtol=0, atol=1e-9)
 
 
+def test_the_reconstruction_term_holds_log_p_x_given_z_c_alone():
+    """reconstruction = sum_c q(c|x) E_q(z|x,c)[log p(x | z, c)], in closed form
+    for the linear Gaussian: log N(x; w m + mu_c, sigma^2 I) - |w|^2 s^2 / (2 sigma^2);
+    log p(c) belongs to the KL term (4000 particles, Monte Carlo tolerance)."""
+    model, x = TwoComponentMixture(), data(5)
+    with torch.no_grad():
+        q = Categorical(logits=model.q_c(x)).probs.T
+        expected = 0.0
+        for c in range(2):
+            post = model.posterior_z(x, torch.full((5,), c))
+            mean = post.loc[:, None] * model.w + model.mu[c]
+            fit = torch.distributions.Normal(mean, SIGMA).log_prob(x).sum(-1)
+            expected = expected + q[c] * (fit - (model.w ** 2).sum() * post.scale ** 2 / (2 * SIGMA ** 2))
+    torch.manual_seed(0)
+    terms = elbo_terms(model, x, num_particles=4000)
+    torch.testing.assert_close(terms["reconstruction"], expected, rtol=0, atol=0.05)
+
+
 def test_the_default_objective_sums_the_site_out_and_observes_it_where_known():
     """TraceEnum_ELBO built generically (no objective of the model's own): a
     batch with c known at some points is the sum of every point's negative
