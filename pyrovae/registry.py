@@ -150,7 +150,10 @@ class Registry:
         ``latent_dim``) are passed by pyrovae. Registering a name twice is an
         error, so that a component is defined once. Use
         :meth:`~pyrovae.registry.Registry.unregister`
-        first to replace one deliberately.
+        first to replace one deliberately. To refuse an option's value with a
+        one-line message, raise :class:`~pyrovae.ConfigError` (the checks of
+        ``pyrovae.validators`` do); any other exception the factory raises
+        is taken for a bug and reaches the caller with its traceback.
 
         Example::
 

@@ -1,7 +1,7 @@
 """Checks of the whole numbers and numbers that configs and functions take.
 
 Each check returns the value (a whole number as a Python ``int``) or raises
-one clear error, a :class:`~pyrovae.errors.ConfigError` unless ``error``
+one clear error, a :class:`~pyrovae.ConfigError` unless ``error``
 names another class, whose message says the name, the value and the range
 expected, then the ``hint`` if one is given::
 
