@@ -94,7 +94,7 @@ def data_fields(model, x: Any, fields: Mapping[str, Any], where: str, what: str 
         check_fields(selected, what)
     if check_values:  # once per model: it broadcasts over the particles dim that scoring adds
         device = model_device(model)
-        check_broadcasting(model, {k: v[:2].to(device) for k, v in selected.items()})
+        check_broadcasting(model, {k: v[:2].to(device) for k, v in selected.items() if torch.is_tensor(v)})
     return {"x": x, **{k: v for k, v in selected.items() if k != "x"}}
 
 

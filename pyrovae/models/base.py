@@ -202,8 +202,9 @@ def model_device(model) -> torch.device:
 
 def check_model(model, train_config, probe: Mapping[str, torch.Tensor]) -> None:
     """The checks a trainer makes once, on ``probe`` (the fields of two
-    training points): :func:`check_beta` and :func:`check_broadcasting`.
-    Traced without autograd on a forked random generator, so the run draws
+    training points): :func:`check_beta` and :func:`check_broadcasting`,
+    under Pyro's validation as ``train.validate_model`` sets it for the
+    steps. Traced without autograd on a forked random generator, so the run draws
     what it would draw without them; an autoguide's parameters are made here,
     before the optimizer collects the model's parameters.
 
@@ -211,9 +212,12 @@ def check_model(model, train_config, probe: Mapping[str, torch.Tensor]) -> None:
 
         check_model(vae, cfg.train, {"x": x[:2]})   # x: (N, *data_shape)
     """
+    import pyro
+
     check_beta(model, train_config)
-    check_broadcasting(model, probe)
-    check_beta(model, train_config, probe)
+    with pyro.validation_enabled(bool(train_config.validate_model)):  # as the steps will run
+        check_broadcasting(model, probe)
+        check_beta(model, train_config, probe)
 
 
 def _beta_configured(train_config) -> Optional[str]:
@@ -259,7 +263,7 @@ def _quiet(model, fields: Mapping[str, torch.Tensor]):
     random generator: a check leaves the run as it was."""
     import pyro.poutine as poutine
 
-    devices = sorted({v.device.index or 0 for v in fields.values() if v.device.type == "cuda"})
+    devices = sorted({v.device.index or 0 for v in fields.values() if torch.is_tensor(v) and v.device.type == "cuda"})
     stack = contextlib.ExitStack()
     stack.enter_context(torch.random.fork_rng(devices=devices))
     torch.manual_seed(0)
@@ -287,6 +291,18 @@ def _latent_scales(model, fields: Mapping[str, torch.Tensor], beta: float):
             if site["type"] == "sample" and not site["is_observed"] and not site_is_subsample(site)]
 
 
+def _rows(value, n: int = 2):
+    """The first ``n`` rows of a per-point field; a number (``num_data``) as it is."""
+    return value[:n] if torch.is_tensor(value) and value.dim() > 0 else value
+
+
+def _is_shape_error(error: Exception) -> bool:
+    """Whether ``error`` is about shapes (Pyro's plate mismatch, torch's size
+    and reshape errors), not a value outside a constraint."""
+    text = str(error).lower()
+    return any(w in text for w in ("shape", "size", "dimension", "broadcast")) and "constraint" not in text
+
+
 #: models whose broadcasting over particles is known good (checked once each)
 _BROADCASTS: "weakref.WeakSet[Any]" = weakref.WeakSet()
 
@@ -306,7 +322,7 @@ def check_broadcasting(model, probe: Mapping[str, torch.Tensor]) -> None:
 
         check_broadcasting(vae, {"x": x[:2]})   # a decoder output reshaped with reshape(-1, 784) fails here
     """
-    from ..infer.plates import plate_nesting
+    from ..infer.plates import model_nesting
     from ..infer.weights import traced_in_particles
 
     try:
@@ -315,14 +331,16 @@ def check_broadcasting(model, probe: Mapping[str, torch.Tensor]) -> None:
     except TypeError:  # an object without weak references: checked each time
         pass
     summed = summed_fields(model)  # scored as evaluation scores them: summed out, so drawn by the guide
-    fields = {k: v[:2] for k, v in probe.items() if k not in summed}
+    fields = {k: _rows(v) for k, v in probe.items() if k not in summed}
     x, others = fields["x"], {k: v for k, v in fields.items() if k != "x"}
     model_fn, guide_fn = pyro_callables(model)
     with _quiet(model, fields):
-        nesting = plate_nesting(model_fn, guide_fn, (x,), others)  # the model's own errors surface here
+        nesting = model_nesting(model, x, others, x, others)  # the model's own errors surface here (found once)
         try:
             traced_in_particles(guide_fn, model_fn, ((x,), others), ((x,), others), x, _CHECK_PARTICLES, -1 - nesting)
         except (ValueError, RuntimeError, IndexError) as e:
+            if not _is_shape_error(e):
+                raise
             first = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
             raise ConfigError(
                 f"model {model_name(model)!r} must broadcast over leading batch dimensions (evaluation adds a "

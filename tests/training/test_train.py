@@ -91,8 +91,9 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     run = RunDir.create(tmp_path / "run")
     steps_per_epoch = len(splits.train[0]) // 50
     # one decoder call per step, the validation passes (200 points, one batch)
-    # and, once, the trace that finds the model's plate nesting for validation
-    _poison_decoder(vae, after_calls=steps_per_epoch + 1 + 1 + 2)
+    # and, before training, the checks' two traces (the model's plate nesting,
+    # found once, and one with a particles dim)
+    _poison_decoder(vae, after_calls=steps_per_epoch + 1 + 2 + 2)
     with pytest.raises(TrainingDiverged) as e:
         Trainer(vae, splits, cfg, run_dir=run.path).fit()
     assert e.value.epoch == 2 and e.value.step == 3
@@ -109,7 +110,7 @@ def test_nan_batches_can_be_skipped():
 
     def sometimes_nan(z):
         calls["n"] += 1
-        return forward(z) * (float("nan") if calls["n"] == 2 else 1.0)
+        return forward(z) * (float("nan") if calls["n"] == 2 + 2 else 1.0)  # the checks before training trace twice
 
     vae.decoder.forward = sometimes_nan
     with pytest.warns(UserWarning, match="skipped that batch"):
