@@ -110,7 +110,7 @@ CAPABILITIES: Dict[str, Capability] = {c.name: c for c in (
     Capability("likelihood", "object with value_range and mean(params)", "the observation model; its value "
                "range scales pictures", ("plot", "sample", "impute")),
     Capability("classify", "classify(x) -> (N,) labels", "a classifier (for data without labels)",
-               ("plot", "evaluate")),
+               ("plot",)),
     Capability("num_classes", "int", "the number of classes of a label field y (labels 0..C-1): figures draw "
                "one row per class and --label picks one", ("plot", "sample")),
     Capability("to_text", "to_text(x) -> list of str", "shows data points as text instead of images "
