@@ -17,7 +17,7 @@ import pyro
 from pyrovae.data import Batches
 from pyrovae.data.batches import BatchNeeds
 from pyrovae.rng import GlobalRNG
-from pyrovae.training.checkpoint import TrainState
+from pyrovae.training.checkpoint import CheckpointParts, TrainState
 
 pyro.enable_validation(True)
 
@@ -113,3 +113,54 @@ def test_global_rng_round_trip():
     rng.load_state_dict(saved)
     again = (torch.rand(5), torch.randn(3))
     assert all(torch.equal(a, b) for a, b in zip(first, again))
+
+
+def _parts(batches, rank=0, world_size=1):
+    from helpers import setup
+
+    from pyrovae.training.optim import optimizers, schedules
+
+    cfg, splits, vae = setup(train={"epochs": 2, "batch_size": 50, "progress": False, "device": "cpu"})
+    optimizer = optimizers.build(cfg.train.optimizer, params=list(vae.parameters()))
+    scheduler = schedules.build(cfg.train.lr_schedule, optimizer=optimizer, epochs=cfg.train.epochs)
+    return CheckpointParts(TrainState(epoch=1, step=20), vae, optimizer, scheduler, batches, cfg,
+                           splits.data_shape, rank, world_size)
+
+
+def test_a_checkpoint_parts_round_trip_restores_every_part():
+    """Restored into parts with other weights and generators, a checkpoint's
+    dict is given back whole by the restored parts' state_dict."""
+    from helpers import assert_identical
+
+    original = _parts(make("own_noise", 3, 11))
+    saved = original.state_dict()
+    torch.manual_seed(999)  # the global generators move on
+    restored = _parts(make("own_noise", 99, 77))
+    restored.state.epoch = 0
+    torch.nn.init.zeros_(next(restored.model.parameters()))
+    restored.load_state_dict(saved)
+    again = restored.state_dict()
+    for key in ("model", "optimizer", "scheduler", "rng", "epoch", "step", "best_val", "bad_epochs", "history",
+                "data_shape", "world_size"):
+        assert_identical(saved[key], again[key], key)
+
+
+@pytest.mark.parametrize("rank", [0, 1])
+def test_a_checkpoint_of_another_number_of_processes_resumes_with_fresh_noise(rank):
+    """Written by 2 processes and resumed by 3, this one of rank ``rank``: the
+    shuffling is restored, rank 0 keeps the saved global state, and every
+    rank draws its noise afresh (rank 0 says so)."""
+    writer = _parts(make("own_noise", 3, 11), world_size=2)
+    saved = writer.state_dict(ranks=[writer.rank_rng(), writer.rank_rng()])
+    batches = Batches(X, 9, dynamic_binarize=True, seed=99, rank=rank, world_size=3, noise_seed=77)
+    reader = _parts(batches, rank=rank, world_size=3)
+    torch.manual_seed(999)
+    if rank == 0:
+        with pytest.warns(UserWarning, match="written by 2 process\\(es\\), this run has 3"):
+            reader.load_state_dict(saved)
+    else:
+        reader.load_state_dict(saved)
+    assert torch.equal(batches.generator.get_state(), saved["rng"]["batches"])
+    assert torch.equal(torch.get_rng_state(), saved["rng"]["torch"]) == (rank == 0)
+    assert not torch.equal(batches.noise_generator.get_state(), saved["rng"]["noise"])
+    assert not torch.equal(batches.noise_generator.get_state(), torch.Generator().manual_seed(77).get_state())
