@@ -52,6 +52,7 @@ def known_counts(values: Optional[torch.Tensor]) -> Optional[Tuple[int, int]]:
 
     Example::
 
+        >>> import torch
         >>> known_counts(torch.tensor([0, -1, 2, -1, -1]))
         (2, 3)
     """
