@@ -48,7 +48,8 @@ from .optim import kl_schedules, optimizers, schedules
 from .precision import Precision
 from .determinism import deterministic_kernels
 from .strategy import Strategy, canonical_device, from_environment, resolve_device
-from ..runs import RunDir, load_checkpoint, save_checkpoint
+from ..checkpoint_file import load_checkpoint, save_checkpoint
+from ..rundir import RunDir
 
 __all__ = ["train", "Trainer", "TrainState", "resolve_device", "torch_threads"]
 
