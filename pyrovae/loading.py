@@ -98,7 +98,7 @@ def load_run(path, which: str = "checkpoint", device="cpu", overrides: Sequence[
 
     run = RunDir.existing(path)
     cfg = run.read_config().override(list(overrides))
-    ckpt_path = run.checkpoint_file(which)
+    ckpt_path = run.checkpoint_path(which)
     state = load_checkpoint(ckpt_path, map_location=device)
     vae = build_model(cfg.model, data_shape=tuple(state["data_shape"])).to(device)
     load_model_state(vae, state, ckpt_path)

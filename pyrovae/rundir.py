@@ -85,7 +85,7 @@ class RunDir:
     plots = property(lambda self: self.path / "plots", doc="pyrovae plot's and pyrovae sample's default folder")
     imputation = property(lambda self: self.path / "imputation", doc="pyrovae impute's default folder")
 
-    def checkpoint_file(self, which: str) -> Path:
+    def checkpoint_path(self, which: str) -> Path:
         """The checkpoint ``which`` (``checkpoint`` or ``best``).
 
         :raises RunDirError: for another name.

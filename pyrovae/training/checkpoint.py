@@ -106,7 +106,8 @@ class CheckpointParts:
     :ivar batches: the training :class:`~pyrovae.data.Batches`.
     :ivar Config config: the run's config (its ``train.seed``, optimizer and schedule).
     :ivar tuple data_shape: the shape of one training point.
-    :ivar int rank: this process's rank; :ivar int world_size: the number of processes.
+    :ivar int rank: this process's rank.
+    :ivar int world_size: the number of processes.
     """
 
     state: TrainState
