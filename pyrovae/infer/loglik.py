@@ -181,7 +181,7 @@ def _latent_means(sites) -> Optional[torch.Tensor]:
     """Per particle, the guide's mean of each continuous latent site where
     it has one in closed form (else the drawn value), flattened and
     concatenated: ``(K, B, total latent size)``; None without such a site.
-    Discrete sites (a label y) are left out: active units are about codes.
+    Discrete sites are left out: active units are about codes.
     For a hierarchical guide this is a Rao-Blackwellized draw of E_q[z | x]."""
     parts = []
     for site in filter(_continuous, sites):
