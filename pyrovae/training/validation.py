@@ -69,6 +69,8 @@ def validate(trainer) -> Dict[str, float]:
                 sums = extra.setdefault(name, [0.0, 0.0])
                 sums[0] += float(value)
                 sums[1] += float(count)
+        if n == 0 and metrics is not None:  # an empty share still names the metrics the ranks sum
+            extra = {name: [0.0, 0.0] for name in metrics(batch)}
     names = sorted(extra)
     flat = [v for name in names for v in extra[name]]
     *sums, n = trainer.strategy.sum(list(totals.values()) + flat + [n])  # each rank scored its share
