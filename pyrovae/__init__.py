@@ -2,7 +2,7 @@
 
 from .config import Config, DataConfig, ModelConfig, TrainConfig, load_config
 from .infer.evaluate import evaluate, log_likelihood
-from .errors import CheckpointError, ConfigError, DataError, PyrovaeError, RunDirError, TrainingDiverged
+from .errors import CheckpointError, ConfigError, DataError, OutOfMemoryError, PyrovaeError, RunDirError, TrainingDiverged
 from .components.guides import GuideFamily, register_guide
 from .components.likelihoods import Likelihood, register_likelihood
 from .models.vae import VAE
@@ -54,5 +54,6 @@ __all__ = [
     "DataError",
     "CheckpointError",
     "RunDirError",
+    "OutOfMemoryError",
     "TrainingDiverged",
 ]

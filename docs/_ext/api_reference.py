@@ -31,7 +31,7 @@ GROUPS = (
     ("Evaluation and inference", "Importance-sampled log-likelihoods, metrics, imputation and the latent space.",
      ("log_likelihood", "evaluate", "impute", "draw_samples", "encode_data", "latent_probe")),
     ("Errors", "Every error pyrovae raises on bad input derives from :class:`~pyrovae.PyrovaeError`.",
-     ("PyrovaeError", "ConfigError", "DataError", "CheckpointError", "RunDirError", "TrainingDiverged")),
+     ("PyrovaeError", "ConfigError", "DataError", "CheckpointError", "RunDirError", "OutOfMemoryError", "TrainingDiverged")),
 )
 
 #: types that public functions take or return, documented where they are defined
