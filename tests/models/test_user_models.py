@@ -239,3 +239,29 @@ def test_cli_trains_a_model_without_capabilities_and_notes_the_figures(register,
     assert (out / "checkpoint.pt").exists() and not (out / "samples.png").exists()
     notes = [line for line in capsys.readouterr().err.splitlines() if "figure" in line]
     assert len(notes) == 1 and "capability" in notes[0] and "protocol.html" in notes[0]
+
+
+class BrokenSampler(TutorialVAE):
+    """The tutorial VAE with every figure capability, whose ``sample`` has a bug."""
+
+    def __init__(self, data_shape, z_dim):
+        super().__init__(data_shape, z_dim)
+        self.data_shape, self.latent_dim = tuple(data_shape), z_dim
+
+    def sample(self, n, mean=True):
+        raise ZeroDivisionError("a bug in the user's sample")
+
+    def reconstruct(self, x):
+        return self.decoder(self.encoder(x)[0]).reshape(x.shape)
+
+
+def test_cli_run_is_complete_when_a_figure_fails_in_the_models_code(register, tmp_path, capsys):
+    register("broken_sampler", lambda config, data_shape: BrokenSampler(data_shape, config.latent_dim))
+    path = tmp_path / "broken.yaml"
+    path.write_text(yaml.safe_dump(config("broken_sampler")))
+    out = tmp_path / "run"
+    assert main(["train", "--config", str(path), "--out", str(out)]) == 0
+    assert (out / "checkpoint.pt").exists() and (out / "metrics.jsonl").exists()
+    err = capsys.readouterr().err
+    assert "the run in" in err and "is complete" in err
+    assert "Traceback" in err and "ZeroDivisionError: a bug in the user's sample" in err
