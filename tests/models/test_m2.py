@@ -476,3 +476,23 @@ def test_the_cli_reports_the_summed_out_likelihood_and_the_test_error(tmp_path, 
     assert main(["sample", str(run), "--label", "1", "-n", "4", "--out", str(tmp_path / "ones.png")]) == 0
     assert main(["plot", str(run), "--only", "analogies", "class_samples"]) == 0
     assert (run / "plots" / "analogies.png").exists()
+
+
+def test_m2_asks_for_labelled_points_in_every_step_and_counts_its_mistakes():
+    """batch_needs: train.labelled_batch_size labelled points a step (else
+    train.batch_size); metrics: the classifier's wrong labels among the points
+    that have one, and their number."""
+    from pyrovae.data.batches import BatchNeeds
+
+    model = build(dtype=torch.float32)
+    assert model.batch_needs(pyrovae.load_config(m2_config()).train) == BatchNeeds("y", 10)
+    cfg = m2_config()
+    del cfg["train"]["labelled_batch_size"]
+    assert model.batch_needs(pyrovae.load_config(cfg).train) == BatchNeeds("y", 40)
+    x = binary(12).float()
+    y = torch.tensor([0, 1, 2, 3, -1, -1, 0, 1, 2, 3, -1, 0])
+    wrong, labelled = model.metrics({"x": x, "y": y})["error"]
+    with torch.no_grad():
+        predicted = model.classifier(x).argmax(-1)
+    assert float(labelled) == 9 and float(wrong) == sum(int(p != t) for p, t in zip(predicted, y) if t >= 0)
+    assert model.metrics({"x": x}) == {}
