@@ -115,6 +115,11 @@ def _binding(fn, fields: Tuple[str, ...], renames: Mapping[str, str]) -> Dict[st
 class _Plan(NamedTuple):
     model: Dict[str, Optional[str]]
     guide: Dict[str, Optional[str]]
+    source: Tuple[Any, ...]  # what it was read from: a model whose guide or fields change is read again
+
+
+def _source(model) -> Tuple[Any, ...]:
+    return tuple(getattr(f, "__func__", f) for f in (model.model, model.guide)) + (getattr(model, "fields", None),)
 
 
 #: per model object, how its model and guide are called (read once from their signatures)
@@ -123,22 +128,22 @@ _PLANS: "weakref.WeakKeyDictionary[Any, _Plan]" = weakref.WeakKeyDictionary()
 
 def _plan(model) -> _Plan:
     try:
-        return _PLANS[model]
-    except KeyError:
-        pass
+        plan = _PLANS.get(model)
     except TypeError:  # an object without weak references: read each time
         return _make_plan(model)
-    plan = _PLANS[model] = _make_plan(model)
+    source = _source(model)
+    if plan is None or any(a is not b for a, b in zip(plan.source, source)):
+        plan = _PLANS[model] = _make_plan(model, source)
     return plan
 
 
-def _make_plan(model) -> _Plan:
+def _make_plan(model, source: Optional[Tuple[Any, ...]] = None) -> _Plan:
     fields, renames = signature_fields(model), _renames(model)
     model_binding = _binding(model.model, fields, renames)
     named, _ = _parameters(model.guide)
     # a guide that names no parameter (an autoguide) calls the model with its own arguments
     guide_binding = _binding(model.guide, fields, renames) if named else model_binding
-    return _Plan(model_binding, guide_binding)
+    return _Plan(model_binding, guide_binding, _source(model) if source is None else source)
 
 
 def field_parameters(model) -> Dict[str, Optional[str]]:

@@ -167,3 +167,16 @@ def test_a_registered_model_with_plural_fields_gets_labels_from_data_splits():
         assert set(fields) == {"x", "y"} and torch.equal(fields["y"], Y)
     finally:
         models.unregister("test_plural_fields")
+
+
+def test_a_guide_replaced_after_first_use_is_read_again():
+    m = recorder("x")
+    pyro_callables(m)
+
+    def guide(xs, beta=1.0):
+        m.calls.append(("new guide", {"xs": xs, "beta": beta}))
+
+    m.guide = guide
+    _, guide_fn = pyro_callables(m)
+    guide_fn(X, beta=0.5)
+    assert m.calls == [("new guide", {"xs": X, "beta": 0.5})]
