@@ -123,7 +123,10 @@ print(f"validation loss after {len(history)} epochs: {history[-1]['val_loss']:.2
 x_test, labels = splits.test[0][:200], splits.test[1][:200]
 log_px = pyrovae.log_likelihood(vae, x_test, num_samples=200)
 print(f"test log p(x) ~ {log_px.mean():.2f} nats per image")
-print(pyrovae.evaluate(vae, x_test, num_samples=200).summary())
+summary = pyrovae.evaluate(vae, x_test, num_samples=200).summary()
+print(f"log p(x) {summary['log_likelihood']:.2f}, ELBO {summary['elbo']:.2f} "
+      f"(reconstruction {summary['reconstruction']:.2f}, KL {summary['kl']:.2f}), "
+      f"effective sample size {summary['ess']:.0f} of {summary['num_samples']}")
 
 # %%
 # ``train.beta`` other than 1 needs a ``beta`` keyword: this model has none,
