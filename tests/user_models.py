@@ -322,6 +322,8 @@ class LocalLatentModel(nn.Module):
         self.decoder = nn.Linear(z_dim, dim)
         # the guide's data plate subsamples by the batch's index, as the model's does
         self.guide = AutoNormal(self.model, create_plates=self.plates)
+        with torch.no_grad(), pyro.poutine.block():  # its parameters made now, so that a saved run loads
+            self.guide(torch.zeros(1, dim), torch.arange(1))
 
     def plates(self, x, index):
         return pyro.plate("data", self.num_data, subsample=index)

@@ -212,7 +212,7 @@ def test_built_in_families_pass_the_broadcasting_check(name):
 # -- a local guide over training points (index) ---------------------------------------------
 
 
-def test_autonormal_with_index_trains_in_mini_batches_and_is_not_scored_without_index(register):
+def test_autonormal_with_index_trains_in_mini_batches_and_is_not_scored_without_index(register, tmp_path):
     g = torch.Generator().manual_seed(0)
     x = torch.randn(40, 2, generator=g) @ torch.tensor([[1.0, 0.5, 0.0, -1.0], [0.0, 1.0, 2.0, 0.5]])
     register("local_latents", lambda config, data_shape, num_data=40: LocalLatentModel(data_shape[0], num_data))
@@ -221,11 +221,13 @@ def test_autonormal_with_index_trains_in_mini_batches_and_is_not_scored_without_
     cfg = pyrovae.load_config(cfg)
     vae = pyrovae.build_model(cfg.model, (4,))
     assert model_fields(vae) == ("x", "index") and required_fields(vae) == ("x", "index")
-    history = pyrovae.train(vae, splits(x), cfg)
+    history = pyrovae.train(vae, splits(x), cfg, run_dir=tmp_path / "run")
     assert [r["epoch"] for r in history] == [1, 2]
     assert history[1]["train_loss"] < history[0]["train_loss"]
     locs = vae.guide.locs.z.detach()
     assert locs.shape == (40, 2) and (locs != 0).any(1).all()  # one code per training point, each trained from 0
+    loaded, _, _ = pyrovae.load_run(tmp_path / "run")
+    torch.testing.assert_close(loaded.guide.locs.z, locs, rtol=0, atol=0)
     with pytest.raises(pyrovae.ConfigError, match="local to its training points") as error:
         pyrovae.log_likelihood(vae, x[:5], num_samples=4)
     assert "pass index=" in str(error.value) and "\n" not in str(error.value)
