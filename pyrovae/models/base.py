@@ -266,7 +266,9 @@ def _quiet(model, fields: Mapping[str, torch.Tensor]):
     devices = sorted({v.device.index or 0 for v in fields.values() if torch.is_tensor(v) and v.device.type == "cuda"})
     stack = contextlib.ExitStack()
     stack.enter_context(torch.random.fork_rng(devices=devices))
-    torch.manual_seed(0)
+    torch.default_generator.manual_seed(0)  # the forked generators alone: other GPUs' streams stay as they were
+    for index in devices:
+        torch.cuda.default_generators[index].manual_seed(0)
     for context in (torch.no_grad(), poutine.block(), eval_mode(model), unregistered(model)):
         stack.enter_context(context)
     return stack
