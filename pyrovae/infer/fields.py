@@ -5,7 +5,10 @@ Every entry point that takes data (``log_likelihood(model, x, y=labels)``,
 ``evaluate``, ``impute``, ``encode_data``) calls :func:`data_fields`, so a
 field the model does not take fails with a :class:`ConfigError` that lists
 the model's fields, and a field it needs but did not get fails with the
-:class:`DataError` of :func:`~pyrovae.models.base.select_fields`.
+:class:`DataError` of :func:`~pyrovae.models.base.select_fields`. A model
+whose guide is local to its training points (it takes ``index``) is scored
+only where the caller gives ``index``, and a model is checked once, on its
+first two points, to broadcast over the particles dim that scoring adds.
 """
 
 from __future__ import annotations
