@@ -290,6 +290,17 @@ def patch_plates(fault: str) -> None:
         iwae.IWAE.log_weights = per_site
 
 
+def patch_text(fault: str) -> None:
+    """The text models score the padding after the end symbol too (``text:padding-counts``)."""
+    import torch
+
+    from pyrovae.models import text
+
+    text._Words.scored = lambda self, codes: torch.ones_like(codes, dtype=torch.bool)
+
+
+TEXT_FAULTS = ["text:padding-counts"]
+
 #: faults of particle placement and of the iwae objective (see :func:`patch_plates`)
 PLATE_FAULTS = ["plates:particles-at-2", "iwae:scale-per-site"]
 
@@ -317,7 +328,7 @@ def registries():
 def all_faults():
     """Fault ids: ``prior:NAME``, ``guide:NAME``, ``likelihood:NAME``, ``kl:normal-normal``."""
     faults = [f"{kind}:{name}" for kind, registry in registries().items() for name in registry.names()]
-    return faults + ["kl:normal-normal"] + SUMMED_FAULTS + TRAINING_FAULTS + SPLINE_FAULTS + PLATE_FAULTS
+    return faults + ["kl:normal-normal"] + SUMMED_FAULTS + TRAINING_FAULTS + SPLINE_FAULTS + PLATE_FAULTS + TEXT_FAULTS
 
 
 SUMMED_DESCRIPTIONS = {
@@ -333,6 +344,7 @@ SUMMED_DESCRIPTIONS = {
     "meanfield:order": "meanfield built for a bottom-up guide against a top-down model",
     "spline:pyro": "flow prior: Pyro's spline coupling (inputs just above a knot in the bin below)",
     "spline:shifted-bins": "spline: bins searched against the knots + 1e-6",
+    "text:padding-counts": "text models: the padding after the end symbol scored too",
 }
 
 
@@ -359,6 +371,9 @@ def apply(fault: str) -> None:
         return
     if fault in PLATE_FAULTS:
         patch_plates(fault)
+        return
+    if fault in TEXT_FAULTS:
+        patch_text(fault)
         return
     kind, name = fault.split(":")
     if kind == "kl":

