@@ -80,6 +80,12 @@ MODULES = (
     "pyrovae.atomic",
     "pyrovae.rng",
     "pyrovae.training.checkpoint",
+    "pyrovae.training.validation",
+    "pyrovae.training.checks",
+    "pyrovae.infer.enumerated",
+    "pyrovae.models.protocol",
+    "pyrovae.models.helpers",
+    "pyrovae.validators",
 )
 
 
