@@ -42,8 +42,8 @@ __all__ = [
     "capability", "has_capability", "command_needs", "require_command", "PROTOCOL_PAGE",
 ]
 
-#: the docs page that documents the protocol, named in every error
-PROTOCOL_PAGE = "https://pyrovae.readthedocs.io/en/latest/protocol.html"
+#: the docs page that documents the protocol (docs/protocol.md), named in every error
+PROTOCOL_PAGE = "the docs page protocol.html, docs/protocol.md in the source"
 
 
 @runtime_checkable
@@ -158,9 +158,11 @@ def capability(model: Any, name: str, purpose: str, default: Any = ...) -> Any:
     from .base import model_name
 
     spec = CAPABILITIES[name]
+    # a method is named by its call, an attribute by its name and type
+    usage = spec.signature.split(" ->")[0] if spec.signature.startswith(name + "(") else f"{name} ({spec.signature})"
     raise MissingCapability(
-        f"{purpose} needs the model capability {spec.signature.split(' ->')[0]} ({spec.meaning}), "
-        f"and model {model_name(model)!r} does not provide it; add it (see {PROTOCOL_PAGE})"
+        f"{purpose} needs the model capability {usage}: {spec.meaning}; model {model_name(model)!r} "
+        f"does not provide it; add it (see {PROTOCOL_PAGE})"
     )
 
 
