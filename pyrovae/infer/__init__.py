@@ -6,5 +6,8 @@
 - :mod:`.loglik`: streaming importance-sampled log p(x) and ELBO terms;
 - :mod:`.evaluate`: the report papers give (re-exports :mod:`.loglik`'s names);
 - :mod:`.masks` and :mod:`.impute`: data recovery;
-- :mod:`.objectives`: training objectives.
+- :mod:`.objectives`: training objectives (or the model's own, through its
+  ``objective`` capability);
+- ``enumerated``: enumerated discrete sites summed out exactly, for training
+  and evaluation alike.
 """
