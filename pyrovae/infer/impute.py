@@ -52,7 +52,7 @@ from pyro.poutine.util import site_is_subsample
 from ..errors import ConfigError, DataError
 from ..validators import int_in_range, positive_int
 from ..models.base import eval_mode, unregistered
-from ..models.protocol import capability, command_needs
+from ..models.protocol import capability, command_needs, has_capability
 from ..registry import Registry
 from .seeds import seeded
 from .masks import check_mask, load_mask_file, make_mask, mask_tag, masks, parse_mask_spec, register_mask  # noqa: F401
@@ -70,6 +70,7 @@ __all__ = [
     "impute",
     "Imputation",
     "imputation_errors",
+    "imputation_error_rates",
     "check_imputable",
 ]
 
@@ -138,9 +139,9 @@ class ImportanceResampling:
         log_w = _log_weight(pair)  # (K, B)
         w = torch.softmax(log_w, 0)
         ess = 1.0 / (w**2).sum(0)
-        shape = (-1, len(x_model)) + (1,) * (x_model.dim() - 1)
         m = pair.model
-        mean = (w.reshape(shape) * _decoded_mean(vae, m)).sum(0)
+        decoded = _decoded_mean(vae, m)  # (K, B, ...): a categorical model's class probabilities add a dim
+        mean = (w.reshape(w.shape + (1,) * (decoded.dim() - w.dim())) * decoded).sum(0)
         pick = torch.multinomial(w.T, 1)[:, 0]  # (B,) a particle per point
         draw = m.nodes["x"]["value"][pick, torch.arange(len(x_model))]
         return mean, draw, {"effective_sample_size": ess}
@@ -205,28 +206,40 @@ def _merge(proposal, current, accept: torch.Tensor):
 class Imputation:
     """What :func:`~pyrovae.impute` returns; tensors ``(N, *data_shape)`` on the CPU.
 
-    :ivar mean: the point estimate E[x_m | x_o] in the hidden elements, the
-        input in the observed ones.
+    :ivar mean: the point estimate E[x_m | x_o] in the hidden elements (for a
+        model with ``impute_point``, its estimate from ``predictive``: the
+        most probable class), the input in the observed ones.
     :ivar draw: one draw from p(x_m | x_o) (multiple imputation), observed
         elements unchanged.
-    :ivar mask: the mask used (True = observed).
+    :ivar mask: the mask used (True = observed; a model's ``impute_mask``
+        may keep more elements observed than the mask given).
     :ivar diagnostics: per data point ``(N,)``: ``effective_sample_size``
         (importance) or ``acceptance_rate`` (gibbs).
+    :ivar predictive: for a model with ``impute_point``, the weighted mean of
+        its ``x_mean`` site from which ``mean`` was read: per-element class
+        probabilities ``(N, *data_shape, C)`` of a categorical model; else None.
     """
 
     mean: torch.Tensor
     draw: torch.Tensor
     mask: torch.Tensor
     diagnostics: Dict[str, torch.Tensor] = field(default_factory=dict)
+    predictive: Optional[torch.Tensor] = None
 
 
-def check_imputable(vae, purpose: str = "imputation") -> None:
+def check_imputable(vae, purpose: str = "imputation", method: Any = None) -> None:
     """Raise :class:`~pyrovae.models.protocol.MissingCapability` (a
     :class:`ConfigError`) unless ``vae`` has the capabilities :func:`impute`
-    reads (``COMMAND_NEEDS["impute"]``: ``likelihood`` for its value range,
-    and ``data_shape``)."""
+    reads (``COMMAND_NEEDS["impute"]``: ``data_shape``), or a
+    :class:`ConfigError` when its ``impute_methods`` leave out ``method``
+    (an imputer name or spec)."""
     for name in command_needs("impute"):
         capability(vae, name, purpose)
+    allowed = capability(vae, "impute_methods", purpose, default=None)
+    name = method.get("name") if isinstance(method, dict) else method
+    if method is not None and allowed is not None and name not in allowed:
+        raise ConfigError(f"{purpose}: the model draws its hidden elements as an importance proposal only, not "
+                          f"from p(x_m | x_o, z), so the {name!r} imputer does not apply; use {', '.join(allowed)}")
 
 
 @torch.no_grad()
@@ -235,9 +248,11 @@ def impute(vae, x: torch.Tensor, mask, method: Any = "importance", fill: Optiona
     """Recover the hidden elements of ``x``.
 
     The model must take ``obs_mask``, record E[x | latents] as the site
-    ``x_mean`` (or have ``decode_mean``), and have the ``likelihood`` and
-    ``data_shape`` capabilities; a model without them gets a
-    :class:`ConfigError` that names what is missing.
+    ``x_mean`` (or have ``decode_mean``), and have the ``data_shape``
+    capability; a model without them gets a :class:`ConfigError` that names
+    what is missing. The capabilities ``impute_mask``, ``impute_point`` and
+    ``impute_methods`` adapt imputation to categorical data (text: the most
+    probable character, see :mod:`pyrovae.models.protocol`).
 
     :param vae: a trained :class:`~pyrovae.models.vae.VAE`.
     :param torch.Tensor x: data ``(N, *data_shape)``; values in hidden
@@ -272,20 +287,26 @@ def impute(vae, x: torch.Tensor, mask, method: Any = "importance", fill: Optiona
         torch.Size([5])
     """
     imputer = imputers.build(method)
-    check_imputable(vae)
+    check_imputable(vae, method=method)
     data = data_fields(vae, x, fields, "impute", "data to impute", check_values=False)
     mask = check_mask(mask, x.shape)
+    narrow = capability(vae, "impute_mask", "imputation", default=None)
+    if narrow is not None:
+        mask = check_mask(narrow(x, mask), x.shape, what="the model's impute_mask of the mask")
+    point = capability(vae, "impute_point", "imputation", default=None)
     device = getattr(vae, "device", x.device)
     fill = torch.zeros(vae.data_shape) if fill is None else torch.as_tensor(fill, dtype=x.dtype)
     if tuple(fill.shape) != vae.data_shape:
         raise DataError(f"fill has shape {tuple(fill.shape)}; it must have the data shape {vae.data_shape}")
     # The model never scores hidden elements, but Pyro validates the whole
     # value: hidden elements get the bottom of the data range (in every
-    # likelihood's support), so no hidden value leaks in.
-    low = torch.tensor(vae.likelihood.value_range[0], dtype=x.dtype, device=device)
+    # likelihood's support; without a likelihood, the least observed
+    # value), so no hidden value leaks in.
+    bottom = vae.likelihood.value_range[0] if has_capability(vae, "likelihood") else float(x[mask].min())
+    low = torch.tensor(bottom, dtype=x.dtype, device=device)
     fill = fill.to(device)
     sizes = chunk_sizes(len(x), batch_size)
-    means, draws, diagnostics = [], [], {}
+    means, draws, predictives, diagnostics = [], [], [], {}
     with eval_mode(vae), seeded(seed, device), unregistered(vae):
         for _, chunk in chunks({**data, "mask": mask}, sizes, device):
             xb, mb = chunk.pop("x"), chunk.pop("mask")
@@ -293,11 +314,15 @@ def impute(vae, x: torch.Tensor, mask, method: Any = "importance", fill: Optiona
             x_guide = torch.where(mb, xb, fill)
             # user imputers registered before batch fields existed take no ``fields``
             mean, draw, diag = imputer(vae, x_guide, x_model, mb, **({"fields": chunk} if chunk else {}))
+            if point is not None:
+                predictives.append(mean.cpu())
+                mean = point(mean)
             means.append(torch.where(mb, xb, mean).cpu())
             draws.append(torch.where(mb, xb, draw).cpu())
             for k, v in diag.items():
                 diagnostics.setdefault(k, []).append(v.cpu())
-    return Imputation(torch.cat(means), torch.cat(draws), mask, {k: torch.cat(v) for k, v in diagnostics.items()})
+    return Imputation(torch.cat(means), torch.cat(draws), mask, {k: torch.cat(v) for k, v in diagnostics.items()},
+                      torch.cat(predictives) if predictives else None)
 
 
 def imputation_errors(x_true: torch.Tensor, imputed: torch.Tensor, mask: torch.Tensor, train_mean: torch.Tensor) -> Dict[str, float]:
@@ -318,5 +343,33 @@ def imputation_errors(x_true: torch.Tensor, imputed: torch.Tensor, mask: torch.T
         "mse_mean_imputation": mean_fill,
         "mse_zero_filled": mse(torch.zeros_like(truth)),
         "error_reduction_vs_mean": 1.0 - model / mean_fill if mean_fill > 0 else 0.0,
+        "hidden_elements": int(hidden.sum()),
+    }
+
+
+def imputation_error_rates(x_true: torch.Tensor, imputed: torch.Tensor, mask: torch.Tensor,
+                           train_mode: torch.Tensor) -> Dict[str, float]:
+    """For categorical data (codes): the share of hidden elements the
+    imputation gets wrong, and that of mode imputation (``train_mode``, the
+    most frequent training value per element, ``data_shape``); also the
+    number of hidden elements and the share of errors the model removes
+    relative to mode imputation.
+
+    Example::
+
+        >>> import torch
+        >>> x, guess = torch.tensor([[3., 4., 1.]]), torch.tensor([[3., 5., 1.]])
+        >>> mask = torch.tensor([[False, False, True]])
+        >>> imputation_error_rates(x, guess, mask, torch.tensor([9., 4., 1.]))["error_rate_imputation"]
+        0.5
+    """
+    hidden = ~mask
+    truth = x_true[hidden]
+    model = float((imputed[hidden] != truth).float().mean())
+    mode = float((train_mode.expand_as(x_true)[hidden] != truth).float().mean())
+    return {
+        "error_rate_imputation": model,
+        "error_rate_mode_imputation": mode,
+        "error_reduction_vs_mode": 1.0 - model / mode if mode > 0 else 0.0,
         "hidden_elements": int(hidden.sum()),
     }

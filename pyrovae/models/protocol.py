@@ -115,6 +115,16 @@ CAPABILITIES: Dict[str, Capability] = {c.name: c for c in (
                "one row per class and --label picks one", ("plot", "sample")),
     Capability("to_text", "to_text(x) -> list of str", "shows data points as text instead of images "
                "(text models)", ("plot", "sample", "train figures")),
+    Capability("impute_point", "impute_point(predictive) -> (*batch, *data_shape)", "imputation's point "
+               "estimate from the importance-weighted mean of the model's x_mean site (default: that mean); a "
+               "categorical model records class probabilities (*batch, *data_shape, C) there and returns the most "
+               "probable class", ("impute",)),
+    Capability("impute_mask", "impute_mask(x, mask) -> mask", "the mask imputation uses, True = observed "
+               "(default: the mask given); a text model keeps each word's end symbol and padding observed",
+               ("impute",)),
+    Capability("impute_methods", "tuple of str", "the imputers whose draws are valid for the model "
+               "(default: all); a model that draws hidden elements as a proposal only lists importance",
+               ("impute",)),
     Capability("per_point_guide", "per_point_guide(x, **fields)", "the guide family with free per-point "
                "parameters (inference gaps)", ("evaluate --gaps",)),
 )}
@@ -126,7 +136,7 @@ COMMAND_NEEDS: Dict[str, Tuple[str, ...]] = {
     "plot": ("sample", "reconstruct", "encode", "decode_mean", "prior_draws", "data_shape"),
     "sample": ("sample",),
     "encode": ("encode",),
-    "impute": ("likelihood", "data_shape"),
+    "impute": ("data_shape",),
 }
 
 

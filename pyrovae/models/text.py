@@ -48,14 +48,16 @@ import torch.nn.functional as F
 
 import pyro
 import pyro.distributions as dist
+from pyro.distributions.torch_distribution import TorchDistribution
+from torch.distributions import constraints
 
-from ..data.words import END, PAD, UNK, VOCAB_SIZE, decode_words, padding_mask
+from ..data.words import END, FIRST_CHAR, PAD, UNK, VOCAB_SIZE, decode_words, padding_mask
 from ..errors import ConfigError, DataError
 from .base import register_model
 from .family import LatentVariableModel
 from .helpers import kl_scale
 
-__all__ = ["CharDecoder", "CharEncoder", "TextVAE", "CharLM", "word_dropout_inputs"]
+__all__ = ["CharDecoder", "CharEncoder", "TextVAE", "CharLM", "WordCompletion", "word_dropout_inputs"]
 
 
 def word_dropout_inputs(x: torch.Tensor, rate: float) -> torch.Tensor:
@@ -164,6 +166,47 @@ def _max_length(family: str, data_shape) -> int:
     return int(data_shape[0]) - 1
 
 
+class WordCompletion(TorchDistribution):
+    """The hidden characters of words, drawn left to right from the decoder
+    given the observed codes and z: a hidden position gets a character from
+    p(x_t | x_<t, z) renormalised over the characters (never PAD, END or UNK:
+    a word's length is observed), an observed position keeps its code. A
+    value is the completed words, float codes ``(*batch, L)``; ``log_prob``
+    sums the renormalised log probabilities of the hidden positions.
+
+    :param words: the text model (its ``logits``).
+    :param codes: long ``(B, L)``; ``hidden``: bool ``(B, L)``; ``z``: ``(*batch, d)`` or None.
+    """
+
+    arg_constraints: dict = {}
+    support = constraints.independent(constraints.real, 1)
+
+    def __init__(self, words, codes: torch.Tensor, hidden: torch.Tensor, z: Optional[torch.Tensor]):
+        self.words, self.codes, self.hidden, self.z = words, codes, hidden, z
+        batch = codes.shape[:-1] if z is None else torch.broadcast_shapes(codes.shape[:-1], z.shape[:-1])
+        super().__init__(batch, codes.shape[-1:], validate_args=False)
+
+    def _char_log_probs(self, filled: torch.Tensor, z: Optional[torch.Tensor]) -> torch.Tensor:
+        logits = self.words.logits(filled, z)
+        return logits.masked_fill(torch.arange(VOCAB_SIZE, device=logits.device) < FIRST_CHAR, -torch.inf).log_softmax(-1)
+
+    @torch.no_grad()
+    def sample(self, sample_shape=torch.Size()) -> torch.Tensor:
+        shape = torch.Size(sample_shape) + self.batch_shape + self.event_shape
+        filled = self.codes.expand(shape).to(torch.get_default_dtype()).clone()
+        hidden = self.hidden.expand(shape)
+        z = None if self.z is None else self.z.expand(shape[:-1] + self.z.shape[-1:])
+        for t in hidden.reshape(-1, shape[-1]).any(0).nonzero()[:, 0].tolist():  # the decoder is causal
+            p = self._char_log_probs(filled, z)[..., t, :].exp()
+            draw = torch.multinomial(p.reshape(-1, VOCAB_SIZE), 1).reshape(p.shape[:-1]).to(filled.dtype)
+            filled[..., t] = torch.where(hidden[..., t], draw, filled[..., t])
+        return filled
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        picked = self._char_log_probs(value, self.z).gather(-1, value.long().unsqueeze(-1))[..., 0]
+        return picked.masked_fill(~self.hidden, 0.0).sum(-1)
+
+
 class _Words(LatentVariableModel):
     """What the text models share: the decoder, the masked observation, the
     checks and ``to_text``; the device, registration and data plate come
@@ -189,10 +232,48 @@ class _Words(LatentVariableModel):
         characters and the end symbol (:func:`~pyrovae.data.words.padding_mask`)."""
         return padding_mask(codes)
 
-    def _observe(self, x: torch.Tensor, z: Optional[torch.Tensor]) -> None:
+    #: imputation's hidden characters are drawn left to right, a proposal only: importance sampling weighs them
+    impute_methods = ("importance",)
+
+    def _observe(self, x: torch.Tensor, z: Optional[torch.Tensor], obs_mask: Optional[torch.Tensor] = None) -> None:
         codes = x.long()
-        p = dist.Categorical(logits=self.logits(x, z)).mask(self.scored(codes)).to_event(1)
-        pyro.sample("x", p, obs=codes)
+        if obs_mask is None:
+            p = dist.Categorical(logits=self.logits(x, z)).mask(self.scored(codes)).to_event(1)
+            pyro.sample("x", p, obs=codes)
+            return
+        # Imputation: the observed characters and end symbol are scored, the
+        # hidden characters are drawn (x_unobserved), and "each hidden
+        # position holds a character" is observed as a factor.
+        hidden = self._hidden(codes, obs_mask)
+        codes = codes.masked_fill(hidden, FIRST_CHAR)  # hidden values are never read
+        filled = pyro.sample("x_unobserved", WordCompletion(self, codes, hidden, z))
+        logits = self.logits(filled, z)
+        pyro.sample("x_observed", dist.Categorical(logits=logits).mask(self.scored(codes) & ~hidden).to_event(1),
+                    obs=filled.long())
+        is_char = logits[..., FIRST_CHAR:].logsumexp(-1) - logits.logsumexp(-1)
+        pyro.factor("x_hidden_are_characters", is_char.masked_fill(~hidden, 0.0).sum(-1))
+        pyro.deterministic("x_mean", F.one_hot(filled.long(), VOCAB_SIZE).to(x.dtype), event_dim=2)
+        pyro.deterministic("x", filled.to(x.dtype), event_dim=1)
+
+    def _hidden(self, codes: torch.Tensor, obs_mask: torch.Tensor) -> torch.Tensor:
+        """Bool ``codes.shape``: the hidden characters; a word's end symbol and padding must be observed."""
+        obs_mask = torch.as_tensor(obs_mask, dtype=torch.bool, device=codes.device).expand(codes.shape)
+        chars = padding_mask(torch.where(obs_mask, codes, FIRST_CHAR)) & (~obs_mask | (codes != END))
+        if bool((~obs_mask & ~chars).any()) or not bool((obs_mask & (codes == END)).any(-1).all()):
+            raise DataError("obs_mask hides the end symbol or padding of a word; a word's length is observed "
+                            "and only its characters can be hidden (impute_mask(x, mask) makes such a mask)")
+        return ~obs_mask
+
+    def impute_mask(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """``mask`` ``(N, L)`` (True = observed) with each word's end symbol
+        and padding observed: imputation fills in characters of a word whose
+        length is known."""
+        return mask | ~(padding_mask(x) & (x != END))
+
+    def impute_point(self, predictive: torch.Tensor) -> torch.Tensor:
+        """The most probable code at each position of ``predictive``
+        ``(*batch, L, VOCAB_SIZE)`` (class probabilities): float codes ``(*batch, L)``."""
+        return predictive.argmax(-1).to(predictive.dtype)
 
     def check_data(self, x: torch.Tensor, what: str = "data") -> None:
         """Raise :class:`~pyrovae.errors.DataError` unless ``x`` is ``(N, L)``
@@ -256,13 +337,15 @@ class TextVAE(_Words):
         loc, scale = self.encoder(x.long())
         return dist.Normal(loc, scale).to_event(1)
 
-    def model(self, x: torch.Tensor, *, num_data: Optional[int] = None, beta: float = 1.0):
-        """p(z) p(x|z) for codes ``x`` ``(B, L)``; ``beta`` weighs the latent site."""
+    def model(self, x: torch.Tensor, *, num_data: Optional[int] = None, beta: float = 1.0,
+              obs_mask: Optional[torch.Tensor] = None):
+        """p(z) p(x|z) for codes ``x`` ``(B, L)``; ``beta`` weighs the latent
+        site; ``obs_mask`` ``(B, L)`` (True = observed) hides characters."""
         self._register(decoder=self.decoder)
         with self._data_plate(x, num_data):
             with kl_scale(beta):
                 z = pyro.sample("z", self.prior())
-            self._observe(x, z)
+            self._observe(x, z, obs_mask)
 
     def guide(self, x: torch.Tensor, *, num_data: Optional[int] = None, beta: float = 1.0):
         """q(z|x); the arguments of :meth:`model`."""
@@ -308,11 +391,11 @@ class CharLM(_Words):
     def _build(cls, config, data_shape, **options):
         return cls(_max_length(cls.family, data_shape), **options)
 
-    def model(self, x: torch.Tensor, *, num_data: Optional[int] = None):
-        """p(x) = prod_t p(x_t | x_<t) for codes ``x`` ``(B, L)``."""
+    def model(self, x: torch.Tensor, *, num_data: Optional[int] = None, obs_mask: Optional[torch.Tensor] = None):
+        """p(x) = prod_t p(x_t | x_<t) for codes ``x`` ``(B, L)``; ``obs_mask`` as :meth:`TextVAE.model`'s."""
         self._register(decoder=self.decoder)
         with self._data_plate(x, num_data):
-            self._observe(x, None)
+            self._observe(x, None, obs_mask)
 
     def guide(self, x: torch.Tensor, *, num_data: Optional[int] = None):
         """Nothing to infer."""

@@ -19,7 +19,7 @@ from pyro.util import check_model_guide_match
 
 import pyrovae
 from pyrovae.data.words import (
-    END, PAD, UNK, VOCAB_SIZE, decode_words, encode_words, padding_mask, word_lengths, words,
+    END, FIRST_CHAR, PAD, UNK, VOCAB_SIZE, decode_words, encode_words, padding_mask, word_lengths, words,
 )
 from pyrovae.errors import ConfigError, DataError
 from pyrovae.infer.weights import trace_pair, weight_terms
@@ -292,6 +292,107 @@ def test_trains_and_resumes_exactly(word_file, tmp_path):
     s = ev.summary()  # nats per word: -log p(x) of a word is at least 0, at most L log V with an untrained model
     assert 0 < -s["log_likelihood"] < 9 * math.log(VOCAB_SIZE) and s["log_likelihood"] >= s["elbo"]
     assert s["latent_units"] == 2 and s["num_points"] == 10
+
+
+# -- imputation of hidden characters -------------------------------------------
+
+
+def _peaked(name, latent_dim=1):
+    """A tiny model with sharp next-character distributions that depend on z."""
+    model = build(name, latent_dim=latent_dim).eval()
+    with torch.no_grad():
+        model.decoder.out.weight.mul_(10.0)
+        if model.decoder.init is not None:
+            model.decoder.init.weight.mul_(10.0)
+    return model
+
+
+def exact_character_posterior(model, x, h, latent):
+    """p(x_h = c | the other codes of the word ``x`` ``(1, L)``) for every
+    code c ``(VOCAB_SIZE,)``, zero off the characters: each candidate word
+    scored from the decoder's logits, the 1-D latent (``latent``) integrated on a grid."""
+    candidates = torch.arange(FIRST_CHAR, VOCAB_SIZE)
+    words_c = x.repeat(len(candidates), 1)
+    words_c[:, h] = candidates.float()
+    z = torch.linspace(-7, 7, 1401).reshape(-1, 1, 1).expand(-1, len(candidates), 1) if latent else None
+    with torch.no_grad():
+        logits = model.logits(words_c, z)  # (G, C, L, V) or (C, L, V)
+        log_p = logits.log_softmax(-1).gather(-1, words_c.long().expand(logits.shape[:-1]).unsqueeze(-1))[..., 0]
+        log_p = (log_p * padding_mask(words_c)).sum(-1)
+        if z is not None:
+            log_p = (log_p + torch.distributions.Normal(0.0, 1.0).log_prob(z[..., 0])).logsumexp(0)
+    out = torch.zeros(VOCAB_SIZE)
+    out[candidates] = log_p.softmax(-1)
+    return out
+
+
+@pytest.mark.parametrize("name", ["text_vae", "char_lm"])
+def test_imputed_character_distribution_is_the_exact_posterior(name):
+    """One hidden character: the importance-weighted predictive equals the
+    posterior computed by enumerating the candidates (and integrating z),
+    and the point estimate is its most probable character."""
+    model = _peaked(name)
+    x = encode_words(["horse"], MAX_LENGTH)
+    mask = torch.ones_like(x, dtype=torch.bool)
+    mask[0, 2] = False
+    result = pyrovae.impute(model, x, mask, method={"name": "importance", "num_particles": 20000}, seed=0)
+    exact = exact_character_posterior(model, x, 2, latent=name == "text_vae")
+    estimate = result.predictive[0, 2]
+    assert float(estimate.sum()) == pytest.approx(1.0, abs=1e-4) and float(estimate[:FIRST_CHAR].sum()) == 0
+    assert 0.5 * float((estimate - exact).abs().sum()) < 0.06  # total variation; Monte Carlo error only
+    assert exact.max() > 2 * exact[FIRST_CHAR:].mean()  # the posterior is far from flat
+    assert int(result.mean[0, 2]) == int(exact.argmax())
+    assert torch.equal(result.mean[mask], x[mask])
+
+
+@pytest.mark.parametrize("name", ["text_vae", "char_lm"])
+def test_imputation_keeps_what_is_observed_and_the_length(name):
+    """Observed characters come back unchanged; a mask that hides the end
+    symbol or padding keeps them observed (the length is known); hidden
+    codes are never read; gibbs is refused with the imputer to use."""
+    model = build(name, latent_dim=2).eval()
+    x = encode_words(WORDS, MAX_LENGTH)
+    mask = torch.rand(x.shape, generator=torch.Generator().manual_seed(1)) > 0.5
+    result = pyrovae.impute(model, x, mask, method={"name": "importance", "num_particles": 8})
+    chars = padding_mask(x) & (x != END)
+    assert torch.equal(result.mask, mask | ~chars)
+    for estimate in (result.mean, result.draw):
+        assert torch.equal(estimate[result.mask], x[result.mask])
+        model.check_data(estimate, "imputed words")  # words again: characters, one end symbol, padding
+        assert torch.equal(word_lengths(estimate), word_lengths(x))
+        assert bool((estimate[~result.mask] >= FIRST_CHAR).all())
+    scrambled = torch.where(result.mask, x, torch.randint(FIRST_CHAR, VOCAB_SIZE, x.shape).float())
+    again = pyrovae.impute(model, scrambled, mask, method={"name": "importance", "num_particles": 8})
+    assert torch.equal(again.mean, result.mean) and torch.equal(again.draw, result.draw)
+    with pytest.raises(ConfigError, match="'gibbs' imputer does not apply; use importance"):
+        pyrovae.impute(model, x, mask, method="gibbs")
+    with pytest.raises(DataError, match="length is observed"):
+        model.model(x, obs_mask=mask)  # the end symbol hidden without impute_mask
+
+
+def test_impute_command_prints_its_table_for_a_text_run(word_file, tmp_path, capsys):
+    import json
+
+    import yaml
+
+    from pyrovae.cli import main
+
+    config = tmp_path / "text.yaml"
+    config.write_text(yaml.safe_dump(_sections(word_file, epochs=1)))
+    run = tmp_path / "run"
+    assert main(["train", "--config", str(config), "--out", str(run)]) == 0
+    capsys.readouterr()
+    assert main(["impute", str(run), "--mask", "random:0.5", "--particles", "20", "--show", "3"]) == 0
+    out = capsys.readouterr().out
+    report = json.loads((run / "imputation" / "imputation-random-0.5.json").read_text())
+    assert "error rate of the imputation" in out and f"{100 * report['error_rate_imputation']:.1f}%" in out
+    test_words = decode_words(pyrovae.load_data(pyrovae.load_config(_sections(word_file)).data).test[0])
+    assert 0 < report["hidden_elements"] < sum(map(len, test_words))  # characters only, about half
+    assert 0 <= report["error_rate_imputation"] <= 1 and "mse_imputation" not in report
+    shown = (run / "imputation" / "imputation-random-0.5.txt").read_text()
+    assert shown.count("truth:") == 3 and f"truth:    {test_words[0]}" in shown
+    assert main(["impute", str(run), "--mask", "random:0.5", "--method", "gibbs"]) == 2
+    assert "use importance" in capsys.readouterr().err
 
 
 CONFIGS = sorted((Path(__file__).resolve().parents[2] / "experiments" / "configs" / "text").glob("*.yaml"))
