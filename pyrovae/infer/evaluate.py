@@ -117,7 +117,9 @@ class Evaluation:
         guide's mean code) and, when data and reconstructions lie in [0, 1],
         ``bce`` (binary cross-entropy of that reconstruction, summed over the
         data elements, nats). Without ``reconstruct`` there is no ``mse``/``bce``
-        and the summary reports them as None.
+        and the summary reports them as None; a model with the
+        ``reconstruction_errors`` capability reports its own errors instead
+        (text: ``char_error_rate``), whose means the summary adds.
     :ivar extra: more summary entries: ``conditioned_on`` (the fields besides
         x that the log-likelihood conditions on: ``["y"]`` for a cvae),
         ``summed_out`` (enumerated fields summed out: ``["y"]`` for m2); for a
@@ -177,26 +179,36 @@ class Evaluation:
             "mse": float(pp["mse"].mean()) if "mse" in pp else None,
             "bce": float(pp["bce"].mean()) if "bce" in pp else None,
         })
+        out.update({k: float(v.float().mean()) for k, v in pp.items() if k not in _SUMMARISED})
         out.update(self.extra)
         return out
 
 
+#: per-point keys that :meth:`Evaluation.summary` reports under fixed names
+_SUMMARISED = ("log_likelihood", "log_likelihood_stderr", "ess", "elbo", "reconstruction", "kl", "mse", "bce")
+
+
 def _reconstruction_errors(reconstruct, fields: Dict[str, torch.Tensor], batch_size: int,
-                           device: torch.device) -> Dict[str, torch.Tensor]:
+                           device: torch.device, errors=None) -> Dict[str, torch.Tensor]:
     """MSE per element and, where data and reconstruction lie in [0, 1], BCE
     summed over elements (nats), of ``reconstruct(x, **fields)``; each ``(N,)``.
-    ``reconstruct`` gets the other fields its signature names (a
-    conditional model's ``reconstruct(x, y)``; the VAE's takes ``x`` alone).
-    Each chunk is moved to ``device``, the model's."""
+    A model's ``errors(x, x_rec) -> {name: (B,)}`` (its ``reconstruction_errors``
+    capability) replaces both. ``reconstruct`` gets the other fields its
+    signature names (a conditional model's ``reconstruct(x, y)``; the VAE's
+    takes ``x`` alone). Each chunk is moved to ``device``, the model's."""
     others = accepted_fields(reconstruct, fields)
     x = fields["x"]
-    mse, bce = [], []
+    mse, bce, own = [], [], {}
     bce_applies = bool(((x >= 0) & (x <= 1)).all())
     with torch.no_grad():
         for _, chunk in chunks({"x": x, **others}, chunk_sizes(len(x), batch_size)):
             chunk = {k: v.to(device, non_blocking=True) for k, v in chunk.items()}
             xb = chunk.pop("x")
             rec = reconstruct(xb, **chunk)
+            if errors is not None:
+                for name, value in errors(xb, rec).items():
+                    own.setdefault(name, []).append(value.cpu())
+                continue
             diff = (rec - xb).reshape(xb.shape[0], -1)
             mse.append(diff.pow(2).mean(-1))
             if bce_applies and bool(((rec >= 0) & (rec <= 1)).all()):
@@ -206,6 +218,8 @@ def _reconstruction_errors(reconstruct, fields: Dict[str, torch.Tensor], batch_s
                 bce.append(-(t * r.log() + (1 - t) * (1 - r).log()).sum(-1))
             else:
                 bce_applies = False
+    if errors is not None:
+        return {name: torch.cat(values) for name, values in own.items()}
     out = {"mse": torch.cat(mse)}
     if bce_applies:
         out["bce"] = torch.cat(bce)
@@ -239,7 +253,8 @@ def evaluate(
     the guide's traces, so every model has active units as long as its
     guide has a continuous latent site (else ``active_units`` is None);
     a model without ``reconstruct`` gets no ``mse``/``bce`` (None in the
-    summary). Neither is an error: the log-likelihood needs neither.
+    summary), and one with ``reconstruction_errors`` its own errors instead
+    (codes have no squared error: text reports ``char_error_rate``). Neither is an error: the log-likelihood needs neither.
 
     An enumerated site that is a batch field (M2's ``y``) is not conditioned
     on: the log-likelihood is log p(x) = logsumexp_c [log p(c) + log p(x | c)],
@@ -300,8 +315,9 @@ def evaluate(
     }
     reconstruct = getattr(vae, "reconstruct", None)
     if reconstruct is not None:
+        errors = capability(vae, "reconstruction_errors", "evaluation", default=None)
         with eval_mode(vae):
-            per_point.update(_reconstruction_errors(reconstruct, fields, RECONSTRUCTION_BATCH, model_device(vae)))
+            per_point.update(_reconstruction_errors(reconstruct, fields, RECONSTRUCTION_BATCH, model_device(vae), errors))
     return Evaluation(
         num_samples=num_samples,
         per_point=per_point,

@@ -125,6 +125,10 @@ CAPABILITIES: Dict[str, Capability] = {c.name: c for c in (
     Capability("impute_methods", "tuple of str", "the imputers whose draws are valid for the model "
                "(default: all); a model that draws hidden elements as a proposal only lists importance",
                ("impute",)),
+    Capability("reconstruction_errors", "reconstruction_errors(x, x_rec) -> {name: (N,)}", "per-point errors "
+               "of reconstruct(x), reported under their names (default: mse, and bce where data and "
+               "reconstructions lie in [0, 1]); a model of codes states its own (text: char_error_rate)",
+               ("evaluate",)),
     Capability("per_point_guide", "per_point_guide(x, **fields)", "the guide family with free per-point "
                "parameters (inference gaps)", ("evaluate --gaps",)),
 )}

@@ -373,6 +373,12 @@ class TextVAE(_Words):
         """The greedy decoding of the guide's mean code of each word: ``x.shape``."""
         return self.decode_mean(self.encode(x).mean)
 
+    def reconstruction_errors(self, x: torch.Tensor, x_rec: torch.Tensor):
+        """``{"char_error_rate": (N,)}``: the share of each word's characters
+        and end symbol (codes ``(N, L)``) that ``x_rec`` gets wrong."""
+        scored = padding_mask(x)
+        return {"char_error_rate": ((x_rec != x) & scored).sum(-1).to(x.dtype) / scored.sum(-1)}
+
 
 class CharLM(_Words):
     """The :class:`TextVAE`'s decoder alone: a character language model

@@ -389,6 +389,47 @@ def test_active_units_and_reconstruction_errors_have_known_values():
     assert "bce" not in result.per_point and result.summary()["bce"] is None  # data outside [0, 1]
 
 
+#: what eval.json holds for the image families (m2 adds its classification error and labelled points)
+IMAGE_SUMMARY_KEYS = {
+    "active_threshold", "active_units", "bce", "conditioned_on", "elbo", "ess", "kl", "latent_units",
+    "log_likelihood", "log_likelihood_mc_error", "log_likelihood_se_over_points", "mse", "num_points",
+    "num_samples", "reconstruction", "summed_out",
+}
+
+
+@pytest.mark.parametrize("name, extra", [("vae", set()), ("cvae", set()), ("m2", {"classification_error", "labelled_points"}),
+                                         ("hvae", set())])
+def test_image_families_keep_their_summary_keys(name, extra):
+    options = {"options": {"num_classes": 4}} if name in ("cvae", "m2") else {"options": {"hidden": 8}} if name == "hvae" else {}
+    cfg = pyrovae.load_config({"model": {"name": name, "latent_dim": 2, **options}})
+    model = pyrovae.build_model(cfg.model, (1, 8, 8))
+    x = torch.bernoulli(torch.full((4, 1, 8, 8), 0.3), generator=torch.Generator().manual_seed(0))
+    fields = {"y": torch.tensor([0, 1, 2, 3])} if options.get("options", {}).get("num_classes") else {}
+    summary = evaluate(model, x, 2, **fields).summary()
+    assert set(summary) == IMAGE_SUMMARY_KEYS | extra
+    assert summary["mse"] is not None and summary["bce"] is not None
+
+
+def test_codes_get_the_model_s_reconstruction_error_not_a_squared_error():
+    """A text model's reconstructions are codes: no mse/bce, but the share of
+    characters (and end symbols) the greedy reconstruction gets wrong,
+    counted here on the strings."""
+    from pyrovae.data.words import encode_words
+
+    cfg = pyrovae.load_config({"model": {"name": "text_vae", "latent_dim": 2, "options": {"hidden": 8, "embed_dim": 4}}})
+    model = pyrovae.build_model(cfg.model, (7,))
+    words = ["cat", "horse", "ox", "emu"]
+    x = encode_words(words, 6)
+    result = evaluate(model, x, 2)
+    summary = result.summary()
+    assert summary["mse"] is None and summary["bce"] is None and set(summary) == IMAGE_SUMMARY_KEYS | {"char_error_rate"}
+    rebuilt = model.to_text(model.reconstruct(x))
+    expected = [(sum(a != b for a, b in zip(w + "$", (r + "$" + " " * 6)[: len(w) + 1]))) / (len(w) + 1)
+                for w, r in zip(words, rebuilt)]  # "$" stands for the end symbol
+    torch.testing.assert_close(result.per_point["char_error_rate"], torch.tensor(expected))
+    assert summary["char_error_rate"] == pytest.approx(sum(expected) / len(expected))
+
+
 def test_bce_for_binary_data():
     vae, x = binary_vae_and_data(n=30)
     result = evaluate(vae, x, 2)
