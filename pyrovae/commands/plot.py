@@ -1,5 +1,7 @@
 """``pyrovae plot RUN_DIR``: write the figures of a trained run as PNGs
-(as text files for a model that shows its data as text)."""
+(as text files for a model that shows its data as text), with one line for
+each figure that does not apply to the model (a language model has no
+latent code to show)."""
 
 from __future__ import annotations
 
@@ -26,18 +28,23 @@ def add_parser(sub):
 def cmd_plot(args) -> int:
     from ..data import load_data
     from ..models.protocol import require_command
-    from ..report.figures import PlotInputs, figure_needs, write_plots
+    from ..errors import ConfigError
+    from ..report.figures import FIGURES, PlotInputs, figure_needs, write_plots
     from ..runs import RunDir
 
     vae, cfg, _ = load_run_of(args)
-    # the figures read these; say which one a model lacks before drawing any
-    require_command(vae, "plot", needs=figure_needs(args.only))
+    # the figures that apply read these; say which one a model lacks before drawing any
+    require_command(vae, "plot", needs=figure_needs(args.only, vae))
     splits = load_data(cfg.data)
     x, labels = splits.test if len(splits.test[0]) else splits.train
     records = RunDir(args.run_dir).read_metrics()
     inp = PlotInputs(vae, x, labels, records, seed=args.seed, num_samples=args.num_samples, max_points=args.max_points)
     out = Path(args.out) if args.out else Path(args.run_dir) / "plots"
-    for name, result in write_plots(inp, out, only=args.only).items():
+    written = write_plots(inp, out, only=args.only)
+    for name, result in written.items():
         print(f"wrote {result}" if isinstance(result, Path) else f"skipped {name}: {result}", file=sys.stderr)
+    if not any(isinstance(result, Path) for result in written.values()):
+        raise ConfigError(f"none of the figures asked for applies to this model ({', '.join(written)}); "
+                          f"choose others with --only ({', '.join(FIGURES)})")
     return 0
 

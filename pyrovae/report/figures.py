@@ -27,8 +27,9 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 import torch
 
 from ..models.base import eval_mode, model_device, model_fields
-from ..models.protocol import COMMAND_NEEDS, MissingCapability, capability, has_capability
+from ..models.protocol import MissingCapability, capability, has_capability
 from . import plots
+from .figure_needs import FIGURE_NEEDS, LATENT_NEEDS, figure_needs, has_latent, not_applicable
 from .latents import (
     draw_samples,
     encode_data,
@@ -41,8 +42,8 @@ from .latents import (
     traversal_codes,
 )
 
-__all__ = ["PlotInputs", "TextFigure", "FIGURES", "FIGURE_NEEDS", "figure_needs", "write_plots", "write_figures",
-           "EpochFigures"]
+__all__ = ["PlotInputs", "TextFigure", "FIGURES", "FIGURE_NEEDS", "LATENT_NEEDS", "figure_needs", "not_applicable",
+           "write_plots", "write_figures", "EpochFigures"]
 
 
 @dataclass
@@ -184,18 +185,25 @@ def reconstructions(inp: PlotInputs):
 
 
 def _samples_title(inp: PlotInputs) -> str:
+    if not has_latent(inp.vae):
+        return f"{inp.num_samples} draws from the model"
     return f"{inp.num_samples} samples from the prior (decoder means)"
 
 
+def _drawn(inp: PlotInputs) -> torch.Tensor:
+    """Decoder means at prior codes; draws for a model without a latent code,
+    whose decoder means are all one point."""
+    return draw_samples(inp.vae, inp.num_samples, seed=inp.seed, mean=has_latent(inp.vae)).cpu()
+
+
 def _samples_text(inp: PlotInputs):
-    return TextFigure(_samples_title(inp), inp.text(draw_samples(inp.vae, inp.num_samples, seed=inp.seed).cpu()))
+    return TextFigure(_samples_title(inp), inp.text(_drawn(inp)))
 
 
 @_images(_samples_text)
 def samples(inp: PlotInputs):
-    """``num_samples`` decoder means E[x|z], z ~ p(z)."""
-    s = draw_samples(inp.vae, inp.num_samples, seed=inp.seed).cpu()
-    return plots.samples_figure(s, inp.value_range, title=_samples_title(inp))
+    """``num_samples`` decoder means E[x|z], z ~ p(z) (draws from a model without a latent code)."""
+    return plots.samples_figure(_drawn(inp), inp.value_range, title=_samples_title(inp))
 
 
 def latent_scatter(inp: PlotInputs):
@@ -325,42 +333,14 @@ FIGURES: Dict[str, Callable[[PlotInputs], Any]] = {
     "training_curves": training_curves,
 }
 
-#: the capabilities each figure reads (a conditional model's figures also
-#: read ``classify`` for data without labels, and ``num_classes``); together
-#: they are ``COMMAND_NEEDS["plot"]``
-FIGURE_NEEDS: Dict[str, Tuple[str, ...]] = {
-    "reconstructions": ("data_shape", "reconstruct"),
-    "samples": ("data_shape", "sample"),
-    "latent_scatter": ("encode",),
-    "manifold": ("data_shape", "prior_draws", "decode_mean"),
-    "traversals": ("data_shape", "encode", "prior_draws", "decode_mean"),
-    "interpolations": ("data_shape", "encode", "decode_mean"),
-    "class_samples": ("data_shape", "prior_draws", "decode_mean"),
-    "analogies": ("data_shape", "encode", "decode_mean"),
-    "training_curves": (),
-}
-
-
-def figure_needs(names: Optional[Sequence[str]] = None) -> Tuple[str, ...]:
-    """The capabilities the figures ``names`` (default: all) read, in the
-    order of ``COMMAND_NEEDS["plot"]``.
-
-    Example::
-
-        >>> figure_needs(["samples", "latent_scatter"])
-        ('sample', 'encode', 'data_shape')
-    """
-    wanted = {need for name in names or FIGURES for need in FIGURE_NEEDS[name]}
-    return tuple(need for need in COMMAND_NEEDS["plot"] if need in wanted)
-
-
 @torch.no_grad()
 def write_plots(inp: PlotInputs, out_dir, only: Optional[Sequence[str]] = None) -> Dict[str, Union[Path, str]]:
     """Write the figures of :data:`FIGURES` (or those named in ``only``) as
     ``out_dir/<name>.png`` (``<name>.txt`` for a text figure). Returns
-    ``{name: path}``, or for a figure that does not apply to this model, or
-    needs a capability it lacks, ``{name: "why not"}``; nothing raises for a
-    missing capability."""
+    ``{name: path}``, or for a figure that does not apply to this model
+    (:func:`not_applicable`, images of text, ...), or needs a capability it
+    lacks, ``{name: "why not"}`` in one line; nothing raises for a missing
+    capability."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written: Dict[str, Union[Path, str]] = {}
@@ -368,7 +348,7 @@ def write_plots(inp: PlotInputs, out_dir, only: Optional[Sequence[str]] = None) 
         for name in only or FIGURES:
             with seeded(inp.seed, model_device(inp.vae)):
                 try:
-                    fig = FIGURES[name](inp)
+                    fig = not_applicable(inp.vae, name) or FIGURES[name](inp)
                 except MissingCapability as e:
                     fig = str(e)
             if isinstance(fig, str):

@@ -8,7 +8,6 @@ end symbol, where the length comes from the word itself.
 
 import math
 import pickle
-from pathlib import Path
 
 import pytest
 import torch
@@ -393,35 +392,3 @@ def test_impute_command_prints_its_table_for_a_text_run(word_file, tmp_path, cap
     assert shown.count("truth:") == 3 and f"truth:    {test_words[0]}" in shown
     assert main(["impute", str(run), "--mask", "random:0.5", "--method", "gibbs"]) == 2
     assert "use importance" in capsys.readouterr().err
-
-
-CONFIGS = sorted((Path(__file__).resolve().parents[2] / "experiments" / "configs" / "text").glob("*.yaml"))
-FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "words.txt"
-
-
-@pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
-def test_config_trains_evaluates_samples_and_plots_through_the_cli(path, tmp_path):
-    """The user's path for each shipped text config, on the fixture's 300 words
-    of web2 with tiny networks: pyrovae train, evaluate (IS), sample and plot."""
-    import json
-
-    from pyrovae.cli import main
-
-    assert path.read_text().startswith("#"), "a config names its source in a comment header"
-    cfg = pyrovae.load_config(path)
-    run = tmp_path / "run"
-    overrides = [f"data.path={FIXTURE}", "data.val_size=20", "data.options.num_test=20", "train.epochs=1",
-                 "model.options.hidden=8", "model.options.embed_dim=4"]
-    assert main(["train", "--config", str(path), "--out", str(run), *[a for o in overrides for a in ("--set", o)]]) == 0
-    assert (run / "checkpoint.pt").stat().st_size > 0 and (run / "metrics.jsonl").read_text()
-    assert main(["evaluate", str(run), "--iw-samples", "3", "--limit", "10", "--no-progress"]) == 0
-    result = json.loads((run / "eval.json").read_text())
-    assert -12 * math.log(VOCAB_SIZE) < result["log_likelihood"] < 0  # nats per word, finite
-    out = tmp_path / "words.txt"
-    assert main(["sample", str(run), "-n", "5", "--draw", "--out", str(out)]) == 0
-    drawn = out.read_text().splitlines()
-    assert len(drawn) == 5 and all(len(w) <= cfg.data.options["max_length"] for w in drawn)
-    if cfg.model.name == "text_vae":
-        assert main(["plot", str(run), "-n", "4", "--max-points", "30"]) == 0
-        for name in ("reconstructions.txt", "samples.txt", "interpolations.txt"):
-            assert (run / "plots" / name).read_text().strip(), name
