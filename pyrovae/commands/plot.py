@@ -33,10 +33,10 @@ def cmd_plot(args) -> int:
     from ..runs import RunDir
 
     vae, cfg, _ = load_run_of(args)
-    # the figures that apply read these; say which one a model lacks before drawing any
-    require_command(vae, "plot", needs=figure_needs(args.only, vae))
     splits = load_data(cfg.data)
     x, labels = splits.test if len(splits.test[0]) else splits.train
+    # the figures that apply read these; say which one a model lacks before drawing any
+    require_command(vae, "plot", needs=figure_needs(args.only, vae, x))
     records = RunDir(args.run_dir).read_metrics()
     inp = PlotInputs(vae, x, labels, records, seed=args.seed, num_samples=args.num_samples, max_points=args.max_points)
     out = Path(args.out) if args.out else Path(args.run_dir) / "plots"

@@ -14,6 +14,11 @@ from __future__ import annotations
 
 from typing import Any, Dict, Optional, Sequence, Tuple
 
+import torch
+
+from ..errors import ConfigError, DataError
+from ..infer.seeds import seeded
+from ..models.base import model_device, unregistered
 from ..models.protocol import COMMAND_NEEDS, has_capability
 
 __all__ = ["FIGURE_NEEDS", "LATENT_NEEDS", "figure_needs", "has_latent", "not_applicable"]
@@ -34,39 +39,54 @@ FIGURE_NEEDS: Dict[str, Tuple[str, ...]] = {
 }
 
 
-#: the capabilities of a latent code; a model with none of them (a language model) has no code to show
+#: the capabilities of a latent code
 LATENT_NEEDS: Tuple[str, ...] = ("latent_dim", "reconstruct", "encode", "decode_mean", "prior_draws")
 
 
-def has_latent(vae) -> bool:
-    """Whether ``vae`` has any of :data:`LATENT_NEEDS`."""
-    return any(has_capability(vae, c) for c in LATENT_NEEDS)
+def has_latent(vae, x: Optional[torch.Tensor] = None) -> bool:
+    """Whether ``vae`` has a latent code: one of :data:`LATENT_NEEDS`, or
+    for a model with none of them, a latent site in its guide's trace on
+    the first two points of data ``x`` ``(N, *data_shape)`` (a language
+    model has none). Without ``x``, or where the guide needs fields other
+    than ``x``, the answer is yes. The global RNG is left as it was."""
+    if x is None or any(has_capability(vae, c) for c in LATENT_NEEDS):
+        return True
+    from ..infer.weights import latent_sites, trace_pair
+
+    device = model_device(vae)
+    try:
+        with seeded(0, device), torch.no_grad(), unregistered(vae):
+            guide = trace_pair(vae, {"x": x[:2].to(device)}).guide
+    except (ConfigError, DataError):  # the guide needs a label: the figures say what they lack
+        return True
+    return bool(latent_sites(guide))
 
 
-def not_applicable(vae, name: str) -> Optional[str]:
+def not_applicable(vae, name: str, x: Optional[torch.Tensor] = None) -> Optional[str]:
     """Why the figure ``name`` does not apply to ``vae`` (one line), or None:
-    a figure of a latent code does not apply to a model with none of
-    :data:`LATENT_NEEDS` (one with some lacks a capability: an error up front).
+    a figure of a latent code does not apply to a model without one
+    (:func:`has_latent` on data ``x``; a model with a latent code but not a
+    figure's capabilities lacks them instead: an error up front).
 
     Example::
 
-        reason = not_applicable(model, "traversals")   # a language model: "the model has no latent code ..."
+        reason = not_applicable(model, "traversals", x)   # a language model: "the model has no latent code ..."
     """
-    if set(FIGURE_NEEDS[name]) & set(LATENT_NEEDS) and not has_latent(vae):
-        return f"the model has no latent code (none of {', '.join(LATENT_NEEDS)}), and this figure shows one"
+    if set(FIGURE_NEEDS[name]) & set(LATENT_NEEDS) and not has_latent(vae, x):
+        return "the model has no latent code (its guide samples no latent site), and this figure shows one"
     return None
 
 
-def figure_needs(names: Optional[Sequence[str]] = None, vae: Any = None) -> Tuple[str, ...]:
+def figure_needs(names: Optional[Sequence[str]] = None, vae: Any = None, x: Optional[torch.Tensor] = None) -> Tuple[str, ...]:
     """The capabilities the figures ``names`` (default: all) read, in the
-    order of ``COMMAND_NEEDS["plot"]``; with ``vae``, only those of the
-    figures that apply to it (see :func:`not_applicable`).
+    order of ``COMMAND_NEEDS["plot"]``; with ``vae`` and its data ``x``,
+    only those of the figures that apply to it (see :func:`not_applicable`).
 
     Example::
 
         >>> figure_needs(["samples", "latent_scatter"])
         ('sample', 'encode', 'data_shape')
     """
-    names = [n for n in names or FIGURE_NEEDS if vae is None or not_applicable(vae, n) is None]
+    names = [n for n in names or FIGURE_NEEDS if vae is None or not_applicable(vae, n, x) is None]
     wanted = {need for name in names for need in FIGURE_NEEDS[name]}
     return tuple(need for need in COMMAND_NEEDS["plot"] if need in wanted)

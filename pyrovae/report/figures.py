@@ -185,7 +185,7 @@ def reconstructions(inp: PlotInputs):
 
 
 def _samples_title(inp: PlotInputs) -> str:
-    if not has_latent(inp.vae):
+    if not has_latent(inp.vae, inp.x):
         return f"{inp.num_samples} draws from the model"
     return f"{inp.num_samples} samples from the prior (decoder means)"
 
@@ -193,7 +193,7 @@ def _samples_title(inp: PlotInputs) -> str:
 def _drawn(inp: PlotInputs) -> torch.Tensor:
     """Decoder means at prior codes; draws for a model without a latent code,
     whose decoder means are all one point."""
-    return draw_samples(inp.vae, inp.num_samples, seed=inp.seed, mean=has_latent(inp.vae)).cpu()
+    return draw_samples(inp.vae, inp.num_samples, seed=inp.seed, mean=has_latent(inp.vae, inp.x)).cpu()
 
 
 def _samples_text(inp: PlotInputs):
@@ -348,7 +348,7 @@ def write_plots(inp: PlotInputs, out_dir, only: Optional[Sequence[str]] = None) 
         for name in only or FIGURES:
             with seeded(inp.seed, model_device(inp.vae)):
                 try:
-                    fig = not_applicable(inp.vae, name) or FIGURES[name](inp)
+                    fig = not_applicable(inp.vae, name, inp.x) or FIGURES[name](inp)
                 except MissingCapability as e:
                     fig = str(e)
             if isinstance(fig, str):
