@@ -186,7 +186,7 @@ def test_commands_that_need_a_convenience_say_so():
         draw_samples(model, 3)
     with pytest.raises(ConfigError, match="encode"):
         encode_data(model, x)
-    with pytest.raises(ConfigError, match="likelihood"):
+    with pytest.raises(ConfigError, match="data_shape"):
         impute(model, x, torch.rand(x.shape) > 0.5)
 
 
