@@ -33,6 +33,14 @@ In high dimensions the guide is a poor proposal for p(z | x_o): on MNIST
 with half the pixels hidden the effective sample size of 100 particles is
 about 2. ``gibbs`` then often does better (see ``diagnostics``).
 
+For categorical data (codes, such as characters) the weighted mean is not
+an estimate: such a model records class probabilities as ``x_mean`` and its
+``impute_point`` capability reads the most probable class from their
+weighted mean (kept as ``Imputation.predictive``); ``impute_mask`` keeps
+elements observed that must stay so (a word's length), and
+``impute_methods`` refuses ``gibbs`` where the model draws hidden elements
+only as an importance proposal.
+
 Observed pixels are returned unchanged. Everything is seeded. Masks live in
 :mod:`pyrovae.infer.masks` (re-exported here); the importance weights follow
 the rules of :mod:`pyrovae.infer.weights`, like the evaluator's.

@@ -20,6 +20,11 @@ the UNK code with probability ``word_dropout``, which makes the decoder
 lean on z (Bowman et al. Sec. 3.2). KL warm-up is ``train.kl_schedule``:
 the model scales its latent site by ``beta``.
 
+Imputation (``obs_mask``) hides characters only (``impute_mask``: a word's
+length is observed): the hidden ones are drawn left to right from the
+decoder (:class:`WordCompletion`, an importance proposal), the observed
+ones scored, and ``impute_point`` reads the most probable character.
+
 ``x`` arrives as float codes (the trainer hands data over in the
 parameters' dtype) and is read as ``long``. Every tensor may carry leading
 dims left of the data plate (importance sampling's particles).
