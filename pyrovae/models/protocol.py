@@ -117,8 +117,8 @@ CAPABILITIES: Dict[str, Capability] = {c.name: c for c in (
                "(text models)", ("plot", "sample", "train figures")),
     Capability("impute_point", "impute_point(predictive) -> (*batch, *data_shape)", "imputation's point "
                "estimate from the importance-weighted mean of the model's x_mean site (default: that mean); a "
-               "categorical model records class probabilities (*batch, *data_shape, C) there and returns the most "
-               "probable class", ("impute",)),
+               "categorical model records class probabilities there (one more dim, the classes) and returns the "
+               "most probable class", ("impute",)),
     Capability("impute_mask", "impute_mask(x, mask) -> mask", "the mask imputation uses, True = observed "
                "(default: the mask given); a text model keeps each word's end symbol and padding observed",
                ("impute",)),
