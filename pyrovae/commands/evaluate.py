@@ -117,9 +117,12 @@ def _format_table(summary, header: str, metrics=()) -> str:
         ("gap log p(x) - ELBO", f"{num(summary['log_likelihood'] - summary['elbo'])} nats"),
         ("active units", "n/a" if summary["active_units"] is None
          else f"{summary['active_units']} of {summary['latent_units']}"),
-        ("reconstruction MSE per element", num(summary["mse"], "{:.5f}")),
-        ("reconstruction BCE", f"{num(summary['bce'])} nats" if summary["bce"] is not None else "n/a"),
     ]
+    own = summary.get("reconstruction_error_names") or []
+    if not own or summary["mse"] is not None:
+        rows += [("reconstruction MSE per element", num(summary["mse"], "{:.5f}")),
+                 ("reconstruction BCE", f"{num(summary['bce'])} nats" if summary["bce"] is not None else "n/a")]
+    rows += [(f"reconstruction {name.replace('_', ' ')}", num(summary[name], "{:.4f}")) for name in own]
     for key, count_key, title in metrics:  # the model's metrics (evaluate's metric_keys)
         rows.append((title, f"{100 * summary[key]:.2f}% of {summary[count_key]} points"))
     return format_table(header, rows)

@@ -179,7 +179,10 @@ class Evaluation:
             "mse": float(pp["mse"].mean()) if "mse" in pp else None,
             "bce": float(pp["bce"].mean()) if "bce" in pp else None,
         })
-        out.update({k: float(v.float().mean()) for k, v in pp.items() if k not in _SUMMARISED})
+        own = sorted(k for k in pp if k not in _SUMMARISED)  # a model's own reconstruction errors
+        out.update({k: float(pp[k].float().mean()) for k in own})
+        if own:
+            out["reconstruction_error_names"] = own
         out.update(self.extra)
         return out
 

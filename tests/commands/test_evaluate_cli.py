@@ -160,3 +160,20 @@ def test_the_two_standard_errors_are_named_for_what_they_are(run_dir, tmp_path, 
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the new names of an old file read without a warning
         assert Summary.read(old_file) == record
+
+
+def test_the_table_shows_a_models_own_reconstruction_errors(run_dir, tmp_path, capsys):
+    """A model that reports its own reconstruction errors (a text model's
+    character error rate) gets a row for each in place of MSE and BCE."""
+    from pyrovae.commands.evaluate import _format_table
+
+    out = tmp_path / "e.json"
+    assert cli(run_dir, "-k", 2, "--limit", 10, "--out", out, "--no-progress") == 0
+    capsys.readouterr()
+    summary = json.loads(out.read_text())
+    assert "reconstruction_error_names" not in summary  # the image model: MSE and BCE only
+    image_table = _format_table(summary, "h")
+    assert "MSE" in image_table and "char error rate" not in image_table
+    text = dict(summary, mse=None, bce=None, char_error_rate=0.125, reconstruction_error_names=["char_error_rate"])
+    text_table = _format_table(text, "h")
+    assert "MSE" not in text_table and "reconstruction char error rate" in text_table and "0.1250" in text_table

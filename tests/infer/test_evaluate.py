@@ -422,7 +422,8 @@ def test_codes_get_the_model_s_reconstruction_error_not_a_squared_error():
     x = encode_words(words, 6)
     result = evaluate(model, x, 2)
     summary = result.summary()
-    assert summary["mse"] is None and summary["bce"] is None and set(summary) == IMAGE_SUMMARY_KEYS | {"char_error_rate"}
+    assert summary["mse"] is None and summary["bce"] is None and set(summary) == IMAGE_SUMMARY_KEYS | {"char_error_rate", "reconstruction_error_names"}
+    assert summary["reconstruction_error_names"] == ["char_error_rate"]
     rebuilt = model.to_text(model.reconstruct(x))
     expected = [(sum(a != b for a, b in zip(w + "$", (r + "$" + " " * 6)[: len(w) + 1]))) / (len(w) + 1)
                 for w, r in zip(words, rebuilt)]  # "$" stands for the end symbol
