@@ -8,45 +8,20 @@ against the component's signature when it is built.
 """
 
 import dataclasses
-import difflib
 import math
 import os
-import re
 import typing
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Union
 
 import yaml
 
+from .config_values import as_spec, check_choice, check_keys, check_min, coerce, parse_yaml, read_yaml, set_path
 from .errors import ConfigError
-from .validators import int_at_least, is_int, is_number
 
 __all__ = ["DataConfig", "ModelConfig", "TrainConfig", "Config", "load_config"]
 
 Spec = Dict[str, Any]
-
-
-class _Loader(yaml.SafeLoader):
-    """YAML 1.1 reads ``1e-3`` (no dot) as a string; read it as a float, as people mean it."""
-
-
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(
-        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
-        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
-        |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
-        |[-+]?\.(?:inf|Inf|INF)
-        |\.(?:nan|NaN|NAN))$""",
-        re.X,
-    ),
-    list("-+0123456789."),
-)
-
-
-def parse_yaml(text: str) -> Any:
-    """``yaml.safe_load`` that also reads ``1e-3`` as a float."""
-    return yaml.load(text, Loader=_Loader)
 
 
 def _spec(name: str, **options) -> Spec:
@@ -114,13 +89,13 @@ class DataConfig:
     as_given: Dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self):
-        _check_choice("data.binarize", self.binarize, ("dynamic", "static", "none"))
+        check_choice("data.binarize", self.binarize, ("dynamic", "static", "none"))
         if self.val_size is not None:
-            _check_min("data.val_size", self.val_size, 0)
+            check_min("data.val_size", self.val_size, 0)
         if self.subset is not None:
-            _check_min("data.subset", self.subset, 1)
+            check_min("data.subset", self.subset, 1)
         if self.labelled is not None:
-            _check_min("data.labelled", self.labelled, 1)
+            check_min("data.labelled", self.labelled, 1)
         if self.quantize and self.binarize != "none":
             raise ConfigError("data.quantize needs data.binarize: none (levels come from grey values)")
 
@@ -199,9 +174,9 @@ class ModelConfig:
             raise ConfigError(f"model.options must be a mapping of the model's options, got {self.options!r}")
         if not isinstance(self.plugins, list) or not all(isinstance(m, str) and m for m in self.plugins):
             raise ConfigError(f"model.plugins must be a list of Python module names, got {self.plugins!r}")
-        _check_min("model.latent_dim", self.latent_dim, 1)
+        check_min("model.latent_dim", self.latent_dim, 1)
         for key in ("encoder", "decoder", "prior", "likelihood", "guide"):
-            setattr(self, key, _as_spec(f"model.{key}", getattr(self, key)))
+            setattr(self, key, as_spec(f"model.{key}", getattr(self, key)))
         self.hierarchy = [_layer_spec(i, layer) for i, layer in enumerate(self.hierarchy)]
 
 
@@ -219,11 +194,11 @@ def _layer_spec(index: int, layer: Any) -> Dict[str, Any]:
     where = f"model.hierarchy[{index}]"
     if not isinstance(layer, dict):
         raise ConfigError(f"{where} must be a mapping with keys {', '.join(LAYER_DEFAULTS)}, got {layer!r}")
-    _check_keys(where, layer, LAYER_DEFAULTS)
+    check_keys(where, layer, LAYER_DEFAULTS)
     out = {**LAYER_DEFAULTS, **layer}
-    _check_min(f"{where}.latent_dim", out["latent_dim"], 1)
+    check_min(f"{where}.latent_dim", out["latent_dim"], 1)
     for key in ("encoder", "decoder", "guide"):
-        out[key] = _as_spec(f"{where}.{key}", out[key])
+        out[key] = as_spec(f"{where}.{key}", out[key])
     return out
 
 
@@ -303,26 +278,26 @@ class TrainConfig:
     deterministic: bool = False
 
     def __post_init__(self):
-        _check_min("train.epochs", self.epochs, 0)
-        _check_min("train.batch_size", self.batch_size, 1)
+        check_min("train.epochs", self.epochs, 0)
+        check_min("train.batch_size", self.batch_size, 1)
         if self.labelled_batch_size is not None:
-            _check_min("train.labelled_batch_size", self.labelled_batch_size, 1)
-        _check_min("train.eval_batch_size", self.eval_batch_size, 1)
-        _check_min("train.sample_every", self.sample_every, 0)
+            check_min("train.labelled_batch_size", self.labelled_batch_size, 1)
+        check_min("train.eval_batch_size", self.eval_batch_size, 1)
+        check_min("train.sample_every", self.sample_every, 0)
         if self.threads is not None:
-            _check_min("train.threads", self.threads, 1)
+            check_min("train.threads", self.threads, 1)
         if not (math.isfinite(self.beta) and self.beta >= 0):
             raise ConfigError(f"train.beta must be a finite number >= 0, got {self.beta}")
         if self.grad_clip is not None and not (self.grad_clip > 0 and math.isfinite(self.grad_clip)):
             raise ConfigError(f"train.grad_clip must be positive, got {self.grad_clip}")
         if self.patience is not None:
-            _check_min("train.patience", self.patience, 1)
+            check_min("train.patience", self.patience, 1)
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
             raise ConfigError(f"train.device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"train.precision must be {' or '.join(PRECISIONS)}, got {self.precision!r}")
         for key in ("objective", "optimizer", "lr_schedule", "kl_schedule"):
-            setattr(self, key, _as_spec(f"train.{key}", getattr(self, key)))
+            setattr(self, key, as_spec(f"train.{key}", getattr(self, key)))
         lr = self.optimizer.get("lr", 1.0)
         if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
             raise ConfigError(f"train.optimizer.lr must be a positive finite number, got {lr!r}")
@@ -361,7 +336,7 @@ class Config:
         d = {} if d is None else d
         if not isinstance(d, dict):
             raise ConfigError(f"a config must be a mapping with sections {list(SECTIONS)}, got {type(d).__name__}")
-        _check_keys("config", d, SECTIONS)
+        check_keys("config", d, SECTIONS)
         return cls(**{name: _section_from_dict(name, d.get(name) or {}) for name in SECTIONS})
 
     def to_dict(self) -> Dict[str, Any]:
@@ -394,7 +369,7 @@ class Config:
                 value = parse_yaml(text)
             except yaml.YAMLError as e:
                 raise ConfigError(f"override {item!r}: value does not parse as YAML: {e}") from None
-            _set_path(d, key.strip().split("."), value, item)
+            set_path(d, key.strip().split("."), value, item)
         return Config.from_dict(d)
 
 
@@ -429,27 +404,7 @@ def load_config(source: Any = None, overrides: Optional[List[str]] = None) -> Co
     return cfg.override(overrides) if overrides else cfg
 
 
-# -- helpers ---------------------------------------------------------------
-
-
-def read_yaml(path) -> Any:
-    """The contents of a YAML file (read as :func:`parse_yaml` does), with a
-    :class:`ConfigError` for a missing or invalid file."""
-    if not os.path.exists(path):
-        raise ConfigError(f"config file {str(path)!r} does not exist")
-    try:
-        with open(path) as f:
-            return parse_yaml(f.read())
-    except yaml.YAMLError as e:
-        raise ConfigError(f"config file {str(path)!r} is not valid YAML: {e}") from None
-
-
-def _check_keys(where: str, d: Dict[str, Any], valid) -> None:
-    for key in d:
-        if key not in valid:
-            close = difflib.get_close_matches(str(key), list(valid), n=1)
-            hint = f" Did you mean {close[0]!r}?" if close else ""
-            raise ConfigError(f"unknown key {key!r} in {where}.{hint} Valid keys: {', '.join(valid)}")
+# -- sections from dicts -------------------------------------------------
 
 
 def _section_from_dict(name: str, d: Any):
@@ -459,64 +414,7 @@ def _section_from_dict(name: str, d: Any):
     if not isinstance(d, dict):
         raise ConfigError(f"config section {name!r} must be a mapping, got {d!r}")
     hints = typing.get_type_hints(cls)
-    _check_keys(name, d, hints)
+    check_keys(name, d, hints)
     specs = {f.name for f in dataclasses.fields(cls) if f.metadata.get("spec")}
     # spec fields are checked by _as_spec in __post_init__
-    return cls(**{k: v if k in specs else _coerce(f"{name}.{k}", v, hints[k]) for k, v in d.items()})
-
-
-def _coerce(where: str, value: Any, tp: Any) -> Any:
-    """Check ``value`` against the annotation ``tp``; ints are accepted as floats."""
-    origin = typing.get_origin(tp)
-    if origin is Union:
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        tp = next(a for a in args if a is not type(None))
-        origin = typing.get_origin(tp)
-    if tp is Any:
-        return value
-    if tp is float and is_number(value):
-        return float(value)
-    if tp is int and is_int(value):
-        return int(value)
-    if tp in (str, bool) and type(value) is tp:
-        return value
-    if origin is dict and isinstance(value, dict):
-        return value
-    if origin is list and isinstance(value, (list, tuple)):
-        return list(value)
-    expected = getattr(tp, "__name__", str(tp))
-    raise ConfigError(f"{where} must be of type {expected}, got {value!r} ({type(value).__name__})")
-
-
-def _as_spec(where: str, value: Any) -> Spec:
-    if isinstance(value, str):
-        return {"name": value}
-    if isinstance(value, dict) and "name" in value and isinstance(value["name"], str):
-        return dict(value)
-    raise ConfigError(f"{where} must be a component name or a mapping with a 'name' key, got {value!r}")
-
-
-def _check_min(where: str, value: Any, minimum: int) -> None:
-    int_at_least(value, minimum, where)
-
-
-def _check_choice(where: str, value: Any, choices) -> None:
-    if value not in choices:
-        raise ConfigError(f"{where} must be one of {', '.join(choices)}, got {value!r}")
-
-
-def _set_path(d: Dict[str, Any], path: List[str], value: Any, item: str) -> None:
-    """Assign ``value`` at ``path``; sections and their keys must exist
-    (component options deeper down are checked when the component is built)."""
-    node = d
-    for depth, key in enumerate(path):
-        if depth < 2 and key not in node:
-            _check_keys(".".join(path[:depth]) or "config", {key: None}, node)
-        if depth == len(path) - 1:
-            node[key] = value
-        elif not isinstance(node.get(key), dict):
-            raise ConfigError(f"override {item!r}: {'.'.join(path[: depth + 1])} is not a mapping")
-        else:
-            node = node[key]
+    return cls(**{k: v if k in specs else coerce(f"{name}.{k}", v, hints[k]) for k, v in d.items()})
