@@ -101,7 +101,7 @@ CAPABILITIES: Dict[str, Capability] = {c.name: c for c in (
                "(decoder means by default)", ("plot", "sample", "train figures")),
     Capability("reconstruct", "reconstruct(x, **fields) -> x_rec", "E[x | code(x)]",
                ("plot", "evaluate", "train figures")),
-    Capability("encode", "encode(x, **fields) -> (loc, scale)", "the guide's code distribution for x",
+    Capability("encode", "encode(x, **fields) -> distribution", "the guide's code distribution for x (with mean and stddev)",
                ("encode", "plot")),
     Capability("decode_mean", "decode_mean(z, **fields) -> (*batch, *data_shape)", "E[x | z], how a code "
                "is shown in pictures (traversals, interpolations, the 2-D manifold)", ("plot",)),
