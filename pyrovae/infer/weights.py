@@ -15,7 +15,11 @@ a guide trace and a replayed model trace become ``log p(x, z) - log q(z | x)``.
   pixel ``x_unobserved``, a nuisance latent); its density appears in both
   p and the proposal, so it cancels and is left out.
 - **Guide-only sites** have nothing to be weighed against: a
-  :class:`~pyrovae.errors.ConfigError` names them.
+  :class:`~pyrovae.errors.ConfigError` names them. Auxiliary guide sites
+  (``infer={"is_auxiliary": True}``, as Pyro's autoguides draw a latent in
+  unconstrained space) count in log q: an autoguide's Delta site carries
+  the log-Jacobian of the transform, so the two together are log q(z), as
+  in Pyro's ``Trace_ELBO``.
 - **Discrete sites are sampled, not enumerated.** The guide draws
   y ~ q(y | x) like any other latent (the traces run without an
   enumeration messenger, so ``infer={"enumerate": ...}`` is ignored here)
@@ -268,7 +272,10 @@ def _split_sites(pair: TracePair) -> Tuple[List[dict], List[dict], List[dict]]:
         elif site["name"] in guide_names:
             prior.append(site)
         # else: drawn from the model itself on replay; cancels in the weight
-    missing = guide_names - {s["name"] for s in prior}
+    # an autoguide's auxiliary site (AutoNormal's unconstrained draw) carries the
+    # density of the latent it transforms: with the Delta's log-Jacobian it is log q(z)
+    auxiliary = {s["name"] for s in guide_latents if s["infer"].get("is_auxiliary")}
+    missing = guide_names - {s["name"] for s in prior} - auxiliary
     if missing:
         raise ConfigError(
             f"the guide samples {sorted(missing)}, which the model has no latent site for; "

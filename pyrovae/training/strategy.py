@@ -151,7 +151,7 @@ class DataParallel(Strategy):
     gradient of the global sum) or, for objectives without a differentiable
     loss, the gradients are summed with one ``all_reduce``. An objective
     whose weights depend on the batch's make-up (one with ``batch_counts``
-    and ``over_batch``, e.g. M2's partly labelled objective) gets the counts
+    and ``over_batch``, such as the objective of a partly known enumerated field) gets the counts
     summed over the ranks before the step. See
     :mod:`pyrovae.training.distributed`.
 
@@ -202,14 +202,16 @@ class DataParallel(Strategy):
         counts = counts(fields) if counts is not None else None
         if counts is None:
             if "num_data" in fields:
+                # the batches pass num_data to a model with a guide over its training points (it takes index)
                 raise ConfigError(
                     "num_data under data-parallel training would scale each process's share by N over the share's "
-                    "size, and the processes' sum would be about W times the whole batch's estimate; leave it out "
-                    "(the trainer does) and scale the summed loss instead"
+                    "size, and the processes' sum would be about W times the whole batch's estimate; a model that "
+                    "takes index and num_data (a guide over its training points) trains in one process: run it "
+                    "without torchrun"
                 )
             return self._step(fields, beta)
-        # weights that depend on the batch's make-up (M2's labelled and
-        # unlabelled points) come from the whole batch, not this rank's share
+        # weights that depend on the batch's make-up (its known and unknown
+        # points) come from the whole batch, not this rank's share
         with self.objective.over_batch(distributed.all_reduce_sum(counts)):
             return self._step(fields, beta)
 
