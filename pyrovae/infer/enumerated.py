@@ -8,11 +8,11 @@ marks an unknown value). Two consumers sum it out, both from here:
 - training: :class:`EnumeratedObjective`, ``TraceEnum_ELBO`` over the
   sites marked ``infer={"enumerate": "parallel"}``, which scores a batch's
   known and unknown points apart and weighs them;
-- evaluation: :func:`summed_out` traces the guide once for the values c of
+- evaluation: ``summed_out`` traces the guide once for the values c of
   the site and their probabilities q(c | x), scores the fields with the site
-  set to each value, and :func:`mixed` weighs the per-value log densities by
+  set to each value, and ``mixed`` weighs the per-value log densities by
   q(c | x) (``elbo_terms`` and ``importance_stats`` of
-  :mod:`pyrovae.infer.loglik`). So
+  ``pyrovae.infer.loglik``). So
 
       ELBO(x) = Σ_c q(c|x) [ELBO(x, c) - log q(c|x)],
       log p(x) = logsumexp_c log p(x, c).

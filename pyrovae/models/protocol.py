@@ -3,7 +3,7 @@ capabilities that training, evaluation, the figures and the commands ask for.
 
 A model is anything with Pyro ``model`` and ``guide`` methods
 (:class:`PyroModel`). Everything else is an optional *capability*, looked up
-by name in :data:`CAPABILITIES`; shared code asks for a capability with
+by name in ``CAPABILITIES``; shared code asks for a capability with
 :func:`capability` (or tests for it with :func:`has_capability`), never for a
 model family. A command that needs a capability the model lacks fails with
 a one-line :class:`MissingCapability` that names it and this page.

@@ -4,7 +4,7 @@ and KL terms per validation point, and the model's own metrics.
 Each rank scores its share of the validation set
 (:meth:`~pyrovae.training.strategy.Strategy.shard`) in chunks of
 ``train.eval_batch_size``; the totals are summed over the ranks. An
-enumerated site that is also a batch field (:func:`~pyrovae.models.base.summed_fields`)
+enumerated site that is also a batch field (``summed_fields``)
 is summed out, as in evaluation, not observed. A model with the ``metrics``
 capability adds ``val_<name>`` = Σ sum / Σ count over every chunk and rank
 (left out where the count is 0).
