@@ -129,8 +129,6 @@ CAPABILITIES: Dict[str, Capability] = {c.name: c for c in (
                "of reconstruct(x), reported under their names (default: mse, and bce where data and "
                "reconstructions lie in [0, 1]); a model of codes states its own (text: char_error_rate)",
                ("evaluate",)),
-    Capability("per_point_guide", "per_point_guide(x, **fields)", "the guide family with free per-point "
-               "parameters (inference gaps)", ("evaluate --gaps",)),
 )}
 
 #: the capabilities each command needs beyond model and guide
