@@ -18,7 +18,7 @@ import torch
 
 from ..errors import ConfigError, DataError
 from ..infer.seeds import seeded
-from ..models.base import model_device, unregistered
+from ..models.base import model_device, required_fields, unregistered
 from ..models.protocol import COMMAND_NEEDS, has_capability
 
 __all__ = ["FIGURE_NEEDS", "LATENT_NEEDS", "figure_needs", "has_latent", "not_applicable"]
@@ -50,6 +50,8 @@ def has_latent(vae, x: Optional[torch.Tensor] = None) -> bool:
     model has none). Without ``x``, or where the guide needs fields other
     than ``x``, the answer is yes. The global RNG is left as it was."""
     if x is None or any(has_capability(vae, c) for c in LATENT_NEEDS):
+        return True
+    if set(required_fields(vae)) - {"x"}:  # a label, or index (a guide over training points only)
         return True
     from ..infer.weights import latent_sites, trace_pair
 
