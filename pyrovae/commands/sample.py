@@ -29,7 +29,7 @@ def add_parser(sub):
                    "default RUN_DIR/plots/samples-seedS.png (.txt for a text model)")
     p.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same samples (default 0)")
     p.add_argument("--label", type=int, default=None,
-                   help="for a model conditioned on class labels (cvae, m2): draw every sample of this class")
+                   help="for a model conditioned on class labels (a field y and num_classes): draw every sample of this class")
     p.add_argument("--draw", action="store_true",
                    help="draw x ~ p(x|z) instead of showing the decoder mean E[x|z]")
     p.set_defaults(func=cmd_sample)

@@ -67,7 +67,7 @@ def class_labels(vae, label: int, n: int) -> torch.Tensor:
     other model or a label outside 0..C-1."""
     if "y" not in model_fields(vae) or not has_capability(vae, "num_classes"):
         raise ConfigError(
-            f"--label needs a model conditioned on class labels (cvae, m2); model {model_name(vae)!r} takes "
+            f"--label needs a model conditioned on class labels (a field y and the num_classes capability); model {model_name(vae)!r} takes "
             f"the field(s) {', '.join(model_fields(vae))}"
         )
     if not 0 <= label < vae.num_classes:
