@@ -50,10 +50,10 @@ import torch
 
 from ..errors import ConfigError, DataError
 from ..registry import Registry
-from .signatures import CONTROL_KEYWORDS, field_parameters, pyro_callables, signature_fields, takes_keyword
+from .signatures import CONTROL_KEYWORDS, field_parameters, pyro_callables, signature_fields, takes_keyword  # noqa: F401 (CONTROL_KEYWORDS re-exported)
 
 __all__ = [
-    "models", "register_model", "build_model", "model_fields", "summed_fields", "required_fields", "select_fields", "require",
+    "models", "register_model", "build_model", "model_fields", "summed_fields", "required_fields", "select_fields",
     "unregistered", "eval_mode", "pyro_callables", "check_beta", "check_broadcasting", "check_model",
 ]
 
@@ -149,18 +149,6 @@ def check_field_names(model, names, where: str) -> None:
             f"{where}: unknown field(s) {', '.join(map(repr, unknown))}; model {model_name(model)!r} takes "
             f"{', '.join(model_fields(model))}"
         )
-
-
-def require(model, attribute: str, purpose: str):
-    """``getattr(model, attribute)``, or a :class:`ConfigError` saying that
-    ``purpose`` needs it and the model does not provide it."""
-    value = getattr(model, attribute, None)
-    if value is None:
-        raise ConfigError(
-            f"{purpose} needs the model to provide {attribute}(), and model {model_name(model)!r} does not; "
-            f"add a {attribute} method to the model"
-        )
-    return value
 
 
 def unregistered(model):
