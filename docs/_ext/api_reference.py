@@ -90,6 +90,7 @@ MODULES = (
     "pyrovae.training.validation",
     "pyrovae.training.checks",
     "pyrovae.infer.enumerated",
+    "pyrovae.infer.psis",
     "pyrovae.models.protocol",
     "pyrovae.models.helpers",
     "pyrovae.validators",

@@ -1,6 +1,9 @@
 """``pyrovae evaluate RUN_DIR``: importance-sampled log-likelihood, ELBO,
 KL, reconstruction, active units and reconstruction errors of a trained
 run on one data split; prints a table and writes ``RUN_DIR/eval.json``.
+The table's Pareto k row is the PSIS diagnostic of the importance weights
+(pyrovae.infer.psis): where many points have k > 0.7 the IS figure is
+unreliable, and evaluate warns (AIS: pyrovae.ais_log_likelihood).
 
 Binary data (MNIST with ``data.binarize`` dynamic or static) is evaluated
 on a binarization fixed by the run's ``data.binarize_seed`` (default 0):
@@ -111,6 +114,7 @@ def _format_table(summary, header: str, metrics=()) -> str:
         ("  ± std. error over points (quote this)", f"{num(summary['log_likelihood_se_over_points'], '{:.3f}')} nats"),
         ("  Monte Carlo error (is K enough?)", f"{num(summary['log_likelihood_mc_error'], '{:.3f}')} nats"),
         ("  mean effective sample size", f"{num(summary['ess'], '{:.1f}')} of {k}"),
+        ("  points with Pareto k > 0.7 (unreliable)", _pareto_row(summary)),
         ("ELBO", f"{num(summary['elbo'])} nats"),
         ("  reconstruction E_q[log p(x|z)]", f"{num(summary['reconstruction'])} nats"),
         ("  KL E_q[log q(z|x) - log p(z)]", f"{num(summary['kl'])} nats"),
@@ -126,6 +130,16 @@ def _format_table(summary, header: str, metrics=()) -> str:
     for key, count_key, title in metrics:  # the model's metrics (evaluate's metric_keys)
         rows.append((title, f"{100 * summary[key]:.2f}% of {summary[count_key]} points"))
     return format_table(header, rows)
+
+
+def _pareto_row(summary) -> str:
+    """The PSIS diagnostic's table cell: share of points with k̂ > 0.7, mean and max k̂ (n/a for K <= 20)."""
+    share = summary.get("share_pareto_k_above_0_7")
+    if share is None:
+        return "n/a (K <= 20: too few weights for a tail fit)"
+    spread = "" if summary["pareto_k_mean"] is None else \
+        f" (k mean {summary['pareto_k_mean']:.2f}, max {summary['pareto_k_max']:.2f})"
+    return f"{100 * share:.1f}%{spread}"
 
 
 def cmd_evaluate(args) -> int:

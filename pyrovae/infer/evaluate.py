@@ -37,6 +37,7 @@ from .loglik import (  # noqa: F401  (re-exported: the public names of evaluatio
     log_likelihood,
     log_prob_terms,
 )
+from .psis import PARETO_K_THRESHOLD, PARETO_K_WARN_SHARE
 
 __all__ = [
     "log_prob_terms",
@@ -110,7 +111,10 @@ class Evaluation:
     :ivar num_samples: K, importance samples per data point.
     :ivar per_point: ``(N,)`` tensors, log densities in nats:
         ``log_likelihood`` (IS estimate), ``log_likelihood_stderr`` (its
-        Monte Carlo standard error), ``ess``, ``elbo``, ``reconstruction``
+        Monte Carlo standard error), ``ess``, ``pareto_k`` (the PSIS k̂ of
+        the point's K importance weights, :mod:`pyrovae.infer.psis`; above
+        0.7 the point's IS estimate is unreliable; absent for K <= 20, too
+        few weights for a tail fit), ``elbo``, ``reconstruction``
         (E_q[log p(x|z)]), ``kl`` (E_q[log q(z|x) - log p(z)], estimated from
         the same K samples), and for a model with ``reconstruct``: ``mse``
         (mean squared error per data element of the reconstruction at the
@@ -158,7 +162,12 @@ class Evaluation:
           whether K is large enough, not how precise the number is.
 
         (Their former names, ``log_likelihood_sem`` and ``log_likelihood_stderr``,
-        still read: see :class:`Summary`.)"""
+        still read: see :class:`Summary`.)
+
+        The IS diagnostics: ``pareto_k_mean`` and ``pareto_k_max`` of the
+        per-point k̂ (over the points with a fit) and
+        ``share_pareto_k_above_0_7``, the share of all points with k̂ > 0.7;
+        each None when K <= 20 gave no k̂."""
         pp = self.per_point
         n = self.num_points
         ll = pp["log_likelihood"]
@@ -173,6 +182,7 @@ class Evaluation:
             "reconstruction": float(pp["reconstruction"].mean()),
             "kl": float(pp["kl"].mean()),
             "ess": float(pp["ess"].mean()),
+            **_pareto_summary(pp.get("pareto_k")),
             "active_units": self.active_units,
             "latent_units": int(self.latent_variance.numel()),
             "active_threshold": self.active_threshold,
@@ -188,7 +198,19 @@ class Evaluation:
 
 
 #: per-point keys that :meth:`Evaluation.summary` reports under fixed names
-_SUMMARISED = ("log_likelihood", "log_likelihood_stderr", "ess", "elbo", "reconstruction", "kl", "mse", "bce")
+_SUMMARISED = ("log_likelihood", "log_likelihood_stderr", "ess", "pareto_k", "elbo", "reconstruction", "kl", "mse",
+               "bce")
+
+
+def _pareto_summary(k: Optional[torch.Tensor]) -> Dict[str, Optional[float]]:
+    """``pareto_k_mean``, ``pareto_k_max`` (NaN fits left out) and
+    ``share_pareto_k_above_0_7`` of the per-point k̂ ``(N,)``; all None without k̂."""
+    keys = ("pareto_k_mean", "pareto_k_max", "share_pareto_k_above_0_7")
+    if k is None:
+        return dict.fromkeys(keys)
+    fitted = k[~k.isnan()]
+    stats = (float(fitted.mean()), float(fitted.max())) if len(fitted) else (None, None)
+    return dict(zip(keys, (*stats, float((k > PARETO_K_THRESHOLD).double().mean()))))
 
 
 def _reconstruction_errors(reconstruct, fields: Dict[str, torch.Tensor], batch_size: int,
@@ -250,7 +272,12 @@ def evaluate(
     E_q[log q(z|x) - log p(z)]. The latent means E_q[z|x] of that pass give
     the active units (Burda et al., 2015: Cov_x(E_q[z_i|x]) > 1e-2), and
     ``vae.reconstruct`` the reconstruction errors (MSE; BCE where data and
-    reconstructions lie in [0, 1]).
+    reconstructions lie in [0, 1]). The same pass keeps each point's M
+    largest importance weights for its Pareto k̂ (PSIS,
+    :mod:`pyrovae.infer.psis`), and warns (``UserWarning``, one line) when
+    more than 10% of the points (``PARETO_K_WARN_SHARE``) have k̂ > 0.7:
+    their IS estimates are unreliable and ``pyrovae.ais_log_likelihood``
+    (annealed importance sampling) is the remedy.
 
     What a model without the conveniences gets: the latent means come from
     the guide's traces, so every model has active units as long as its
@@ -303,7 +330,7 @@ def evaluate(
         fields.pop(k, None)
     extra.update(conditioned_on=sorted(k for k in fields if k != "x"), summed_out=sorted(summed_fields(vae)))
     stats = importance_stats(vae, fields, num_samples, batch_size, chunk_size, seed, progress, with_codes=True,
-                             compile=compile)
+                             compile=compile, with_pareto=True)
     recon = stats["log_lik"]
     kl = stats["log_q"] - stats["log_prior"]
     codes = stats["codes"]
@@ -316,6 +343,9 @@ def evaluate(
         "reconstruction": recon,
         "kl": kl,
     }
+    if stats["pareto_k"] is not None:
+        per_point["pareto_k"] = stats["pareto_k"]
+        _warn_pareto(stats["pareto_k"], num_samples)
     reconstruct = getattr(vae, "reconstruct", None)
     if reconstruct is not None:
         errors = capability(vae, "reconstruction_errors", "evaluation", default=None)
@@ -330,6 +360,16 @@ def evaluate(
         extra=extra,
         metrics=metrics,
     )
+
+
+def _warn_pareto(k: torch.Tensor, num_samples: int) -> None:
+    """One-line ``UserWarning`` when the share of points with k̂ > 0.7 exceeds ``PARETO_K_WARN_SHARE``."""
+    share = float((k > PARETO_K_THRESHOLD).double().mean())
+    if share > PARETO_K_WARN_SHARE:
+        warnings.warn(
+            f"{share:.0%} of the {len(k)} points have Pareto k > {PARETO_K_THRESHOLD} (PSIS): their importance-sampling "
+            f"log-likelihood (K={num_samples}) is unreliable; estimate it with pyrovae.ais_log_likelihood (AIS)",
+            UserWarning, stacklevel=3)
 
 
 def metric_keys(model, name: str):

@@ -33,6 +33,7 @@ from ..validators import int_at_least
 from ..models.base import eval_mode, model_device, unregistered
 from .enumerated import missing_site, mixed, summed_out
 from .fields import chunks, data_fields
+from .psis import merge_top, pareto_k, tail_size
 from .weights import LogDensity, latent_sites, trace_pair, weight_terms
 
 __all__ = [
@@ -202,39 +203,44 @@ def _balanced(total: int, size: int) -> List[int]:
     return [base + 1] * extra + [base] * (parts - extra)
 
 
-def _chunk_weights(vae, chunk, particle_chunks, obs_log_prob, with_codes, bar):
+def _chunk_weights(vae, chunk, particle_chunks, obs_log_prob, with_codes, bar, tail=0):
     """For one chunk of ``b`` points: log Σ_k w_k and log Σ_k w_k² ``(b,)``,
-    the sums over particles of log_lik, log_prior and log_q ``(3, b)`` and
-    of the latent means ``(b, L)`` (None without codes)."""
+    the sums over particles of log_lik, log_prior and log_q ``(3, b)``,
+    of the latent means ``(b, L)`` (None without codes), and the ``tail + 1``
+    largest log weights ``(tail + 1, b)`` (``pyrovae.infer.psis.merge_top``;
+    None for ``tail = 0``)."""
     xb = chunk["x"]
     b = len(xb)
     lse = xb.new_full((b,), -math.inf)
     lse2 = xb.new_full((b,), -math.inf)
     sums = xb.new_zeros(3, b)
-    codes = None
+    codes = top = None
     for k in particle_chunks:
         pair = trace_pair(vae, chunk, k)
         t = weight_terms(pair, obs_log_prob)
         log_w = t.log_weight
         lse = torch.logaddexp(lse, torch.logsumexp(log_w, 0))
         lse2 = torch.logaddexp(lse2, torch.logsumexp(2 * log_w, 0))
+        if tail:
+            top = merge_top(top, log_w, tail)
         sums += torch.stack([t.log_lik.sum(0), t.log_prior.sum(0), t.log_q.sum(0)])
         means = _latent_means(latent_sites(pair.guide)) if with_codes else None
         if means is not None:
             codes = means.sum(0) if codes is None else codes + means.sum(0)
         if bar is not None:
             bar.update(k * b)
-    return lse, lse2, sums, codes
+    return lse, lse2, sums, codes, top
 
 
 def _combine(parts, k: int) -> Dict[str, torch.Tensor]:
     """Per-point statistics from the weights of each value of a summed-out
     site (one part, with q = 1 and log p = 0, when nothing is summed out).
 
-    ``parts``: ``[(log q(c|x) (b,), log p(c) (b,), (lse, lse2, sums, codes))]``
+    ``parts``: ``[(log q(c|x) (b,), log p(c) (b,), (lse, lse2, sums, codes, top))]``
     (:func:`~pyrovae.infer.enumerated.summed_out` of :func:`_chunk_weights`).
     The estimate is p̂(x) = Σ_c (1/K) Σ_k w_ck, whose variance is the sum of
-    the values' variances; ``ess`` counts all C·K weights."""
+    the values' variances; ``ess`` counts all C·K weights, and ``top`` keeps
+    the largest of all C·K (as many as one value's)."""
     lse_c = torch.stack([w[0] for _, _, w in parts])
     lse2_c = torch.stack([w[1] for _, _, w in parts])
     lse = torch.logsumexp(lse_c, 0)
@@ -246,12 +252,15 @@ def _combine(parts, k: int) -> Dict[str, torch.Tensor]:
         stderr = torch.full_like(lse, math.nan)
     log_lik, log_prior, log_q = mixed([(log_q_c, log_p_c, w[2] / k) for log_q_c, log_p_c, w in parts])
     codes = None
-    for log_q_c, _, (_, _, _, codes_c) in parts:
+    top = None
+    for log_q_c, _, (_, _, _, codes_c, top_c) in parts:
+        if top_c is not None:
+            top = top_c if top is None else merge_top(top, top_c, len(top_c) - 1)
         if codes_c is not None:
             weighted = log_q_c.exp()[:, None] * codes_c / k
             codes = weighted if codes is None else codes + weighted
     return {"lse": lse, "lse2": lse2, "stderr": stderr, "log_lik": log_lik, "log_prior": log_prior,
-            "log_q": log_q, "codes": codes}
+            "log_q": log_q, "codes": codes, "top": top}
 
 
 def importance_stats(
@@ -265,6 +274,7 @@ def importance_stats(
     with_codes: bool = False,
     compile: Optional[bool] = None,
     desc: str = "log p(x)",
+    with_pareto: bool = False,
 ) -> Dict[str, torch.Tensor]:
     """The streaming core behind :func:`log_likelihood` and
     :func:`~pyrovae.infer.evaluate.evaluate`: for each chunk of data points
@@ -274,8 +284,11 @@ def importance_stats(
     per-point statistics ``(N,)``: ``log_likelihood``, ``stderr``, ``ess``
     and the mean ``log_lik``, ``log_prior`` and ``log_q``; with
     ``with_codes`` also ``codes`` ``(N, L)``, the latent means (None when
-    the guide has no continuous latent site). Memory depends on
-    ``batch_size * chunk_size``, never on K.
+    the guide has no continuous latent site); with ``with_pareto`` also
+    ``pareto_k`` ``(N,)``, the PSIS k̂ of each point's weights
+    (:mod:`pyrovae.infer.psis`; None for K <= 20, too few for a tail fit),
+    from the M largest log weights kept per point. Memory depends on
+    ``batch_size * chunk_size`` (plus ``N * M`` for k̂), never on K.
 
     An enumerated site that is a batch field (:func:`~pyrovae.models.base.summed_fields`)
     and that ``fields`` does not give is summed over exactly
@@ -290,7 +303,9 @@ def importance_stats(
     if compile is None:
         compile = n * num_samples >= AUTO_COMPILE_PASSES
     obs_log_prob = LogDensity(bool(compile))
-    out: Dict[str, List[torch.Tensor]] = {k: [] for k in ("lse", "lse2", "stderr", "log_lik", "log_prior", "log_q", "codes")}
+    tail = tail_size(num_samples) if with_pareto else 0
+    out: Dict[str, List[torch.Tensor]] = {k: [] for k in ("lse", "lse2", "stderr", "log_lik", "log_prior", "log_q",
+                                                          "codes", "top")}
     bar = _progress(n * num_samples, progress, desc)
     device = model_device(vae)  # data on another device are moved a chunk at a time
     try:
@@ -299,7 +314,7 @@ def importance_stats(
                 chunk = {k: v.to(device, non_blocking=True) for k, v in chunk.items()}
 
                 def weights(given):
-                    return _chunk_weights(vae, given, particle_chunks, obs_log_prob, with_codes, bar)
+                    return _chunk_weights(vae, given, particle_chunks, obs_log_prob, with_codes, bar, tail)
 
                 if site is None:
                     zero = chunk["x"].new_zeros(len(chunk["x"]))
@@ -323,6 +338,8 @@ def importance_stats(
     }
     if with_codes:
         stats["codes"] = torch.cat(out["codes"]) if out["codes"] else None
+    if with_pareto:
+        stats["pareto_k"] = pareto_k(torch.cat(out["top"], 1)) if tail else None
     return stats
 
 

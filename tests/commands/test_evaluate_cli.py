@@ -3,6 +3,7 @@ errors a user can make, on a tiny run trained on the synthetic source."""
 
 import json
 import math
+import re
 
 import pytest
 
@@ -177,3 +178,25 @@ def test_the_table_shows_a_models_own_reconstruction_errors(run_dir, tmp_path, c
     text = dict(summary, mse=None, bce=None, char_error_rate=0.125, reconstruction_error_names=["char_error_rate"])
     text_table = _format_table(text, "h")
     assert "MSE" not in text_table and "reconstruction char error rate" in text_table and "0.1250" in text_table
+
+
+def test_the_table_and_eval_json_carry_the_pareto_k_diagnostic(run_dir, tmp_path, capsys):
+    """eval.json holds the PSIS summary of the library's evaluate, and the
+    table shows the share of points above 0.7; K <= 20 gives no fit (n/a)."""
+    import warnings
+
+    out = tmp_path / "e.json"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # a one-epoch model may well have heavy-tailed weights
+        assert cli(run_dir, "-k", 30, "--limit", 10, "--out", out, "--no-progress") == 0
+        vae, cfg, _ = load_run(run_dir)
+        k = evaluate(vae, load_data(cfg.data).test[0][:10], 30, seed=0).per_point["pareto_k"]
+    record = json.loads(out.read_text())
+    share = float((k > 0.7).double().mean())
+    assert record["share_pareto_k_above_0_7"] == pytest.approx(share)
+    assert record["pareto_k_max"] == pytest.approx(float(k.max()), rel=1e-5)
+    row = rf"points with Pareto k > 0\.7 \(unreliable\)\s+{100 * share:.1f}% \(k mean -?\d\.\d\d, max"
+    assert re.search(row, capsys.readouterr().out)
+    assert cli(run_dir, "-k", 20, "--limit", 10, "--out", out, "--no-progress") == 0
+    assert "n/a (K <= 20" in capsys.readouterr().out
+    assert json.loads(out.read_text())["pareto_k_mean"] is None

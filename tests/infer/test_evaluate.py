@@ -394,6 +394,7 @@ IMAGE_SUMMARY_KEYS = {
     "active_threshold", "active_units", "bce", "conditioned_on", "elbo", "ess", "kl", "latent_units",
     "log_likelihood", "log_likelihood_mc_error", "log_likelihood_se_over_points", "mse", "num_points",
     "num_samples", "reconstruction", "summed_out",
+    "pareto_k_mean", "pareto_k_max", "share_pareto_k_above_0_7",  # the IS diagnostics (PSIS)
 }
 
 
