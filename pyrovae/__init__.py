@@ -2,6 +2,7 @@
 
 from .config import Config, DataConfig, ModelConfig, TrainConfig, load_config
 from .infer.evaluate import evaluate, log_likelihood
+from .infer.ais import ais_log_likelihood, bdmc
 from .errors import CheckpointError, ConfigError, DataError, OutOfMemoryError, PyrovaeError, RunDirError, TrainingDiverged
 from .components.guides import GuideFamily, register_guide
 from .components.likelihoods import Likelihood, register_likelihood
@@ -44,6 +45,8 @@ __all__ = [
     "load_run",
     "load_data",
     "log_likelihood",
+    "ais_log_likelihood",
+    "bdmc",
     "evaluate",
     "draw_samples",
     "encode_data",
