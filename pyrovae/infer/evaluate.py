@@ -320,6 +320,10 @@ def evaluate(
         (5, 50, 2)
         >>> summary["log_likelihood"] >= summary["elbo"]
         True
+        >>> ev.per_point["pareto_k"].shape                 # PSIS k̂ of each point's weights (an untrained
+        torch.Size([5])
+        >>> 0 <= summary["share_pareto_k_above_0_7"] <= 1  # model's are heavy-tailed: evaluate warns)
+        True
     """
     check_num_samples(num_samples)
     batch = split_data(vae, data, fields, "evaluate")
