@@ -147,3 +147,24 @@ def test_the_warning_fires_above_the_threshold_share_only(above, warns):
     if warns:
         message = str(caught[0].message)
         assert "\n" not in message and "11% of the 100 points" in message
+
+
+def test_a_summed_out_site_keeps_the_largest_of_all_c_times_k_weights():
+    """Each value c of a summed-out site streams its own K weights; the kept
+    tail is the top M + 1 of all C·K, as topk over them at once gives."""
+    from pyrovae.infer.loglik import _combine
+
+    g = torch.Generator().manual_seed(4)
+    k, b = 100, 3
+    m = tail_size(k)
+    full = [torch.randn(k, b, generator=g) * (c + 1) for c in range(3)]           # (K, B) per value
+    zero = torch.zeros(b)
+    parts = []
+    for log_w in full:
+        top = None
+        for chunk in log_w.split(30):
+            top = merge_top(top, chunk, m)
+        stats = (log_w.logsumexp(0), (2 * log_w).logsumexp(0), torch.zeros(3, b), None, top)
+        parts.append((torch.full((b,), -math.log(3)), zero, stats))
+    kept = _combine(parts, k)["top"]
+    assert torch.equal(kept.sort(0, descending=True).values, torch.cat(full).topk(m + 1, 0).values)
