@@ -29,7 +29,12 @@ user's broken component would:
 - plates and particles: particles at a fixed dim -2, as if every model used
   the data plate alone (``plates:particles-at-2``); the iwae objective's
   mini-batch scale applied to every site before the logsumexp over
-  particles, as Pyro's RenyiELBO does (``iwae:scale-per-site``).
+  particles, as Pyro's RenyiELBO does (``iwae:scale-per-site``);
+- AIS (``pyrovae.infer.hmc``, ``pyrovae.infer.ais``): the prior tempered as well
+  as the likelihood (``ais:temper-prior``), every proposal accepted
+  (``ais:no-metropolis``), the log-Jacobian of the unconstrained map dropped
+  (``ais:no-jacobian``), the estimate reusing the adaptation pass's noise
+  (``ais:reuse-noise``).
 
 For each fault the suite runs in a fresh process (``pytest -x``, the oracle
 files first so that a caught fault stops early) and the first failing test
@@ -66,6 +71,7 @@ ORACLE_FILES = [
     "tests/infer/test_enumerated.py",
     "tests/infer/test_weights.py", "tests/infer/test_evaluate.py", "tests/models/test_m2.py",
     "tests/infer/test_lean_elbo.py", "tests/infer/test_iwae.py", "tests/infer/test_plates.py", "tests/training/test_precision.py", "tests/components/test_spline.py",
+    "tests/infer/test_ais.py",
 ]
 
 
@@ -301,6 +307,27 @@ def patch_text(fault: str) -> None:
 
 TEXT_FAULTS = ["text:padding-counts"]
 
+
+def patch_ais(fault: str) -> None:
+    """AIS (``pyrovae.infer.hmc``, ``pyrovae.infer.ais``): the prior tempered with the likelihood, every
+    proposal accepted, the unconstrained map's log-Jacobian dropped, the adaptation's noise reused."""
+    import torch
+
+    from pyrovae.infer import ais, hmc
+
+    if fault == "ais:temper-prior":
+        hmc.annealed_prior = lambda beta, log_prior, log_lik: beta * (log_prior + log_lik)
+    elif fault == "ais:no-metropolis":
+        hmc.metropolis = lambda log_ratio: torch.ones_like(log_ratio, dtype=torch.bool)
+    elif fault == "ais:no-jacobian":
+        hmc.to_constrained = lambda transform, u: (transform(u), u.new_zeros(u.shape[:2]))
+    elif fault == "ais:reuse-noise":
+        first = ais.pass_seeds
+        ais.pass_seeds = lambda seed: (first(seed)[0],) * 2
+
+
+AIS_FAULTS = ["ais:temper-prior", "ais:no-metropolis", "ais:no-jacobian", "ais:reuse-noise"]
+
 #: faults of particle placement and of the iwae objective (see :func:`patch_plates`)
 PLATE_FAULTS = ["plates:particles-at-2", "iwae:scale-per-site"]
 
@@ -328,7 +355,7 @@ def registries():
 def all_faults():
     """Fault ids: ``prior:NAME``, ``guide:NAME``, ``likelihood:NAME``, ``kl:normal-normal``."""
     faults = [f"{kind}:{name}" for kind, registry in registries().items() for name in registry.names()]
-    return faults + ["kl:normal-normal"] + SUMMED_FAULTS + TRAINING_FAULTS + SPLINE_FAULTS + PLATE_FAULTS + TEXT_FAULTS
+    return faults + ["kl:normal-normal"] + SUMMED_FAULTS + TRAINING_FAULTS + SPLINE_FAULTS + PLATE_FAULTS + TEXT_FAULTS + AIS_FAULTS
 
 
 SUMMED_DESCRIPTIONS = {
@@ -345,6 +372,10 @@ SUMMED_DESCRIPTIONS = {
     "spline:pyro": "flow prior: Pyro's spline coupling (inputs just above a knot in the bin below)",
     "spline:shifted-bins": "spline: bins searched against the knots + 1e-6",
     "text:padding-counts": "text models: the padding after the end symbol scored too",
+    "ais:temper-prior": "AIS from the prior: the prior tempered as well as the likelihood",
+    "ais:no-metropolis": "AIS: every HMC proposal accepted",
+    "ais:no-jacobian": "AIS: the log-Jacobian of the unconstrained map dropped",
+    "ais:reuse-noise": "AIS: the estimate reuses the adaptation pass's noise",
 }
 
 
@@ -374,6 +405,9 @@ def apply(fault: str) -> None:
         return
     if fault in TEXT_FAULTS:
         patch_text(fault)
+        return
+    if fault in AIS_FAULTS:
+        patch_ais(fault)
         return
     kind, name = fault.split(":")
     if kind == "kl":
