@@ -67,6 +67,10 @@ def test_with_the_exact_posterior_as_guide_every_chain_gives_the_exact_value():
     stats = pyrovae.ais_log_likelihood(model, x, num_steps=3, seed=0, return_stats=True, **FAST)
     torch.testing.assert_close(stats.log_likelihood, model.marginal().log_prob(x), rtol=0, atol=1e-9)
     assert float(stats.chain_std.max()) < 1e-9  # each increment (β_t - β_t-1)(log p(x, z) - log q(z|x)) is constant
+    out = pyrovae.bdmc(model, 6, seed=0, data_shape=(4,), num_steps=3, **FAST)  # the reverse chains too
+    exact = model.marginal().log_prob(out.x)
+    torch.testing.assert_close(out.lower, exact, rtol=0, atol=1e-9)
+    torch.testing.assert_close(out.upper, exact, rtol=0, atol=1e-9)
 
 
 def test_bdmc_brackets_the_exact_value_and_the_gap_shrinks_with_more_steps():
