@@ -169,14 +169,15 @@ def _chunk(model, chunk, site, options, seeds, start, bar):
     betas = options["betas"]
     c, init, leapfrog = options["num_chains"], options["init"], options["leapfrog_steps"]
     target = Target(model, chunk, site, c, init)
-    with seeded(seeds[0]):
+    device = chunk["x"].device
+    with seeded(seeds[0], device):
         _, _, log_steps = _anneal(target, target.pack(target.initial()), betas, leapfrog, bar=bar)
-    with seeded(seeds[1]):
+    with seeded(seeds[1], device):
         log_w, acceptance, _ = _anneal(target, target.pack(target.initial()), betas, leapfrog, log_steps, bar)
     out = {"log_likelihood": _log_mean(log_w), "chain_std": log_w.std(0) if c > 1 else torch.zeros_like(log_w[0]),
            "acceptance": acceptance.mean(0), "step_size": log_steps.exp().mean((0, 1))}
     if start is not None:
-        with seeded(seeds[1] + 1):
+        with seeded(seeds[1] + 1, device):
             log_w_rev, _, _ = _anneal(target, target.pack(start), betas[::-1], leapfrog, log_steps.flip(0), bar)
         out["upper"] = -_log_mean(log_w_rev)
     return out
@@ -329,7 +330,7 @@ def bdmc(model, num_points: int, *, seed: Optional[int] = None, data_shape=None,
     shape = tuple(data_shape) if data_shape is not None else tuple(capability(model, "data_shape", "bdmc"))
     with seeded(seed):
         sim_seed = int(torch.randint(2**62, ()))
-    with seeded(sim_seed), _evaluation_mode(model, None, model_device(model)):
+    with seeded(sim_seed, model_device(model)), _evaluation_mode(model, None, model_device(model)):
         x, z = _simulate(model, num_points, shape, fields)
     data = data_fields(model, x, fields, "bdmc")
     start = {k: v for k, v in z.items() if k not in set(data)}
