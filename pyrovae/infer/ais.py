@@ -287,8 +287,10 @@ def _simulate(model, num_points: int, data_shape, fields) -> Tuple[torch.Tensor,
     observed = [s for s in trace.nodes.values() if _is_random(s) and s["is_observed"]
                 and s["value"].data_ptr() == placeholder.data_ptr()]
     if len(observed) != 1:
-        raise ConfigError("bdmc simulates x from the model's observed site whose value is x; "
-                          f"found {len(observed)} such sites")
+        raise ConfigError(
+            f"bdmc draws x from the one observed site whose value is x itself (obs=x, or a view of it), but this "
+            f"model has {len(observed)} such sites; a model that observes a transform of x (codes cast to integers, "
+            "say) cannot have its draws mapped back to x, so bdmc does not support it")
     x = observed[0]["fn"].sample().reshape(placeholder.shape)
     return x, {s["name"]: s["value"] for s in latent_sites(trace)}
 
