@@ -32,6 +32,7 @@ __all__ = [
     "imputation_figure",
     "training_curves_figure",
     "side_by_side_figure",
+    "is_vs_ais_figure",
     "save_figure",
 ]
 
@@ -330,6 +331,46 @@ def side_by_side_figure(panels: Mapping[str, Mapping[str, torch.Tensor]], value_
                 ax.set_ylabel(row)
     if title:
         fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def is_vs_ais_figure(is_ll: torch.Tensor, ais_ll: torch.Tensor, title: str = "Importance sampling against AIS"):
+    """Per-point log p(x) by importance sampling (x axis) against annealed
+    importance sampling (y axis), both ``(N,)`` in nats, with the diagonal
+    y = x. Points above it are where IS understates log p(x). A text box gives
+    the mean gap AIS - IS and its standard error over the points.
+
+    Example::
+
+        >>> import torch
+        >>> from pyrovae.report.plots import is_vs_ais_figure
+        >>> fig = is_vs_ais_figure(torch.tensor([-90.0, -85.0]), torch.tensor([-89.0, -84.5]))
+        >>> fig.axes[0].texts[0].get_text().splitlines()[0]
+        'mean gap AIS - IS: 0.750 nats'
+    """
+    is_ll = is_ll.detach().double().cpu().reshape(-1)
+    ais_ll = ais_ll.detach().double().cpu().reshape(-1)
+    if is_ll.shape != ais_ll.shape or is_ll.numel() == 0:
+        raise DataError(f"is_vs_ais_figure needs two non-empty (N,) tensors of the same points; got "
+                        f"{tuple(is_ll.shape)} and {tuple(ais_ll.shape)}: pass one estimate per point for each")
+    gap = ais_ll - is_ll
+    n = gap.numel()
+    sem = gap.std().item() / math.sqrt(n) if n > 1 else float("nan")
+    fig = _figure(5.5, 5.0)
+    ax = fig.add_subplot(1, 1, 1)
+    ax.scatter(is_ll.numpy(), ais_ll.numpy(), s=14, alpha=0.8, color="tab:blue", linewidths=0, label="data point")
+    lo, hi = min(is_ll.min().item(), ais_ll.min().item()), max(is_ll.max().item(), ais_ll.max().item())
+    pad = 0.05 * (hi - lo) + 0.1
+    ax.plot([lo - pad, hi + pad], [lo - pad, hi + pad], color="0.4", ls="--", lw=1, label="AIS = IS")
+    ax.text(0.03, 0.97, f"mean gap AIS - IS: {gap.mean().item():.3f} nats\nstandard error: {sem:.3f} (N = {n})",
+            transform=ax.transAxes, va="top", ha="left", fontsize=9,
+            bbox=dict(boxstyle="round", facecolor="white", alpha=0.85, edgecolor="0.7"))
+    ax.set_xlabel("IS log p(x), nats")
+    ax.set_ylabel("AIS log p(x), nats")
+    ax.set_title(title)
+    ax.legend(loc="lower right", fontsize=8)
+    ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig
 
