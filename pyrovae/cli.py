@@ -25,7 +25,7 @@ from .errors import PyrovaeError
 __all__ = ["main", "COMMANDS", "DEBUG_ENV", "debug_requested"]
 
 #: sub-command modules in pyrovae.commands, in the order ``--help`` lists them
-COMMANDS = ["train", "evaluate", "list", "plot", "sample", "encode", "impute"]
+COMMANDS = ["train", "evaluate", "bdmc", "list", "plot", "sample", "encode", "impute"]
 
 #: the environment variable that turns ``--debug`` on (any value but "", 0, false, no)
 DEBUG_ENV = "PYROVAE_DEBUG"

@@ -23,6 +23,12 @@ EXAMPLES = {
          "a quick estimate on 1000 test points, with the best-validation weights"),
         ("pyrovae evaluate runs/first --probe",
          "also score k-NN, logistic regression and k-means on the latent means"),
+        ("pyrovae evaluate runs/first --ais --points 100 --ais-steps 1000 --chains 16",
+         "also AIS on the first 100 test points, against IS on the same points (an ais block in eval.json)"),
+    ],
+    "bdmc": [
+        ("pyrovae bdmc runs/first --points 50 --ais-steps 1000 --chains 16",
+         "is T = 1000 long enough? The gap between the bounds on 50 simulated points; writes runs/first/bdmc.json"),
     ],
     "list": [
         ("pyrovae list", "every registry's components with their options and defaults"),

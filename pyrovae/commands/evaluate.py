@@ -3,7 +3,10 @@ KL, reconstruction, active units and reconstruction errors of a trained
 run on one data split; prints a table and writes ``RUN_DIR/eval.json``.
 The table's Pareto k row is the PSIS diagnostic of the importance weights
 (pyrovae.infer.psis): where many points have k > 0.7 the IS figure is
-unreliable, and evaluate warns (AIS: pyrovae.ais_log_likelihood).
+unreliable, and evaluate warns. ``--ais`` then also scores the first
+``--points`` points of the split by annealed importance sampling
+(pyrovae.ais_log_likelihood, a tighter stochastic lower bound) and adds an
+``ais`` block to eval.json, with IS on the same points for comparison.
 
 Binary data (MNIST with ``data.binarize`` dynamic or static) is evaluated
 on a binarization fixed by the run's ``data.binarize_seed`` (default 0):
@@ -61,9 +64,98 @@ def add_parser(sub):
                         "and score them on the evaluated split (needs scikit-learn: pip install -e '.[probe]')")
     p.add_argument("--probe-train", type=positive_int, default=10000, metavar="N",
                    help="training points the probe is fitted on (default 10000)")
+    add_ais_arguments(p, "of the evaluated split (after --limit) that AIS scores")
+    p.add_argument("--ais", action="store_true",
+                   help="also estimate log p(x) by annealed importance sampling on the first --points points "
+                        "(slow: about points x chains x ais-steps x (leapfrog + 1) decoder passes, twice)")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="hide the progress bar")
     p.add_argument("--out", help="the JSON file to write (default RUN_DIR/eval.json)")
     p.set_defaults(func=cmd_evaluate)
+
+
+def add_ais_arguments(p, points_help: str) -> None:
+    """``--points``, ``--ais-steps``, ``--chains``, ``--leapfrog`` and ``--schedule``: AIS settings (evaluate, bdmc).
+
+    Example::
+
+        add_ais_arguments(parser, "to simulate from the model")   # --points N: "points to simulate ..."
+    """
+    from ..infer.ais import SCHEDULES
+
+    p.add_argument("--points", type=positive_int, default=100, metavar="N", help=f"points {points_help} (default 100)")
+    p.add_argument("--ais-steps", type=positive_int, default=1000, metavar="T",
+                   help="AIS temperatures after beta = 0 (default 1000; BDMC tells whether it is enough)")
+    p.add_argument("--chains", type=positive_int, default=16, metavar="C", help="AIS chains per point (default 16)")
+    p.add_argument("--leapfrog", type=positive_int, default=10, metavar="L",
+                   help="leapfrog steps of each HMC move (default 10)")
+    p.add_argument("--schedule", choices=tuple(SCHEDULES), default="sigmoid", help="the beta schedule (default sigmoid)")
+
+
+def ais_options(args) -> dict:
+    """The keyword options of ``pyrovae.ais_log_likelihood`` and ``pyrovae.bdmc`` from ``add_ais_arguments``.
+
+    Example::
+
+        pyrovae.ais_log_likelihood(vae, x, seed=args.seed, **ais_options(args))
+    """
+    return {"num_steps": args.ais_steps, "num_chains": args.chains, "leapfrog_steps": args.leapfrog,
+            "schedule": args.schedule}
+
+
+def _ais_block(vae, fields, is_per_point, args):
+    """The ``ais`` block of eval.json: AIS on the first ``--points`` points, and IS on those same points."""
+    from ..infer.ais import ais_log_likelihood
+
+    n = min(args.points, len(fields["x"]))
+    head = {k: v[:n] for k, v in fields.items()}
+    options = ais_options(args)
+    start = time.perf_counter()
+    stats = ais_log_likelihood(vae, **head, **options, seed=args.seed, return_stats=True, progress=args.progress)
+    seconds = time.perf_counter() - start
+    ll = stats.log_likelihood.detach().double().cpu()
+    is_ll = is_per_point[:n].detach().double().cpu()
+    se = float(ll.std() / n ** 0.5) if n > 1 else None
+    gap = ll - is_ll
+    return {"num_points": n, "num_steps": options["num_steps"], "num_chains": options["num_chains"],
+            "leapfrog_steps": options["leapfrog_steps"], "schedule": options["schedule"], "seed": args.seed,
+            "log_likelihood": float(ll.mean()), "se_over_points": se,
+            "acceptance_mean": float(stats.acceptance.double().mean()),
+            "step_size_mean": float(stats.step_size.double().mean()),
+            "chain_std_mean": float(stats.chain_std.double().mean()),
+            "is_on_the_same_points": float(is_ll.mean()), "gap_ais_minus_is": float(gap.mean()),
+            "gap_se_over_points": float(gap.std() / n ** 0.5) if n > 1 else None,
+            "per_point": ll.tolist(), "seconds": round(seconds, 3)}
+
+
+def write_record(out: Path, record: dict) -> None:
+    """Write ``record`` as JSON to ``out`` atomically; a path that cannot be written is a one-line error.
+
+    Example::
+
+        write_record(Path(run_dir) / "bdmc.json", {"gap_mean": 0.12})
+    """
+    from ..atomic import atomic_write_text
+    from ..errors import RunDirError
+
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out, json.dumps(record, indent=2) + "\n")
+    except OSError as e:
+        raise RunDirError(f"cannot write {out}: {e}; choose another --out") from None
+
+
+def _format_ais(block) -> str:
+    se = "n/a" if block["se_over_points"] is None else f"{block['se_over_points']:.3f}"
+    gap_se = "" if block["gap_se_over_points"] is None else f" ± {block['gap_se_over_points']:.3f}"
+    header = (f"AIS on the first {block['num_points']} points: T={block['num_steps']}, {block['num_chains']} chains, "
+              f"{block['leapfrog_steps']} leapfrog steps, {block['schedule']} schedule, {block['seconds']:.1f} s")
+    return format_table(header, [
+        ("log p(x), AIS", f"{block['log_likelihood']:.2f} nats"),
+        ("  ± std. error over points", f"{se} nats"),
+        ("  mean acceptance", f"{block['acceptance_mean']:.3f}"),
+        ("log p(x), IS on the same points", f"{block['is_on_the_same_points']:.2f} nats"),
+        ("AIS - IS (> 0: IS understates log p(x))", f"{block['gap_ais_minus_is']:.3f}{gap_se} nats"),
+    ])
 
 
 def _split_data(cfg, split: str):
@@ -144,9 +236,7 @@ def _pareto_row(summary) -> str:
 
 def cmd_evaluate(args) -> int:
     from .. import __version__
-    from ..errors import RunDirError
     from ..infer.evaluate import evaluate
-    from ..atomic import atomic_write_text
     from ..training.trainer import resolve_device
 
     if args.threads is not None:
@@ -189,15 +279,16 @@ def cmd_evaluate(args) -> int:
     }
     if args.probe:
         record["probe"] = _probe(vae, cfg, args, x, labels)
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(out, json.dumps(record, indent=2) + "\n")
-    except OSError as e:
-        raise RunDirError(f"cannot write {out}: {e}; choose another --out") from None
+    if args.ais:
+        record["ais"] = _ais_block(vae, _fields(vae, x, labels), result.per_point["log_likelihood"], args)
+    write_record(out, record)
     header = (f"{args.run_dir} ({args.which}.pt), {args.split} split: {len(x)} points, "
               f"K={args.num_samples}, {seconds:.1f} s")
     print(_format_table(summary, header, result.metrics))
     if args.probe:
         print("latent probe: " + ", ".join(f"{k} {v:.3f}" for k, v in record["probe"].items() if isinstance(v, float)))
+    if args.ais:
+        print()
+        print(_format_ais(record["ais"]))
     print(f"wrote {out}", file=sys.stderr)
     return 0
