@@ -3,6 +3,7 @@
 from .config import Config, DataConfig, ModelConfig, TrainConfig, load_config
 from .infer.evaluate import evaluate, log_likelihood
 from .infer.ais import ais_log_likelihood, bdmc
+from .infer.gaps import inference_gaps
 from .errors import CheckpointError, ConfigError, DataError, OutOfMemoryError, PyrovaeError, RunDirError, TrainingDiverged
 from .components.guides import GuideFamily, register_guide
 from .components.likelihoods import Likelihood, register_likelihood
@@ -47,6 +48,7 @@ __all__ = [
     "log_likelihood",
     "ais_log_likelihood",
     "bdmc",
+    "inference_gaps",
     "evaluate",
     "draw_samples",
     "encode_data",

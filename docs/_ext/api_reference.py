@@ -29,7 +29,7 @@ GROUPS = (
     ("Data", "Loading, splitting and binarizing data sets.", ("load_data", "register_dataset")),
     ("Training", "Fitting a model with SVI and reading a run directory back.", ("train", "Trainer", "load_run")),
     ("Evaluation and inference", "Importance-sampled log-likelihoods, metrics, imputation and the latent space.",
-     ("log_likelihood", "ais_log_likelihood", "bdmc", "evaluate", "impute", "draw_samples", "encode_data", "latent_probe")),
+     ("log_likelihood", "ais_log_likelihood", "bdmc", "inference_gaps", "evaluate", "impute", "draw_samples", "encode_data", "latent_probe")),
     ("Errors", "Every error pyrovae raises on bad input derives from :class:`~pyrovae.PyrovaeError`.",
      ("PyrovaeError", "ConfigError", "DataError", "CheckpointError", "RunDirError", "OutOfMemoryError", "TrainingDiverged")),
 )

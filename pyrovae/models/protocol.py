@@ -129,6 +129,10 @@ CAPABILITIES: Dict[str, Capability] = {c.name: c for c in (
                "of reconstruct(x), reported under their names (default: mse, and bce where data and "
                "reconstructions lie in [0, 1]); a model of codes states its own (text: char_error_rate)",
                ("evaluate",)),
+    Capability("local_guide", "local_guide(x, **fields) -> (params, guide_fn)", "the guide family with free "
+               "per-point parameters: params is a dict of tensors with a leading N dim, initialized at the "
+               "encoder's output, and guide_fn(params, x, **fields) samples the guide's latent sites from them "
+               "(inference gaps)", ("inference_gaps",)),
 )}
 
 #: the capabilities each command needs beyond model and guide

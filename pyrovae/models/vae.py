@@ -207,6 +207,31 @@ class VAE(LatentVariableModel):
         return z
 
     # -- capabilities --------------------------------------------------------
+    def local_guide(self, x: torch.Tensor):
+        """The guide family with free per-point parameters (the
+        ``local_guide`` capability, for :func:`~pyrovae.inference_gaps`).
+
+        :param torch.Tensor x: a batch ``(N, *data_shape)``.
+        :returns: ``(params, guide_fn)``: ``params = {"z": features}``, the
+            encoder's output ``(N, guide.num_features)`` detached (a copy to
+            optimize per point), and ``guide_fn(params, x, **kwargs)``, a Pyro
+            guide that samples ``z`` from ``guide_family.dist(params["z"])``
+            in the data plate (the guide family's own weights stay fixed).
+        :raises ConfigError: for a hierarchical VAE (``model.hierarchy``),
+            whose upper guides read z1, not free parameters.
+        """
+        if len(self.upper):
+            raise ConfigError("local_guide (inference gaps) supports a VAE with one latent layer; this one has "
+                              f"{len(self.upper)} stochastic layer(s) in model.hierarchy: use a VAE without one")
+        with torch.no_grad():
+            params = {"z": self.encoder(x).detach().clone()}
+
+        def guide_fn(params, x, **kwargs):
+            with self._data_plate(x, None):
+                return pyro.sample("z", self.guide_family.dist(params["z"]))
+
+        return params, guide_fn
+
     def decode_mean(self, z: torch.Tensor) -> torch.Tensor:
         """E[x | z] for codes ``z`` ``(*batch, latent_dim)`` (the bottom
         latent): ``(*batch, *data_shape)``."""

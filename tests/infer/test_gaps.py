@@ -1,0 +1,154 @@
+"""The inference gaps (pyrovae.inference_gaps) on a linear-Gaussian VAE built
+from pyrovae's own ``vae`` family (a linear decoder, a fixed-scale normal
+likelihood, an affine encoder), where everything is known in closed form:
+
+- z ~ N(0, I), x | z ~ N(W z + b, s^2 I): p(x) = N(b, W W^T + s^2 I);
+- the posterior is N(m, S) with precision P = I + W^T W / s^2 and
+  m = S W^T (x - b) / s^2;
+- the best diagonal Gaussian has mean m and variances 1 / diag(P), so
+  L[q*] = log p(x) - KL(q* || p(z|x)) = log p(x) - (sum log P_ii - log det P) / 2;
+- any Gaussian q has L[q] = log p(x) - KL(q || p(z|x)).
+"""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import pyro
+import pyro.distributions as dist
+
+import pyrovae
+from pyrovae.models.protocol import MissingCapability
+
+pyro.enable_validation(True)
+
+D, LATENT, NOISE = 4, 2, 0.5
+AIS = {"num_steps": 500, "num_chains": 16, "leapfrog_steps": 5}
+
+
+def linear_gaussian_vae(quality):
+    """The VAE and its exact posterior map; ``quality`` ``exact`` makes the
+    encoder output the best diagonal Gaussian, ``poor`` a shrunk, shifted,
+    too-wide one."""
+    torch.manual_seed(0)
+    config = {"latent_dim": LATENT, "decoder": {"name": "mlp", "hidden": []},
+              "encoder": {"name": "mlp", "hidden": []},
+              "likelihood": {"name": "normal", "scale_mode": "fixed", "scale": NOISE}}
+    vae = pyrovae.VAE.from_config(config, data_shape=(D,)).double()
+    w, b = torch.randn(D, LATENT, dtype=torch.double), torch.randn(D, dtype=torch.double)
+    precision = torch.eye(LATENT, dtype=torch.double) + w.T @ w / NOISE ** 2
+    gain = torch.linalg.inv(precision) @ w.T / NOISE ** 2  # m = gain (x - b)
+    sd = precision.diagonal().rsqrt()
+    if quality == "poor":
+        loc_weight, loc_bias, sd = 0.7 * gain, 0.5 - 0.7 * gain @ b, 1.6 * sd
+    else:
+        loc_weight, loc_bias = gain, -gain @ b
+    raw = torch.log(torch.expm1(sd - vae.guide_family.min_scale))
+    linear = [m for m in vae.encoder.modules() if isinstance(m, torch.nn.Linear)]
+    decoder = [m for m in vae.decoder.modules() if isinstance(m, torch.nn.Linear)]
+    assert len(linear) == 1 and len(decoder) == 1, "the test needs a linear encoder and decoder"
+    with torch.no_grad():
+        linear[0].weight.copy_(torch.cat([loc_weight, torch.zeros(LATENT, D, dtype=torch.double)]))
+        linear[0].bias.copy_(torch.cat([loc_bias, raw]))
+        decoder[0].weight.copy_(w)
+        decoder[0].bias.copy_(b)
+    return vae, w, b, precision
+
+
+def exact(vae, w, b, precision, x):
+    """log p(x), the best diagonal-Gaussian ELBO and the encoder's own ELBO, each ``(N,)``, in closed form."""
+    marginal = dist.MultivariateNormal(b, w @ w.T + NOISE ** 2 * torch.eye(D, dtype=torch.double))
+    log_px = marginal.log_prob(x)
+    best = log_px - 0.5 * (precision.diagonal().log().sum() - torch.logdet(precision))
+    cov = torch.linalg.inv(precision)
+    mean = (x - b) @ (cov @ w.T / NOISE ** 2).T
+    with torch.no_grad():
+        q = vae.encode(x)
+    loc, var = q.mean, q.variance  # KL(N(loc, diag var) || N(mean, cov)), per point
+    diff = mean - loc
+    kl = 0.5 * ((precision.diagonal() * var).sum(-1) + ((diff @ precision) * diff).sum(-1) - LATENT
+                + torch.logdet(cov) - var.log().sum(-1))
+    return log_px, best, log_px - kl
+
+
+def data(w, b, n=6):
+    g = torch.Generator().manual_seed(1)
+    z = torch.randn(n, LATENT, generator=g, dtype=torch.double)
+    return z @ w.T + b + NOISE * torch.randn(n, D, generator=g, dtype=torch.double)
+
+
+def test_poor_encoder_has_an_amortization_gap_that_the_local_optimization_closes():
+    vae, w, b, precision = linear_gaussian_vae("poor")
+    x = data(w, b)
+    log_px, best, amortized = exact(vae, w, b, precision, x)
+    gaps = pyrovae.inference_gaps(vae, x, num_samples=2000, num_particles=32, lr=0.03, max_steps=1500,
+                                  patience=150, tol=1e-4, seed=0, ais_options=AIS)
+    assert (amortized < best - 0.5).all()  # the setting is telling: the encoder is far from q*
+    assert torch.allclose(gaps.elbo_amortized, amortized, atol=0.4), (gaps.elbo_amortized, amortized)
+    assert torch.allclose(gaps.elbo_optimized, best, atol=0.05), (gaps.elbo_optimized, best)
+    # AIS from a poor guide errs by a few tenths of a nat per point, less on average
+    assert torch.allclose(gaps.log_px, log_px, atol=0.4), (gaps.log_px, log_px)
+    assert abs(float((gaps.log_px - log_px).mean())) < 0.15
+    assert (gaps.amortization_gap > 2.0).all()
+    # the gaps add up to the exact total, and each matches its closed form
+    exact_approximation, exact_total = log_px - best, log_px - amortized
+    assert torch.allclose(gaps.approximation_gap, exact_approximation, atol=0.4)
+    assert torch.allclose(gaps.amortization_gap + gaps.approximation_gap, exact_total, atol=0.6)
+    means = gaps.means()
+    assert abs(means["approximation_gap"] - float(exact_approximation.mean())) < 0.15
+    assert abs(means["inference_gap"] - float(exact_total.mean())) < 0.2
+    assert abs(means["approximation_gap"] + means["amortization_gap"] - means["inference_gap"]) < 1e-9
+
+
+def test_the_local_optimization_never_lowers_the_elbo():
+    vae, w, b, precision = linear_gaussian_vae("exact")
+    x = data(w, b)
+    _, best, amortized = exact(vae, w, b, precision, x)
+    assert torch.allclose(amortized, best)  # the encoder already gives q*: no step can help
+    # a learning rate far too large throws the parameters away from q*: those points keep the encoder's
+    gaps = pyrovae.inference_gaps(vae, x, num_samples=500, lr=3.0, max_steps=20, seed=0,
+                                  ais_options={"num_steps": 5, "num_chains": 2, "leapfrog_steps": 1})
+    assert gaps.kept_initial.all()
+    assert torch.equal(gaps.elbo_optimized, gaps.elbo_amortized)
+    assert (gaps.amortization_gap == 0).all()
+    assert torch.allclose(gaps.elbo_amortized, best, atol=0.1)
+
+
+def test_the_optimization_stops_when_the_elbo_stops_improving():
+    vae, w, b, _ = linear_gaussian_vae("exact")
+    gaps = pyrovae.inference_gaps(vae, data(w, b), num_samples=10, lr=1e-3, max_steps=1000, patience=10,
+                                  tol=0.5, seed=0, ais_options={"num_steps": 2, "num_chains": 2, "leapfrog_steps": 1})
+    assert gaps.steps < 100
+
+
+def test_model_weights_are_left_as_they_were():
+    vae, w, b, _ = linear_gaussian_vae("poor")
+    before = {k: v.clone() for k, v in vae.state_dict().items()}
+    pyrovae.inference_gaps(vae, data(w, b), num_samples=10, lr=0.1, max_steps=20, seed=0,
+                           ais_options={"num_steps": 2, "num_chains": 2, "leapfrog_steps": 1})
+    assert all(torch.equal(v, vae.state_dict()[k]) for k, v in before.items())
+    assert all(p.requires_grad and p.grad is None for p in vae.parameters())
+
+
+class NoLocalGuide(torch.nn.Module):
+    def model(self, x):
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", dist.Normal(0.0, 1.0).expand([2]).to_event(1))
+            pyro.sample("x", dist.Normal(z.sum(-1, keepdim=True), 1.0).expand([x.shape[-1]]).to_event(1), obs=x)
+
+    def guide(self, x):
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("z", dist.Normal(0.0, 1.0).expand([2]).to_event(1))
+
+
+def test_a_model_without_local_guide_is_refused_in_one_line():
+    with pytest.raises(MissingCapability, match="local_guide") as err:
+        pyrovae.inference_gaps(NoLocalGuide(), torch.zeros(3, 2))
+    assert "\n" not in str(err.value) and "inference_gaps" in str(err.value)
+
+
+def test_a_hierarchical_vae_is_refused():
+    config = {"latent_dim": 2, "hierarchy": [{"latent_dim": 2}]}
+    vae = pyrovae.VAE.from_config(config, data_shape=(1, 4, 4))
+    with pytest.raises(pyrovae.ConfigError, match="one latent layer"):
+        pyrovae.inference_gaps(vae, torch.bernoulli(torch.full((3, 1, 4, 4), 0.3)))
