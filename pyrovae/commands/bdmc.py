@@ -1,11 +1,13 @@
-"""``pyrovae bdmc RUN_DIR``: bidirectional Monte Carlo (pyrovae.bdmc) on data
-simulated from a trained run's model. Forward AIS gives a stochastic lower
-bound on each simulated point's log p(x), reverse AIS from the latents that
-produced it a stochastic upper bound; a small gap says that the AIS
-schedule (``--ais-steps``, ``--chains``, ``--leapfrog``) is long enough for
-``pyrovae evaluate --ais`` on this model. Prints a table and writes
-``RUN_DIR/bdmc.json``. A model that takes labels (field y) is given the
-first test labels.
+"""``pyrovae bdmc RUN_DIR``: bidirectional Monte Carlo on data simulated from
+a trained run's model; prints a table and writes ``RUN_DIR/bdmc.json``.
+
+Bidirectional Monte Carlo (pyrovae.bdmc) draws points from the run's model.
+Forward AIS gives a stochastic lower bound on each point's log p(x), reverse
+AIS from the latents that produced it a stochastic upper bound; a small gap
+says that the AIS schedule (``--ais-steps``, ``--chains``, ``--leapfrog``) is
+long enough for ``pyrovae evaluate --ais`` on this model. The upper bound
+holds only on simulated data. A model that takes labels (field y) is given
+the first test labels.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ def add_parser(sub):
     p = sub.add_parser(
         "bdmc",
         help="bracket log p(x) between forward and reverse AIS on simulated data: is the AIS schedule long enough?",
-        description=__doc__.split("\n", 1)[1].strip(),
+        description=__doc__.split("\n\n", 1)[1],
     )
     add_run_arguments(p)
     add_ais_arguments(p, "to simulate from the model")

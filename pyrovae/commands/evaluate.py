@@ -89,6 +89,8 @@ def add_ais_arguments(p, points_help: str) -> None:
     p.add_argument("--leapfrog", type=positive_int, default=10, metavar="L",
                    help="leapfrog steps of each HMC move (default 10)")
     p.add_argument("--schedule", choices=tuple(SCHEDULES), default="sigmoid", help="the beta schedule (default sigmoid)")
+    p.add_argument("--chain-batch", type=positive_int, default=None, metavar="B",
+                   help="AIS chains run at once (default: all); fewer use less memory, the estimate pools all chains")
 
 
 def ais_options(args) -> dict:
@@ -99,7 +101,7 @@ def ais_options(args) -> dict:
         pyrovae.ais_log_likelihood(vae, x, seed=args.seed, **ais_options(args))
     """
     return {"num_steps": args.ais_steps, "num_chains": args.chains, "leapfrog_steps": args.leapfrog,
-            "schedule": args.schedule}
+            "schedule": args.schedule, "chain_batch": args.chain_batch}
 
 
 def _ais_block(vae, fields, is_per_point, args):
@@ -117,7 +119,7 @@ def _ais_block(vae, fields, is_per_point, args):
     se = float(ll.std() / n ** 0.5) if n > 1 else None
     gap = ll - is_ll
     return {"num_points": n, "num_steps": options["num_steps"], "num_chains": options["num_chains"],
-            "leapfrog_steps": options["leapfrog_steps"], "schedule": options["schedule"], "seed": args.seed,
+            "leapfrog_steps": options["leapfrog_steps"], "schedule": options["schedule"], "chain_batch": options["chain_batch"], "seed": args.seed,
             "log_likelihood": float(ll.mean()), "se_over_points": se,
             "acceptance_mean": float(stats.acceptance.double().mean()),
             "step_size_mean": float(stats.step_size.double().mean()),

@@ -53,6 +53,8 @@ INITIAL_STEP = 0.1
 #: the most stretches of the schedule that get a step size of their own
 MAX_SEGMENTS = 50
 DEFAULT_BATCH_SIZE = 20
+#: seed offset between chain groups (``chain_batch``): the first group keeps the unchunked seeds
+CHAIN_GROUP_STRIDE = 104729
 INITS = ("guide", "prior")
 
 
@@ -164,35 +166,56 @@ def _log_mean(log_w: torch.Tensor) -> torch.Tensor:
     return torch.logsumexp(log_w, 0) - math.log(log_w.shape[0])
 
 
+def _chain_groups(num_chains: int, chain_batch: Optional[int]) -> list:
+    """The sizes of the chain groups that run one after another (one group without ``chain_batch``)."""
+    return _balanced(num_chains, min(chain_batch or num_chains, num_chains))
+
+
 def _chunk(model, chunk, site, options, seeds, start, bar):
-    """Adapt, then estimate, for one chunk: ``{key: (B,)}``."""
+    """Adapt, then estimate, for one chunk of points, one group of chains at a
+    time; the groups' log weights are pooled before the log-mean-exp, so the
+    estimate is that of all chains at once: ``{key: (B,)}``."""
     betas = options["betas"]
-    c, init, leapfrog = options["num_chains"], options["init"], options["leapfrog_steps"]
-    target = Target(model, chunk, site, c, init)
+    init, leapfrog = options["init"], options["leapfrog_steps"]
     device = chunk["x"].device
-    with seeded(seeds[0], device):
-        _, _, log_steps = _anneal(target, target.pack(target.initial()), betas, leapfrog, bar=bar)
-    with seeded(seeds[1], device):
-        log_w, acceptance, _ = _anneal(target, target.pack(target.initial()), betas, leapfrog, log_steps, bar)
-    out = {"log_likelihood": _log_mean(log_w), "chain_std": log_w.std(0) if c > 1 else torch.zeros_like(log_w[0]),
-           "acceptance": acceptance.mean(0), "step_size": log_steps.exp().mean((0, 1))}
+    parts: Dict[str, list] = {}
+    for g, c in enumerate(_chain_groups(options["num_chains"], options["chain_batch"])):
+        group_seeds = [seed + CHAIN_GROUP_STRIDE * g for seed in seeds]
+        target = Target(model, chunk, site, c, init)
+        with seeded(group_seeds[0], device):
+            _, _, log_steps = _anneal(target, target.pack(target.initial()), betas, leapfrog, bar=bar)
+        with seeded(group_seeds[1], device):
+            log_w, acceptance, _ = _anneal(target, target.pack(target.initial()), betas, leapfrog, log_steps, bar)
+        group = {"log_w": log_w, "acceptance": acceptance, "step": log_steps.exp().mean(0)}
+        if start is not None:
+            with seeded(group_seeds[1] + 1, device):
+                group["log_w_rev"], _, _ = _anneal(target, target.pack(start), betas[::-1], leapfrog,
+                                                   log_steps.flip(0), bar)
+        for key, value in group.items():
+            parts.setdefault(key, []).append(value)
+    pooled = {key: torch.cat(value, 0) for key, value in parts.items()}  # (C, B) each
+    log_w = pooled["log_w"]
+    out = {"log_likelihood": _log_mean(log_w),
+           "chain_std": log_w.std(0) if len(log_w) > 1 else torch.zeros_like(log_w[0]),
+           "acceptance": pooled["acceptance"].mean(0), "step_size": pooled["step"].mean(0)}
     if start is not None:
-        with seeded(seeds[1] + 1, device):
-            log_w_rev, _, _ = _anneal(target, target.pack(start), betas[::-1], leapfrog, log_steps.flip(0), bar)
-        out["upper"] = -_log_mean(log_w_rev)
+        out["upper"] = -_log_mean(pooled["log_w_rev"])
     return out
 
 
-def _options(num_steps, num_chains, leapfrog_steps, schedule, init, batch_size) -> Dict[str, Any]:
+def _options(num_steps, num_chains, leapfrog_steps, schedule, init, batch_size, chain_batch=None) -> Dict[str, Any]:
     int_at_least(num_steps, 1, "num_steps", hint="AIS needs at least one intermediate temperature; 1000 is typical")
     int_at_least(num_chains, 1, "num_chains", hint="the number of AIS chains per data point (16 is typical)")
     int_at_least(leapfrog_steps, 1, "leapfrog_steps", hint="leapfrog steps per HMC move (10 is typical)")
     if batch_size is not None:
         int_at_least(batch_size, 1, "batch_size", hint="it is the number of data points per chunk")
+    if chain_batch is not None:
+        int_at_least(chain_batch, 1, "chain_batch", hint="it is the number of chains run at once")
     if init not in INITS:
         raise ConfigError(f"init must be one of {', '.join(INITS)}, got {init!r}")
     return {"betas": schedule_betas(schedule, num_steps), "num_chains": num_chains, "init": init,
-            "leapfrog_steps": leapfrog_steps, "batch_size": batch_size or DEFAULT_BATCH_SIZE}
+            "leapfrog_steps": leapfrog_steps, "batch_size": batch_size or DEFAULT_BATCH_SIZE,
+            "chain_batch": chain_batch}
 
 
 def _run(model, data, options, seed, progress, start=None) -> Dict[str, torch.Tensor]:
@@ -202,7 +225,8 @@ def _run(model, data, options, seed, progress, start=None) -> Dict[str, torch.Te
     device = model_device(model)
     sizes = _balanced(n, min(options["batch_size"], n))
     passes = 2 + (start is not None)
-    bar = _progress(passes * n * (len(options["betas"]) - 1), progress, "AIS")
+    groups = len(_chain_groups(options["num_chains"], options["chain_batch"]))
+    bar = _progress(passes * groups * n * (len(options["betas"]) - 1), progress, "AIS")
     out: Dict[str, list] = {}
     try:
         with _evaluation_mode(model, None, device):
@@ -224,7 +248,7 @@ def _run(model, data, options, seed, progress, start=None) -> Dict[str, torch.Te
 def ais_log_likelihood(model, x: torch.Tensor, *, num_steps: int = 1000, num_chains: int = 16,
                        leapfrog_steps: int = 10, schedule: str = "sigmoid", init: str = "guide",
                        seed: Optional[int] = None, return_stats: bool = False, batch_size: Optional[int] = None,
-                       progress: bool = False, **fields: torch.Tensor):
+                       chain_batch: Optional[int] = None, progress: bool = False, **fields: torch.Tensor):
     """Annealed-importance-sampled log-likelihood of each data point, in nats.
 
     Works for any model with Pyro ``model`` and ``guide`` whose latents
@@ -249,6 +273,9 @@ def ais_log_likelihood(model, x: torch.Tensor, *, num_steps: int = 1000, num_cha
     :param bool return_stats: return an :class:`~pyrovae.infer.ais.AISResult` instead of the estimates alone.
     :param int batch_size: data points per chunk (default 20); memory grows with
         ``batch_size * num_chains`` model evaluations, not with ``num_steps``.
+    :param int chain_batch: chains run at once (default: all ``num_chains``); memory then grows with
+        ``batch_size * chain_batch``. The groups' log weights are pooled before the average, so the
+        estimate is that of all chains; each group adapts its own step sizes.
     :param bool progress: show a progress bar on stderr.
     :param fields: the model's other batch fields, each ``(N, ...)`` (``y=labels``).
     :returns: ``(N,)`` log p(x) estimates, or an :class:`~pyrovae.infer.ais.AISResult` of ``(N,)`` tensors.
@@ -267,7 +294,7 @@ def ais_log_likelihood(model, x: torch.Tensor, *, num_steps: int = 1000, num_cha
         >>> torch.equal(stats.log_likelihood, ll), stats.acceptance.shape
         (True, torch.Size([3]))
     """
-    options = _options(num_steps, num_chains, leapfrog_steps, schedule, init, batch_size)
+    options = _options(num_steps, num_chains, leapfrog_steps, schedule, init, batch_size, chain_batch)
     data = data_fields(model, x, fields, "ais_log_likelihood")
     out = _run(model, data, options, seed, progress)
     if return_stats:
@@ -325,7 +352,7 @@ def bdmc(model, num_points: int, *, seed: Optional[int] = None, data_shape=None,
         (torch.Size([3]), torch.Size([3]), torch.Size([3, 1, 4, 4]))
     """
     int_at_least(num_points, 1, "num_points", hint="the number of points to simulate")
-    names = ("num_steps", "num_chains", "leapfrog_steps", "schedule", "init", "batch_size")
+    names = ("num_steps", "num_chains", "leapfrog_steps", "schedule", "init", "batch_size", "chain_batch")
     fields = {k: v for k, v in ais_options.items() if k not in names + ("progress",)}
     options = _options(**{**dict(num_steps=1000, num_chains=16, leapfrog_steps=10, schedule="sigmoid",
                                  init="guide", batch_size=None), **{k: ais_options[k] for k in names if k in ais_options}})
