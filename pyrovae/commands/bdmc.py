@@ -6,7 +6,7 @@ Forward AIS gives a stochastic lower bound on each point's log p(x), reverse
 AIS from the latents that produced it a stochastic upper bound; a small gap
 says that the AIS schedule (``--ais-steps``, ``--chains``, ``--leapfrog``) is
 long enough for ``pyrovae evaluate --ais`` on this model. The upper bound
-holds only on simulated data. A model that takes labels (field y) is given
+holds only on simulated data. A model that needs labels (field y) is given
 the first test labels.
 """
 
@@ -43,10 +43,10 @@ def add_parser(sub):
 
 
 def _label_fields(vae, cfg, n: int, device):
-    """``{"y": the first n test labels}`` for a model that takes y, else ``{}``."""
-    from ..models.base import model_fields
+    """``{"y": the first n test labels}`` for a model that needs y, else ``{}`` (M2's y is then summed out)."""
+    from ..models.base import required_fields
 
-    if "y" not in model_fields(vae):
+    if "y" not in required_fields(vae):
         return {}
     from .evaluate import _split_data
 

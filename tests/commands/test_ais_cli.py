@@ -94,3 +94,19 @@ def test_bad_options_are_one_line_errors(run_dir, argv, capsys):
     assert exit_info.value.code == 2
     errors = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
     assert len(errors) == 1 and "positive integer" in errors[0]
+
+
+@pytest.mark.parametrize("name, given", [("cvae", True), ("m2", False), ("vae", False)])
+def test_bdmc_gives_labels_only_to_a_model_that_needs_them(name, given):
+    from pyrovae.commands.bdmc import _label_fields
+    from tiny_run import CONFIG
+
+    cfg = pyrovae.load_config({**CONFIG, "model": {"name": name, "latent_dim": 2, "options": {"num_classes": 4}
+                                                   if name != "vae" else {}}})
+    model = pyrovae.build_model(cfg.model, (1, 8, 8))
+    fields = _label_fields(model, cfg, 3, "cpu")
+    assert ("y" in fields) == given
+    if given:
+        assert torch.equal(fields["y"], load_data(cfg.data).test[1][:3])
+        out = pyrovae.bdmc(model, 3, seed=0, num_steps=4, num_chains=2, leapfrog_steps=2, **fields)
+        assert torch.isfinite(out.lower).all() and torch.isfinite(out.upper).all()
