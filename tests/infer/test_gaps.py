@@ -22,6 +22,8 @@ from pyrovae.components.guides import guides
 from pyrovae.infer.loglik import elbo_terms
 from pyrovae.models.protocol import MissingCapability
 
+from user_models import LinearGaussianVAE
+
 pyro.enable_validation(True)
 
 D, LATENT, NOISE = 4, 2, 0.5
@@ -170,3 +172,43 @@ def test_every_guide_family_of_the_vae_gives_a_local_guide(guide):
     assert (unmoved.amortization_gap == 0).all()
     gaps = pyrovae.inference_gaps(vae, x, num_samples=200, lr=0.05, max_steps=30, seed=0, ais_options=fast)
     assert (gaps.elbo_optimized >= gaps.elbo_amortized).all() and gaps.elbo_optimized.isfinite().all()
+
+
+class LocalLinearGaussian(LinearGaussianVAE):
+    """A user's model with its own local_guide: a latent site named ``latent``, two free parameters per point."""
+
+    def local_guide(self, x):
+        with torch.no_grad():
+            params = {"loc": self.encoder(x), "log_scale": self.log_scale.expand(x.shape[0], self.z_dim).clone()}
+
+        def guide_fn(params, x):
+            with pyro.plate("data", x.shape[0]):
+                pyro.sample("latent", dist.Normal(params["loc"], params["log_scale"].exp()).to_event(1))
+
+        return params, guide_fn
+
+
+def test_a_users_model_with_local_guide_reaches_the_best_diagonal_gaussian():
+    torch.manual_seed(0)
+    model = LocalLinearGaussian(D, LATENT, noise=NOISE).double()
+    with torch.no_grad():  # a guide that ignores x, shifted and too wide
+        model.encoder.weight.zero_()
+        model.encoder.bias.fill_(1.0)
+        model.log_scale.fill_(0.7)
+    w, b = model.decoder.weight.detach(), model.decoder.bias.detach()
+    x = data(w, b)
+    precision = torch.eye(LATENT, dtype=torch.double) + w.T @ w / NOISE ** 2
+    best = model.marginal().log_prob(x) - 0.5 * (precision.diagonal().log().sum() - torch.logdet(precision))
+    gaps = pyrovae.inference_gaps(model, x, num_samples=2000, num_particles=32, lr=0.03, max_steps=1500,
+                                  patience=150, tol=1e-4, seed=0,
+                                  ais_options={"num_steps": 2, "num_chains": 2, "leapfrog_steps": 1})
+    assert torch.allclose(gaps.elbo_optimized, best, atol=0.05), (gaps.elbo_optimized, best)
+    assert (gaps.amortization_gap > 0.5).all()
+
+
+@pytest.mark.parametrize("option, value", [("smoothing", 1.0), ("num_samples", 0), ("lr", -1.0), ("patience", 0)])
+def test_a_bad_option_is_refused_in_one_line(option, value):
+    vae, w, b, _ = linear_gaussian_vae("exact")
+    with pytest.raises(pyrovae.ConfigError, match=option) as err:
+        pyrovae.inference_gaps(vae, data(w, b), **{option: value})
+    assert "\n" not in str(err.value)
