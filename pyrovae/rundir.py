@@ -10,6 +10,7 @@ A run directory holds::
     figures/           figures every train.sample_every epochs
     tensorboard/       train.tensorboard's event files
     eval.json          pyrovae evaluate's default output
+    bdmc.json          pyrovae bdmc's default output
     plots/             pyrovae plot's and pyrovae sample's default output
     imputation/        pyrovae impute's default output
 
@@ -54,6 +55,7 @@ ARTIFACTS = (
     "reconstructions.png",
     "samples.png",
     "eval.json",
+    "bdmc.json",
 )
 #: the folders pyrovae writes into a run directory (``--overwrite`` removes these too)
 ARTIFACT_DIRS = ("plots", "figures", "tensorboard", "imputation")
@@ -82,6 +84,7 @@ class RunDir:
     figures = property(lambda self: self.path / "figures", doc="figures every train.sample_every epochs")
     tensorboard = property(lambda self: self.path / "tensorboard", doc="train.tensorboard's event files")
     eval_json = property(lambda self: self.path / "eval.json", doc="pyrovae evaluate's default output")
+    bdmc_json = property(lambda self: self.path / "bdmc.json", doc="pyrovae bdmc's default output")
     plots = property(lambda self: self.path / "plots", doc="pyrovae plot's and pyrovae sample's default folder")
     imputation = property(lambda self: self.path / "imputation", doc="pyrovae impute's default folder")
 

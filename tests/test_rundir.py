@@ -16,7 +16,8 @@ from pyrovae.rundir import ARTIFACT_DIRS, ARTIFACTS, RunDir
 pyro.enable_validation(True)
 
 FILES = {"config": "config.yaml", "checkpoint": "checkpoint.pt", "best": "best.pt", "metrics": "metrics.jsonl",
-         "reconstructions": "reconstructions.png", "samples": "samples.png", "eval_json": "eval.json"}
+         "reconstructions": "reconstructions.png", "samples": "samples.png", "eval_json": "eval.json",
+         "bdmc_json": "bdmc.json"}
 FOLDERS = {"figures": "figures", "tensorboard": "tensorboard", "plots": "plots", "imputation": "imputation"}
 
 

@@ -63,6 +63,7 @@ def _label_fields(vae, cfg, n: int, device):
 def cmd_bdmc(args) -> int:
     from .. import __version__
     from ..infer.ais import bdmc
+    from ..rundir import RunDir
     from ..training.trainer import resolve_device
 
     if args.threads is not None:
@@ -71,7 +72,7 @@ def cmd_bdmc(args) -> int:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     vae, cfg, state = load_run_of(args, device=device)
-    out = Path(args.out) if args.out else Path(args.run_dir) / "bdmc.json"
+    out = Path(args.out) if args.out else RunDir(args.run_dir).bdmc_json
     options = ais_options(args)
     print(f"bdmc on {args.run_dir} ({args.which}.pt): {args.points} simulated points, T={args.ais_steps}, "
           f"{args.chains} chains", file=sys.stderr)
