@@ -41,6 +41,7 @@ SUPPORTING = (
     ("pyrovae.infer.loglik", "ISResult", "class"),
     ("pyrovae.infer.ais", "AISResult", "class"),
     ("pyrovae.infer.ais", "BDMCResult", "class"),
+    ("pyrovae.infer.gaps", "GapsResult", "class"),
     ("pyrovae.infer.evaluate", "Evaluation", "class"),
     ("pyrovae.infer.evaluate", "Summary", "class"),
     ("pyrovae.infer.iwae", "IWAE", "class"),

@@ -145,8 +145,8 @@ def inference_gaps(model, x: torch.Tensor, *, num_samples: int = 1000, num_parti
     :param dict ais_options: keywords of :func:`~pyrovae.ais_log_likelihood`
         (``num_steps``, ``num_chains``, ...).
     :param fields: the model's other batch fields, each ``(N, ...)``.
-    :returns: a :class:`GapsResult` of ``(N,)`` tensors; ``.means()`` averages them.
-    :raises MissingCapability: for a model without ``local_guide``.
+    :returns: a :class:`~pyrovae.infer.gaps.GapsResult` of ``(N,)`` tensors; ``.means()`` averages them.
+    :raises ~pyrovae.models.protocol.MissingCapability: for a model without ``local_guide``.
     :raises ConfigError: for a bad option.
 
     Example::
