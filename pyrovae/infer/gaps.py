@@ -40,7 +40,7 @@ GAP_KEYS = ("log_px", "elbo_amortized", "elbo_optimized", "approximation_gap", "
 
 
 class GapsResult(NamedTuple):
-    """Per-point results of :func:`inference_gaps`, each ``(N,)`` in nats
+    """Per-point results of :func:`~pyrovae.inference_gaps`, each ``(N,)`` in nats
     (``kept_initial`` bool ``(N,)``; ``steps`` an int).
 
     :ivar log_px: log p(x) by AIS.

@@ -131,7 +131,7 @@ CAPABILITIES: Dict[str, Capability] = {c.name: c for c in (
                ("evaluate",)),
     Capability("local_guide", "local_guide(x, **fields) -> (params, guide_fn)", "the guide family with free "
                "per-point parameters: params is a dict of tensors with a leading N dim, initialized at the "
-               "encoder's output, and guide_fn(params, x, **fields) samples the guide's latent sites from them "
+               "encoder's output, and guide_fn(params, x, ...) samples the guide's latent sites from them "
                "(inference gaps)", ("inference_gaps",)),
 )}
 
