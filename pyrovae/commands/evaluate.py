@@ -82,15 +82,29 @@ def add_ais_arguments(p, points_help: str) -> None:
     """
     from ..infer.ais import SCHEDULES
 
-    p.add_argument("--points", type=positive_int, default=100, metavar="N", help=f"points {points_help} (default 100)")
-    p.add_argument("--ais-steps", type=positive_int, default=1000, metavar="T",
+    # no argparse defaults: evaluate tells an AIS option given without --ais (see AIS_DEFAULTS)
+    quiet = argparse.SUPPRESS
+    p.add_argument("--points", type=positive_int, default=quiet, metavar="N", help=f"points {points_help} (default 100)")
+    p.add_argument("--ais-steps", type=positive_int, default=quiet, metavar="T",
                    help="AIS temperatures after beta = 0 (default 1000; BDMC tells whether it is enough)")
-    p.add_argument("--chains", type=positive_int, default=16, metavar="C", help="AIS chains per point (default 16)")
-    p.add_argument("--leapfrog", type=positive_int, default=10, metavar="L",
+    p.add_argument("--chains", type=positive_int, default=quiet, metavar="C", help="AIS chains per point (default 16)")
+    p.add_argument("--leapfrog", type=positive_int, default=quiet, metavar="L",
                    help="leapfrog steps of each HMC move (default 10)")
-    p.add_argument("--schedule", choices=tuple(SCHEDULES), default="sigmoid", help="the beta schedule (default sigmoid)")
-    p.add_argument("--chain-batch", type=positive_int, default=None, metavar="B",
+    p.add_argument("--schedule", choices=tuple(SCHEDULES), default=quiet, help="the beta schedule (default sigmoid)")
+    p.add_argument("--chain-batch", type=positive_int, default=quiet, metavar="B",
                    help="AIS chains run at once (default: all); fewer use less memory, the estimate pools all chains")
+
+
+#: the AIS options' values where the command line gives none (argparse attribute names)
+AIS_DEFAULTS = {"points": 100, "ais_steps": 1000, "chains": 16, "leapfrog": 10, "schedule": "sigmoid", "chain_batch": None}
+
+
+def with_ais_defaults(args):
+    """``args`` with every AIS option the command line left out set to its default (``AIS_DEFAULTS``)."""
+    for key, value in AIS_DEFAULTS.items():
+        if not hasattr(args, key):
+            setattr(args, key, value)
+    return args
 
 
 def ais_options(args) -> dict:
@@ -238,9 +252,15 @@ def _pareto_row(summary) -> str:
 
 def cmd_evaluate(args) -> int:
     from .. import __version__
+    from ..errors import ConfigError
     from ..infer.evaluate import evaluate
     from ..training.trainer import resolve_device
 
+    given = [k for k in AIS_DEFAULTS if hasattr(args, k)]
+    if given and not args.ais:
+        names = ", ".join("--" + k.replace("_", "-") for k in given)
+        raise ConfigError(f"{names}: options of annealed importance sampling, which runs only with --ais; add --ais or leave them out")
+    with_ais_defaults(args)
     if args.threads is not None:
         import torch
 

@@ -112,3 +112,15 @@ def test_bdmc_gives_labels_only_to_a_model_that_needs_them(name, given):
         assert torch.equal(fields["y"], load_data(cfg.data).test[1][:3])
         out = pyrovae.bdmc(model, 3, seed=0, num_steps=4, num_chains=2, leapfrog_steps=2, **fields)
         assert torch.isfinite(out.lower).all() and torch.isfinite(out.upper).all()
+
+
+@pytest.mark.parametrize("options", [["--points", "5"], ["--ais-steps", "20", "--chains", "2"], ["--schedule", "linear"]])
+def test_ais_options_without_ais_are_refused(run_dir, options, capsys):
+    """An AIS option given without --ais would be ignored: it is a one-line error naming it."""
+    try:
+        code = main(["evaluate", str(run_dir), "-k", "2", *options])
+    except SystemExit as exit_info:
+        code = exit_info.code
+    assert code == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
+    assert len(errors) == 1 and "--ais" in errors[0] and options[0] in errors[0]
