@@ -39,7 +39,8 @@ from ..validators import int_at_least
 from .enumerated import missing_site
 from .fields import chunks, data_fields
 from .hmc import Target, hmc_move
-from .loglik import _balanced, _evaluation_mode, _progress
+from .fields import balanced_sizes
+from .loglik import evaluation_mode, progress_bar
 from .seeds import seeded
 from .weights import _is_random, latent_sites
 
@@ -168,7 +169,7 @@ def _log_mean(log_w: torch.Tensor) -> torch.Tensor:
 
 def _chain_groups(num_chains: int, chain_batch: Optional[int]) -> list:
     """The sizes of the chain groups that run one after another (one group without ``chain_batch``)."""
-    return _balanced(num_chains, min(chain_batch or num_chains, num_chains))
+    return balanced_sizes(num_chains, min(chain_batch or num_chains, num_chains))
 
 
 def _chunk(model, chunk, site, options, seeds, start, bar):
@@ -223,13 +224,13 @@ def _run(model, data, options, seed, progress, start=None) -> Dict[str, torch.Te
     site = missing_site(model, data)
     seeds = pass_seeds(seed)
     device = model_device(model)
-    sizes = _balanced(n, min(options["batch_size"], n))
+    sizes = balanced_sizes(n, min(options["batch_size"], n))
     passes = 2 + (start is not None)
     groups = len(_chain_groups(options["num_chains"], options["chain_batch"]))
-    bar = _progress(passes * groups * n * (len(options["betas"]) - 1), progress, "AIS")
+    bar = progress_bar(passes * groups * n * (len(options["betas"]) - 1), progress, "AIS")
     out: Dict[str, list] = {}
     try:
-        with _evaluation_mode(model, None, device):
+        with evaluation_mode(model, None, device):
             offset = 0
             for j, (_, chunk) in enumerate(chunks(data, sizes)):
                 chunk = {k: v.to(device) for k, v in chunk.items()}
@@ -359,7 +360,7 @@ def bdmc(model, num_points: int, *, seed: Optional[int] = None, data_shape=None,
     shape = tuple(data_shape) if data_shape is not None else tuple(capability(model, "data_shape", "bdmc"))
     with seeded(seed):
         sim_seed = int(torch.randint(2**62, ()))
-    with seeded(sim_seed, model_device(model)), _evaluation_mode(model, None, model_device(model)):
+    with seeded(sim_seed, model_device(model)), evaluation_mode(model, None, model_device(model)):
         x, z = _simulate(model, num_points, shape, fields)
     data = data_fields(model, x, fields, "bdmc")
     start = {k: v for k, v in z.items() if k not in set(data)}

@@ -22,7 +22,7 @@ from ..data import check_finite, label_fields
 from ..errors import ConfigError, DataError
 from ..models.base import check_broadcasting, check_field_names, model_device, model_fields, model_name, select_fields
 
-__all__ = ["data_fields", "split_data", "chunks", "chunk_sizes", "accepted_fields"]
+__all__ = ["data_fields", "split_data", "chunks", "chunk_sizes", "balanced_sizes", "accepted_fields"]
 
 
 def split_data(model, data, fields: Mapping[str, Any], where: str) -> Dict[str, Any]:
@@ -104,6 +104,15 @@ def data_fields(model, x: Any, fields: Mapping[str, Any], where: str, what: str 
 def chunk_sizes(n: int, size: int) -> List[int]:
     """Sizes of consecutive chunks of at most ``size`` out of ``n`` rows: ``chunk_sizes(5, 2) == [2, 2, 1]``."""
     return [min(size, n - start) for start in range(0, n, size)]
+
+
+def balanced_sizes(total: int, size: int) -> List[int]:
+    """Split ``total`` into the fewest parts of at most ``size``, as equal as
+    possible (fewer distinct shapes: fewer torch.compile specializations):
+    ``balanced_sizes(5, 2) == [2, 2, 1]``, ``balanced_sizes(6, 4) == [3, 3]``."""
+    parts = -(-total // size)
+    base, extra = divmod(total, parts)
+    return [base + 1] * extra + [base] * (parts - extra)
 
 
 def chunks(fields: Mapping[str, torch.Tensor], sizes: List[int], device: Optional[torch.device] = None

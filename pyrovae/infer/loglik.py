@@ -28,11 +28,10 @@ import torch
 
 import pyro
 
-from ..errors import ConfigError
 from ..validators import int_at_least
 from ..models.base import eval_mode, model_device, unregistered
 from .enumerated import missing_site, mixed, summed_out
-from .fields import chunks, data_fields
+from .fields import balanced_sizes, chunks, data_fields
 from .psis import merge_top, pareto_k, tail_size
 from .weights import LogDensity, latent_sites, trace_pair, weight_terms
 
@@ -150,7 +149,7 @@ def _chunk_sizes(n: int, num_samples: int, batch_size: Optional[int], chunk_size
 
 
 @contextlib.contextmanager
-def _evaluation_mode(vae, seed: Optional[int], device: torch.device):
+def evaluation_mode(vae, seed: Optional[int], device: torch.device):
     """eval() mode, no autograd, Pyro validation off (the data was checked
     once up front), no ``pyro.module`` registration (nothing is trained
     here; see :func:`~pyrovae.models.base.unregistered`), and a forked,
@@ -165,7 +164,7 @@ def _evaluation_mode(vae, seed: Optional[int], device: torch.device):
         yield
 
 
-def _progress(total: int, enabled: bool, desc: str):
+def progress_bar(total: int, enabled: bool, desc: str):
     if not enabled:
         return None
     from tqdm.auto import tqdm
@@ -193,14 +192,6 @@ def _latent_means(sites) -> Optional[torch.Tensor]:
         m = torch.broadcast_to(m, site["value"].shape)
         parts.append(m.reshape(*m.shape[:2], -1))
     return torch.cat(parts, -1) if parts else None
-
-
-def _balanced(total: int, size: int) -> List[int]:
-    """Split ``total`` into the fewest parts of at most ``size``, as equal as
-    possible (fewer distinct shapes: fewer torch.compile specializations)."""
-    parts = -(-total // size)
-    base, extra = divmod(total, parts)
-    return [base + 1] * extra + [base] * (parts - extra)
 
 
 def _chunk_weights(vae, chunk, particle_chunks, obs_log_prob, with_codes, bar, tail=0):
@@ -299,18 +290,18 @@ def importance_stats(
     n = x.shape[0]
     site = missing_site(vae, fields)
     batch_size, chunk_size = _chunk_sizes(n, num_samples, batch_size, chunk_size)
-    particle_chunks = _balanced(num_samples, chunk_size)
+    particle_chunks = balanced_sizes(num_samples, chunk_size)
     if compile is None:
         compile = n * num_samples >= AUTO_COMPILE_PASSES
     obs_log_prob = LogDensity(bool(compile))
     tail = tail_size(num_samples) if with_pareto else 0
     out: Dict[str, List[torch.Tensor]] = {k: [] for k in ("lse", "lse2", "stderr", "log_lik", "log_prior", "log_q",
                                                           "codes", "top")}
-    bar = _progress(n * num_samples, progress, desc)
+    bar = progress_bar(n * num_samples, progress, desc)
     device = model_device(vae)  # data on another device are moved a chunk at a time
     try:
-        with _evaluation_mode(vae, seed, device):
-            for _, chunk in chunks(fields, _balanced(n, batch_size)):
+        with evaluation_mode(vae, seed, device):
+            for _, chunk in chunks(fields, balanced_sizes(n, batch_size)):
                 chunk = {k: v.to(device, non_blocking=True) for k, v in chunk.items()}
 
                 def weights(given):
