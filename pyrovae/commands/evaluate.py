@@ -3,10 +3,21 @@ KL, reconstruction, active units and reconstruction errors of a trained
 run on one data split; prints a table and writes ``RUN_DIR/eval.json``.
 The table's Pareto k row is the PSIS diagnostic of the importance weights
 (pyrovae.infer.psis): where many points have k > 0.7 the IS figure is
-unreliable, and evaluate warns. ``--ais`` then also scores the first
-``--points`` points of the split by annealed importance sampling
-(pyrovae.ais_log_likelihood, a tighter stochastic lower bound) and adds an
-``ais`` block to eval.json, with IS on the same points for comparison.
+unreliable, and evaluate warns.
+
+``--ais`` also scores the first ``--points`` points of the split by
+annealed importance sampling (pyrovae.ais_log_likelihood, a tighter
+stochastic lower bound) and adds an ``ais`` block to eval.json, with IS on
+the same points for comparison, and the figure ``is_vs_ais.png``.
+``--gaps`` splits the gap log p(x) - ELBO on those points into the
+approximation gap (the guide family is too narrow) and the amortization gap
+(the encoder misses each point's best guide; pyrovae.inference_gaps, which
+needs the model's ``local_guide`` capability, checked before anything
+runs) and adds a ``gaps`` block and the figure ``gaps.png``. The AIS options
+set the AIS inside the gaps too; with both flags AIS runs twice, with
+different seeds, so the two log p(x) estimates are independent (their
+difference shows AIS's own noise). Figures go next to the JSON file unless
+``--no-figures``.
 
 Binary data (MNIST with ``data.binarize`` dynamic or static) is evaluated
 on a binarization fixed by the run's ``data.binarize_seed`` (default 0):
@@ -64,10 +75,22 @@ def add_parser(sub):
                         "and score them on the evaluated split (needs scikit-learn: pip install -e '.[probe]')")
     p.add_argument("--probe-train", type=positive_int, default=10000, metavar="N",
                    help="training points the probe is fitted on (default 10000)")
-    add_ais_arguments(p, "of the evaluated split (after --limit) that AIS scores")
+    add_ais_arguments(p, "of the evaluated split (after --limit) that --ais and --gaps score")
     p.add_argument("--ais", action="store_true",
                    help="also estimate log p(x) by annealed importance sampling on the first --points points "
                         "(slow: about points x chains x ais-steps x (leapfrog + 1) decoder passes, twice)")
+    p.add_argument("--gaps", action="store_true",
+                   help="also split log p(x) - ELBO on the first --points points into the approximation and "
+                        "amortization gaps (needs the model's local_guide capability; runs AIS too)")
+    # no argparse defaults: a gap option given without --gaps is refused (see GAP_DEFAULTS)
+    p.add_argument("--gap-steps", type=positive_int, default=argparse.SUPPRESS, metavar="S",
+                   help="the most Adam steps of the per-point guide optimization of --gaps (default 2000)")
+    p.add_argument("--gap-samples", type=positive_int, default=argparse.SUPPRESS, metavar="K",
+                   help="draws per point for each ELBO of --gaps (default 1000)")
+    p.add_argument("--gap-lr", type=_positive_float, default=argparse.SUPPRESS, metavar="LR",
+                   help="Adam's learning rate for the per-point guide parameters of --gaps (default 0.01)")
+    p.add_argument("--figures", action=argparse.BooleanOptionalAction, default=True,
+                   help="write is_vs_ais.png (--ais) and gaps.png (--gaps) next to the JSON file (default: yes)")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="hide the progress bar")
     p.add_argument("--out", help="the JSON file to write (default RUN_DIR/eval.json)")
     p.set_defaults(func=cmd_evaluate)
@@ -97,14 +120,40 @@ def add_ais_arguments(p, points_help: str) -> None:
 
 #: the AIS options' values where the command line gives none (argparse attribute names)
 AIS_DEFAULTS = {"points": 100, "ais_steps": 1000, "chains": 16, "leapfrog": 10, "schedule": "sigmoid", "chain_batch": None}
+#: the options of --gaps where the command line gives none (pyrovae.inference_gaps' defaults)
+GAP_DEFAULTS = {"gap_steps": 2000, "gap_samples": 1000, "gap_lr": 1e-2}
 
 
-def with_ais_defaults(args):
-    """``args`` with every AIS option the command line left out set to its default (``AIS_DEFAULTS``)."""
-    for key, value in AIS_DEFAULTS.items():
+def _positive_float(text: str) -> float:
+    """An argparse type: a finite number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {value}")
+    return value
+
+
+def with_ais_defaults(args, defaults=AIS_DEFAULTS):
+    """``args`` with every option of ``defaults`` the command line left out set to its default."""
+    for key, value in defaults.items():
         if not hasattr(args, key):
             setattr(args, key, value)
     return args
+
+
+def _refuse_ignored_options(args) -> None:
+    """AIS options without --ais or --gaps, and gap options without --gaps, would be ignored: a one-line error."""
+    from ..errors import ConfigError
+
+    for defaults, wanted, what, flags in ((AIS_DEFAULTS, args.ais or args.gaps, "annealed importance sampling",
+                                           "--ais or --gaps"),
+                                          (GAP_DEFAULTS, args.gaps, "the inference gaps", "--gaps")):
+        given = [k for k in defaults if hasattr(args, k)]
+        if given and not wanted:
+            names = ", ".join("--" + k.replace("_", "-") for k in given)
+            raise ConfigError(f"{names}: options of {what}, which runs only with {flags}; add {flags} or leave them out")
 
 
 def ais_options(args) -> dict:
@@ -140,7 +189,67 @@ def _ais_block(vae, fields, is_per_point, args):
             "chain_std_mean": float(stats.chain_std.double().mean()),
             "is_on_the_same_points": float(is_ll.mean()), "gap_ais_minus_is": float(gap.mean()),
             "gap_se_over_points": float(gap.std() / n ** 0.5) if n > 1 else None,
-            "per_point": ll.tolist(), "seconds": round(seconds, 3)}
+            "per_point": ll.tolist(), "is_per_point": is_ll.tolist(), "seconds": round(seconds, 3)}
+
+
+def _check_gaps_up_front(vae, fields, args) -> None:
+    """Refuse --gaps before the long IS pass: the model must have ``local_guide``, and
+    pyrovae.inference_gaps must go through on one point with no optimization and a one-step AIS
+    (a family can have the capability and still refuse a configuration, or a field)."""
+    from ..infer.gaps import inference_gaps
+    from ..models.protocol import capability
+
+    capability(vae, "local_guide", "pyrovae evaluate --gaps")
+    one = {k: v[:1] for k, v in fields.items()}
+    inference_gaps(vae, **one, num_samples=1, max_steps=0, lr=args.gap_lr, seed=args.seed,
+                   ais_options={"num_steps": 1, "num_chains": 2, "leapfrog_steps": 1, "schedule": args.schedule})
+
+
+def _gaps_block(vae, fields, args) -> dict:
+    """The ``gaps`` block of eval.json: pyrovae.inference_gaps on the first ``--points`` points."""
+    from ..infer.gaps import GAP_KEYS, inference_gaps
+
+    n = min(args.points, len(fields["x"]))
+    head = {k: v[:n] for k, v in fields.items()}
+    ais = {**ais_options(args), "progress": args.progress}
+    start = time.perf_counter()
+    gaps = inference_gaps(vae, **head, num_samples=args.gap_samples, max_steps=args.gap_steps, lr=args.gap_lr,
+                          seed=args.seed, ais_options=ais)
+    seconds = time.perf_counter() - start
+    per_point = {k: getattr(gaps, k).detach().double().cpu() for k in ("log_px", "elbo_amortized", "elbo_optimized")}
+    # the gaps again in float64 from the three estimates, the inference gap as the sum of the other two,
+    # so the written numbers add up exactly
+    per_point["approximation_gap"] = per_point["log_px"] - per_point["elbo_optimized"]
+    per_point["amortization_gap"] = per_point["elbo_optimized"] - per_point["elbo_amortized"]
+    per_point["inference_gap"] = per_point["approximation_gap"] + per_point["amortization_gap"]
+    kept = gaps.kept_initial.detach().cpu()
+    return {"num_points": n, "num_samples": args.gap_samples, "max_steps": args.gap_steps, "lr": args.gap_lr,
+            "seed": args.seed, "ais": {k: v for k, v in ais.items() if k != "progress"},
+            "means": {k: float(per_point[k].mean()) for k in GAP_KEYS},
+            "se_over_points": {k: float(per_point[k].std() / n ** 0.5) if n > 1 else None for k in GAP_KEYS},
+            "share_kept_initial": float(kept.double().mean()), "steps": int(gaps.steps),
+            "per_point": {**{k: per_point[k].tolist() for k in GAP_KEYS}, "kept_initial": kept.tolist()},
+            "seconds": round(seconds, 3)}
+
+
+def _format_gaps(block) -> str:
+    def value(key):
+        se = block["se_over_points"][key]
+        return f"{block['means'][key]:.3f}" + ("" if se is None else f" ± {se:.3f}") + " nats"
+
+    ais = block["ais"]
+    header = (f"inference gaps on the first {block['num_points']} points: {block['steps']} of at most "
+              f"{block['max_steps']} steps, {block['num_samples']} draws per ELBO, AIS T={ais['num_steps']} "
+              f"x {ais['num_chains']} chains, {block['seconds']:.1f} s")
+    return format_table(header, [
+        ("log p(x), AIS", value("log_px")),
+        ("ELBO, amortized guide L[q]", value("elbo_amortized")),
+        ("ELBO, per-point optimized guide L[q*]", value("elbo_optimized")),
+        ("inference gap log p(x) - L[q]", value("inference_gap")),
+        ("  approximation gap log p(x) - L[q*]", value("approximation_gap")),
+        ("  amortization gap L[q*] - L[q]", value("amortization_gap")),
+        ("  points that kept the encoder's guide", f"{100 * block['share_kept_initial']:.1f}%"),
+    ])
 
 
 def write_record(out: Path, record: dict) -> None:
@@ -252,15 +361,11 @@ def _pareto_row(summary) -> str:
 
 def cmd_evaluate(args) -> int:
     from .. import __version__
-    from ..errors import ConfigError
     from ..infer.evaluate import evaluate
     from ..training.trainer import resolve_device
 
-    given = [k for k in AIS_DEFAULTS if hasattr(args, k)]
-    if given and not args.ais:
-        names = ", ".join("--" + k.replace("_", "-") for k in given)
-        raise ConfigError(f"{names}: options of annealed importance sampling, which runs only with --ais; add --ais or leave them out")
-    with_ais_defaults(args)
+    _refuse_ignored_options(args)
+    with_ais_defaults(with_ais_defaults(args), GAP_DEFAULTS)
     if args.threads is not None:
         import torch
 
@@ -271,6 +376,8 @@ def cmd_evaluate(args) -> int:
     if args.limit is not None:
         x, labels = x[: args.limit], labels[: args.limit]
     x = x.to(device)
+    if args.gaps:
+        _check_gaps_up_front(vae, _fields(vae, x, labels), args)
     out = Path(args.out) if args.out else Path(args.run_dir) / "eval.json"
     print(f"evaluating {args.run_dir} ({args.which}.pt) on {len(x)} {args.split} points with K={args.num_samples} "
           f"importance samples", file=sys.stderr)
@@ -303,7 +410,17 @@ def cmd_evaluate(args) -> int:
         record["probe"] = _probe(vae, cfg, args, x, labels)
     if args.ais:
         record["ais"] = _ais_block(vae, _fields(vae, x, labels), result.per_point["log_likelihood"], args)
+    if args.gaps:
+        record["gaps"] = _gaps_block(vae, _fields(vae, x, labels), args)
     write_record(out, record)
+    figures = []
+    if args.figures:
+        from ..report.inference_plots import evaluation_figures
+        from ..report.plots import save_figure
+
+        for name, fig in evaluation_figures(record).items():
+            figures.append(out.parent / name)
+            save_figure(fig, figures[-1])
     header = (f"{args.run_dir} ({args.which}.pt), {args.split} split: {len(x)} points, "
               f"K={args.num_samples}, {seconds:.1f} s")
     print(_format_table(summary, header, result.metrics))
@@ -312,5 +429,8 @@ def cmd_evaluate(args) -> int:
     if args.ais:
         print()
         print(_format_ais(record["ais"]))
-    print(f"wrote {out}", file=sys.stderr)
+    if args.gaps:
+        print()
+        print(_format_gaps(record["gaps"]))
+    print(f"wrote {', '.join(map(str, [out, *figures]))}", file=sys.stderr)
     return 0

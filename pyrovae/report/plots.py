@@ -6,7 +6,8 @@ Images are data points ``(N, *data_shape)`` with values in ``value_range``
 (the likelihood's, e.g. ``(0, 1)`` or ``(0, 255)``): ``(C, H, W)`` with one
 or three channels, ``(H, W)``, or flat data of a square size (784 -> 28x28).
 Figures are made without pyplot (no global state) at 100 dpi, so a figure
-of ``w x h`` inches saves as a ``100w x 100h`` pixel PNG.
+of ``w x h`` inches saves as a ``100w x 100h`` pixel PNG. The figures of the
+inference gaps are in :mod:`pyrovae.report.inference_plots`.
 """
 
 from __future__ import annotations
@@ -41,7 +42,9 @@ DPI = 100
 MISSING_COLOUR = (0.85, 0.25, 0.2)
 
 
-def _figure(width: float, height: float):
+def new_figure(width: float, height: float):
+    """An empty :class:`~matplotlib.figure.Figure` of ``width x height`` inches
+    (rounded to whole pixels at :data:`DPI`), made without pyplot."""
     from matplotlib.figure import Figure
 
     # whole pixels, so the PNG is exactly figsize * DPI
@@ -140,7 +143,7 @@ def _rows_figure(images, n_cols, title, row_labels=None, col_labels=None, xlabel
     # the image takes the width left by the row labels; the height follows its aspect
     image_width = width - (1.3 if row_labels is not None else 0.2) - (0.3 if ylabel else 0.0)
     extra = 0.6 + (0.25 if col_labels is not None else 0.0) + (0.25 if xlabel else 0.0)
-    fig = _figure(width, image_width * grid.shape[0] / grid.shape[1] + extra)
+    fig = new_figure(width, image_width * grid.shape[0] / grid.shape[1] + extra)
     ax = fig.add_subplot(1, 1, 1)
     _show(ax, grid, title)
     if row_labels is not None:
@@ -160,7 +163,7 @@ def samples_figure(samples: torch.Tensor, value_range=(0.0, 1.0), nrow: Optional
     images = as_images(samples, value_range)
     nrow = nrow or math.ceil(math.sqrt(len(images)))
     grid = image_grid(images, nrow)
-    fig = _figure(*_grid_size(grid, 6))
+    fig = new_figure(*_grid_size(grid, 6))
     _show(fig.add_subplot(1, 1, 1), grid, title)
     fig.tight_layout()
     return fig
@@ -202,7 +205,7 @@ def latent_scatter_figure(codes: torch.Tensor, labels: Optional[torch.Tensor] = 
         xs, ys = proj[:, 0], proj[:, 1]
         xlabel, ylabel = f"PC 1 ({100 * share[0]:.0f}% of variance)", f"PC 2 ({100 * share[1]:.0f}% of variance)"
         title = f"{title} ({d}-D latent, PCA)"
-    fig = _figure(6.5, 5.5)
+    fig = new_figure(6.5, 5.5)
     ax = fig.add_subplot(1, 1, 1)
     if labels is None:
         ax.scatter(xs.numpy(), ys.numpy(), s=6, alpha=0.6, color="tab:blue", linewidths=0)
@@ -281,7 +284,7 @@ def training_curves_figure(records: Sequence[Mapping[str, float]], title="Traini
     (-E log p(x|z)) and KL, all in nats per data point against the epoch."""
     from matplotlib.ticker import MaxNLocator
 
-    fig = _figure(10, 4)
+    fig = new_figure(10, 4)
     ax_loss, ax_terms = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
     epochs = [r["epoch"] for r in records]
 
@@ -321,7 +324,7 @@ def side_by_side_figure(panels: Mapping[str, Mapping[str, torch.Tensor]], value_
     Every column must have the same inner keys."""
     columns = list(panels)
     row_names = list(panels[columns[0]])
-    fig = _figure(3.2 * len(columns) + 0.4, 3.1 * len(row_names) + (0.4 if title else 0))
+    fig = new_figure(3.2 * len(columns) + 0.4, 3.1 * len(row_names) + (0.4 if title else 0))
     for r, row in enumerate(row_names):
         for c, col in enumerate(columns):
             ax = fig.add_subplot(len(row_names), len(columns), r * len(columns) + c + 1)
@@ -357,7 +360,7 @@ def is_vs_ais_figure(is_ll: torch.Tensor, ais_ll: torch.Tensor, title: str = "Im
     gap = ais_ll - is_ll
     n = gap.numel()
     sem = gap.std().item() / math.sqrt(n) if n > 1 else float("nan")
-    fig = _figure(5.5, 5.0)
+    fig = new_figure(5.5, 5.0)
     ax = fig.add_subplot(1, 1, 1)
     ax.scatter(is_ll.numpy(), ais_ll.numpy(), s=14, alpha=0.8, color="tab:blue", linewidths=0, label="data point")
     lo, hi = min(is_ll.min().item(), ais_ll.min().item()), max(is_ll.max().item(), ais_ll.max().item())
