@@ -17,7 +17,7 @@ from pyrovae.runs import load_run
 from tiny_run import one_thread, train_tiny_run
 
 AIS_KEYS = ("num_points", "num_steps", "num_chains", "leapfrog_steps", "schedule", "log_likelihood", "se_over_points",
-            "acceptance_mean", "is_on_the_same_points", "gap_ais_minus_is")
+            "acceptance_mean", "is_on_the_same_points", "gap_ais_minus_is", "per_point", "is_per_point")
 BDMC_KEYS = ("num_points", "num_steps", "num_chains", "leapfrog_steps", "schedule", "lower_mean", "upper_mean",
              "gap_mean", "lower", "upper", "note")
 
@@ -54,6 +54,8 @@ def test_evaluate_ais_block_matches_the_library(run_dir, tmp_path, capsys):
     assert math.isclose(block["log_likelihood"], float(ais.mean()), rel_tol=1e-6, abs_tol=1e-6)
     assert math.isclose(block["se_over_points"], float(ais.std() / math.sqrt(5)), rel_tol=1e-6)
     assert math.isclose(block["is_on_the_same_points"], float(is_ll.mean()), rel_tol=1e-6, abs_tol=1e-6)
+    assert torch.allclose(torch.tensor(block["is_per_point"], dtype=torch.float64), is_ll.double(), atol=1e-5)
+    assert (out.parent / "is_vs_ais.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert math.isclose(block["gap_ais_minus_is"], float((ais - is_ll).mean()), rel_tol=1e-6, abs_tol=1e-6)
     assert 0.0 < block["acceptance_mean"] <= 1.0
     assert block["chain_batch"] == 2
