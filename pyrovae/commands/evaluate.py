@@ -19,6 +19,11 @@ different seeds, so the two log p(x) estimates are independent (their
 difference shows AIS's own noise). Figures go next to the JSON file unless
 ``--no-figures``.
 
+Under ``torchrun --nproc_per_node W -m pyrovae evaluate RUN_DIR`` the W
+processes split the points (IS, AIS and the gaps' AIS), each scoring whole
+chunks seeded by their position, so eval.json holds the numbers one process
+writes with the same ``--seed``; rank 0 alone prints and writes.
+
 Binary data (MNIST with ``data.binarize`` dynamic or static) is evaluated
 on a binarization fixed by the run's ``data.binarize_seed`` (default 0):
 the test set with that seed, the validation set with seed + 1 and the
@@ -360,6 +365,21 @@ def _pareto_row(summary) -> str:
 
 
 def cmd_evaluate(args) -> int:
+    """Evaluate; under ``torchrun`` every process runs this, scores its share of the points
+    (pyrovae.infer.sharding) and gets the gathered results; rank 0 alone prints and writes."""
+    from ..training import distributed
+
+    ctx = distributed.init()  # before resolve_device: a bare cuda is then this process's GPU
+    finished = False
+    try:
+        code = _evaluate(args, ctx.is_main)
+        finished = True
+        return code
+    finally:
+        distributed.shutdown(barrier=finished)
+
+
+def _evaluate(args, is_main: bool) -> int:
     from .. import __version__
     from ..infer.evaluate import evaluate
     from ..training.trainer import resolve_device
@@ -379,39 +399,27 @@ def cmd_evaluate(args) -> int:
     if args.gaps:
         _check_gaps_up_front(vae, _fields(vae, x, labels), args)
     out = Path(args.out) if args.out else Path(args.run_dir) / "eval.json"
-    print(f"evaluating {args.run_dir} ({args.which}.pt) on {len(x)} {args.split} points with K={args.num_samples} "
-          f"importance samples", file=sys.stderr)
+    if is_main:
+        print(f"evaluating {args.run_dir} ({args.which}.pt) on {len(x)} {args.split} points with K={args.num_samples} "
+              f"importance samples", file=sys.stderr)
     start = time.perf_counter()
-    result = evaluate(
-        vae,
-        _fields(vae, x, labels),
-        args.num_samples,
-        batch_size=args.batch_size,
-        chunk_size=args.chunk_size,
-        seed=args.seed,
-        progress=args.progress,
-        compile=args.compile,
-    )
+    result = evaluate(vae, _fields(vae, x, labels), args.num_samples, batch_size=args.batch_size,
+                      chunk_size=args.chunk_size, seed=args.seed, progress=args.progress, compile=args.compile)
     seconds = time.perf_counter() - start
     summary = result.summary()
-    record = {
-        "run_dir": str(args.run_dir),
-        "checkpoint": f"{args.which}.pt",
-        "epoch": state.get("epoch"),
-        "split": args.split,
-        "binarize_seed": cfg.data.binarize_seed if cfg.data.binarize != "none" else None,
-        "seed": args.seed,
-        **summary,
-        "seconds": round(seconds, 3),
-        "decoder_passes_per_second": round(len(x) * args.num_samples / seconds, 1),
-        "pyrovae_version": __version__,
-    }
-    if args.probe:
+    record = {"run_dir": str(args.run_dir), "checkpoint": f"{args.which}.pt", "epoch": state.get("epoch"),
+              "split": args.split, "binarize_seed": cfg.data.binarize_seed if cfg.data.binarize != "none" else None,
+              "seed": args.seed, **summary, "seconds": round(seconds, 3),
+              "decoder_passes_per_second": round(len(x) * args.num_samples / seconds, 1),
+              "pyrovae_version": __version__}
+    if args.probe and is_main:
         record["probe"] = _probe(vae, cfg, args, x, labels)
     if args.ais:
         record["ais"] = _ais_block(vae, _fields(vae, x, labels), result.per_point["log_likelihood"], args)
     if args.gaps:
         record["gaps"] = _gaps_block(vae, _fields(vae, x, labels), args)
+    if not is_main:  # every process has the whole result; one writes it
+        return 0
     write_record(out, record)
     figures = []
     if args.figures:
@@ -426,11 +434,8 @@ def cmd_evaluate(args) -> int:
     print(_format_table(summary, header, result.metrics))
     if args.probe:
         print("latent probe: " + ", ".join(f"{k} {v:.3f}" for k, v in record["probe"].items() if isinstance(v, float)))
-    if args.ais:
-        print()
-        print(_format_ais(record["ais"]))
-    if args.gaps:
-        print()
-        print(_format_gaps(record["gaps"]))
+    for key, table in (("ais", _format_ais), ("gaps", _format_gaps)):
+        if key in record:
+            print("\n" + table(record[key]))
     print(f"wrote {', '.join(map(str, [out, *figures]))}", file=sys.stderr)
     return 0
