@@ -348,6 +348,36 @@ class ConditionalVAE(ConditionalBase):
             with kl_scale(beta):
                 return pyro.sample("z", self.encode(x, y))
 
+    def local_guide(self, x: torch.Tensor, y: torch.Tensor):
+        """The guide family with free per-point parameters (the
+        ``local_guide`` capability, for :func:`~pyrovae.inference_gaps`):
+        q*(z | x, y) with its features free for each point, ``y`` given.
+
+        :param torch.Tensor x: a batch ``(N, *data_shape)``.
+        :param torch.Tensor y: labels ``(N,)`` or conditions ``(N, condition_dim)``.
+        :returns: ``(params, guide_fn)``: ``params = {"z": features}``, the
+            encoder's output at ``(x, y)`` ``(N, guide.num_features)`` detached,
+            and ``guide_fn(params, x, y, **kwargs)``, a Pyro guide that samples
+            ``z`` from ``guide_family.dist(params["z"])`` in the data plate.
+
+        Example::
+
+            >>> import torch
+            >>> from pyrovae.models.cvae import ConditionalVAE
+            >>> cvae = ConditionalVAE.from_config({"latent_dim": 2}, (1, 4, 4), num_classes=3)
+            >>> params, guide_fn = cvae.local_guide(torch.zeros(5, 1, 4, 4), torch.tensor([0, 1, 2, 0, 1]))
+            >>> tuple(params["z"].shape)
+            (5, 4)
+        """
+        with torch.no_grad():
+            params = {"z": self.encoder(x, self.condition(y, x)).detach().clone()}
+
+        def guide_fn(params, x, y=None, **kwargs):
+            with self._data_plate(x, None):
+                return pyro.sample("z", self.guide_family.dist(params["z"]))
+
+        return params, guide_fn
+
     # -- conveniences ------------------------------------------------------
     def default_labels(self, n: int) -> torch.Tensor:
         """Labels for ``n`` samples when none are given: 0, 1, ..., C-1, 0, ... ``(n,)``."""

@@ -277,6 +277,47 @@ class HVAE(LatentVariableModel):
                 z1 = pyro.sample("z1", self.encode_z1(x, z2))
         return z1, z2
 
+    def local_guide(self, x: torch.Tensor):
+        """The guide family with free per-point parameters (the
+        ``local_guide`` capability, for :func:`~pyrovae.inference_gaps`).
+
+        q(z2 | x) reads x alone, so its features are free per point.
+        q(z1 | x, z2) reads z2, which differs from draw to draw, so it
+        cannot take free features; it gets a free per-point offset added to
+        its encoder's output instead: q*(z1 | x, z2) = family(enc1(x, z2) +
+        offset). The offset starts at zero, so q* starts at the amortized
+        guide and its family contains it: q* is the amortized guide plus
+        per-point corrections, the natural per-point family for a
+        conditional layer.
+
+        :param torch.Tensor x: a batch ``(N, *data_shape)``.
+        :returns: ``(params, guide_fn)``: ``params = {"z2": (N, F2), "z1_offset": (N, F1)}``
+            (q(z2 | x)'s features detached, zeros; F the guide features of
+            each layer), and ``guide_fn(params, x, **kwargs)``, a Pyro guide
+            over the sites of :meth:`guide` in the data plate.
+
+        Example::
+
+            >>> import torch
+            >>> from pyrovae.models.hvae import HVAE
+            >>> m = HVAE.from_config({"latent_dim": 3}, data_shape=(1, 4, 4), z2_dim=2, hidden=8)
+            >>> params, guide_fn = m.local_guide(torch.zeros(5, 1, 4, 4))
+            >>> {k: tuple(v.shape) for k, v in params.items()}
+            {'z2': (5, 4), 'z1_offset': (5, 6)}
+        """
+        with torch.no_grad():
+            z2 = self.encoder_z2(_flat(x, self.data_shape)).detach().clone()
+            params = {"z2": z2, "z1_offset": z2.new_zeros(len(x), self.guide_z1.num_features)}
+
+        def guide_fn(params, x, **kwargs):
+            with self._data_plate(x, None):
+                z2 = pyro.sample("z2", self.guide_z2.dist(params["z2"]))
+                features = self.encoder_z1(_flat(x, self.data_shape), z2) + params["z1_offset"]
+                z1 = pyro.sample("z1", self.guide_z1.dist(features))
+            return z1, z2
+
+        return params, guide_fn
+
     # -- conveniences ------------------------------------------------------
     @torch.no_grad()
     def sample(self, n: int, mean: bool = True) -> torch.Tensor:

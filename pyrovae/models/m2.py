@@ -165,6 +165,61 @@ class M2(ConditionalBase):
         count, making α = a · N)."""
         return -self.classification_weight * self.label_posterior(x).log_prob(y.long()).sum()
 
+    def local_guide(self, x: torch.Tensor, y: Optional[torch.Tensor] = None):
+        """The guide family with free per-point parameters (the
+        ``local_guide`` capability, for :func:`~pyrovae.inference_gaps`).
+
+        With labels ``y`` ``(N,)`` given, y stays observed and q*(z | x, y)
+        has free features per point, as the cvae's. Without them, q*(y | x)
+        has free logits per point and q*(z | x, y) free features per point
+        *and class*: the guide's z layer reads y, which takes C values, so
+        each point gets one set of features for each value, started at the
+        encoder's output at that class (q* starts at the amortized guide).
+        :func:`~pyrovae.inference_gaps` sums y out exactly, as training does.
+
+        :param torch.Tensor x: a batch ``(N, *data_shape)``.
+        :param torch.Tensor y: labels ``(N,)`` in 0..C-1, or None.
+        :returns: ``(params, guide_fn)``: with ``y``, ``{"z": (N, F)}``;
+            without, ``{"y": (N, C)`` logits of q(y | x), ``"z": (N, C, F)}``
+            (F = ``guide.num_features``), all detached. ``guide_fn(params, x,
+            y=None, **kwargs)`` is a Pyro guide over the sites of
+            :meth:`guide`: it draws y from the free logits where ``y`` is not
+            given, then z from the features of the point's class (any
+            leading dims of y, enumeration's or the particles', broadcast).
+
+        Example::
+
+            >>> import torch
+            >>> from pyrovae.models.m2 import M2
+            >>> m2 = M2.from_config({"latent_dim": 2}, (1, 4, 4), num_classes=3)
+            >>> params, guide_fn = m2.local_guide(torch.zeros(5, 1, 4, 4))
+            >>> {k: tuple(v.shape) for k, v in params.items()}
+            {'y': (5, 3), 'z': (5, 3, 4)}
+        """
+        y = self._check_observed(y)
+        with torch.no_grad():
+            if y is not None:
+                params = {"z": self.encoder(x, self.condition(y, x)).detach().clone()}
+            else:
+                classes = torch.arange(self.num_classes, device=x.device).unsqueeze(-1)  # (C, 1): against x (N, ...)
+                features = self.encoder(x, self.condition(classes, x))  # (C, N, F)
+                params = {"y": self.classifier(x).detach().clone(), "z": features.transpose(0, 1).detach().clone()}
+
+        def guide_fn(params, x, y=None, **kwargs):
+            y = self._check_observed(y)
+            with self._data_plate(x, None):
+                if "y" not in params:
+                    if y is None:
+                        raise DataError("these local_guide parameters were made for labelled points: pass their y")
+                    features = params["z"]
+                else:
+                    if y is None:
+                        y = pyro.sample("y", dist.Categorical(logits=params["y"]))
+                    features = params["z"][torch.arange(len(x), device=x.device), y.long()]
+                return pyro.sample("z", self.guide_family.dist(features))
+
+        return params, guide_fn
+
     # -- what training and evaluation ask of the family ----------------------
     def objective(self, spec, train_fields: Optional[Mapping[str, torch.Tensor]] = None):
         """The objective capability: J^α, ``TraceEnum_ELBO`` with ``y`` summed

@@ -89,14 +89,19 @@ class CharEncoder(nn.Module):
         self.gru = nn.GRU(embed_dim, hidden, batch_first=True)
         self.head = nn.Linear(hidden, 2 * latent_dim)
 
-    def forward(self, x: torch.Tensor):
-        """``(loc, scale)``, each ``(M, latent_dim)``, for long codes ``x`` ``(M, L)``.
-        The GRU runs left to right, so its state at the end symbol has read
-        the word and none of the padding."""
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Features ``(M, 2 * latent_dim)`` of q(z|x) (see :meth:`dist`) for long
+        codes ``x`` ``(M, L)``. The GRU runs left to right, so its state at
+        the end symbol has read the word and none of the padding."""
         states, _ = self.gru(self.embed(x))
-        last = states[torch.arange(len(x), device=x.device), padding_mask(x).sum(-1) - 1]
-        loc, raw = self.head(last).chunk(2, -1)
-        return loc, F.softplus(raw) + 1e-4
+        return self.head(states[torch.arange(len(x), device=x.device), padding_mask(x).sum(-1) - 1])
+
+    @staticmethod
+    def dist(features: torch.Tensor):
+        """q(z|x) = N(loc, diag scale^2) from ``features`` ``(*batch, 2 * latent_dim)``:
+        loc, and the scale before a softplus."""
+        loc, raw = features.chunk(2, -1)
+        return dist.Normal(loc, F.softplus(raw) + 1e-4).to_event(1)
 
 
 class CharDecoder(nn.Module):
@@ -339,8 +344,22 @@ class TextVAE(_Words):
 
     def encode(self, x: torch.Tensor):
         """q(z|x) for codes ``x`` ``(N, L)``: batch ``(N,)``, event ``(latent_dim,)``."""
-        loc, scale = self.encoder(x.long())
-        return dist.Normal(loc, scale).to_event(1)
+        return self.encoder.dist(self.encoder(x.long()))
+
+    def local_guide(self, x: torch.Tensor):
+        """The ``local_guide`` capability (:func:`~pyrovae.inference_gaps`):
+        ``({"z": features}, guide_fn)``, the encoder's features ``(N, 2 *
+        latent_dim)`` (loc and the scale before its softplus) detached, free
+        per point, and ``guide_fn(params, x, **kwargs)``, a Pyro guide that
+        draws ``z`` from the Normal they give in the data plate."""
+        with torch.no_grad():
+            params = {"z": self.encoder(x.long()).detach().clone()}
+
+        def guide_fn(params, x, **kwargs):
+            with self._data_plate(x, None):
+                pyro.sample("z", self.encoder.dist(params["z"]))
+
+        return params, guide_fn
 
     def model(self, x: torch.Tensor, *, num_data: Optional[int] = None, beta: float = 1.0,
               obs_mask: Optional[torch.Tensor] = None):

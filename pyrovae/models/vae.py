@@ -211,24 +211,42 @@ class VAE(LatentVariableModel):
         """The guide family with free per-point parameters (the
         ``local_guide`` capability, for :func:`~pyrovae.inference_gaps`).
 
+        q(z1 | x) reads x alone, so its features are free per point. An
+        upper layer's q(z_l | z_{l-1}) reads a latent, which differs from
+        draw to draw, so it cannot take free features; it gets a free
+        per-point offset added to its encoder's output instead:
+        q*(z_l | z_{l-1}) = family(encoder_l(z_{l-1}) + offset_l). The
+        offsets start at zero, so q* starts at the amortized guide and its
+        family contains it: q* is the amortized guide plus per-point
+        corrections, the natural per-point family for a conditional layer.
+
         :param torch.Tensor x: a batch ``(N, *data_shape)``.
-        :returns: ``(params, guide_fn)``: ``params = {"z": features}``, the
-            encoder's output ``(N, guide.num_features)`` detached (a copy to
-            optimize per point), and ``guide_fn(params, x, **kwargs)``, a Pyro
-            guide that samples ``z`` from ``guide_family.dist(params["z"])``
-            in the data plate (the guide family's own weights stay fixed).
-        :raises ConfigError: for a hierarchical VAE (``model.hierarchy``),
-            whose upper guides read z1, not free parameters.
+        :returns: ``(params, guide_fn)``: ``params["z"]``, the encoder's output
+            ``(N, guide.num_features)`` detached, and for each upper site
+            ``zL`` ``params["zL_offset"]``, zeros ``(N, layer.guide.num_features)``;
+            ``guide_fn(params, x, **kwargs)`` is a Pyro guide over the
+            sites of :meth:`guide`, in the data plate (the networks'
+            weights stay as they are).
+
+        Example::
+
+            >>> import torch, pyrovae
+            >>> vae = pyrovae.VAE.from_config({"latent_dim": 2, "hierarchy": [{"latent_dim": 3}]}, (1, 4, 4))
+            >>> params, guide_fn = vae.local_guide(torch.zeros(5, 1, 4, 4))
+            >>> {k: tuple(v.shape) for k, v in params.items()}
+            {'z': (5, 4), 'z2_offset': (5, 6)}
         """
-        if len(self.upper):
-            raise ConfigError("local_guide (inference gaps) supports a VAE with one latent layer; this one has "
-                              f"{len(self.upper)} stochastic layer(s) in model.hierarchy: use a VAE without one")
         with torch.no_grad():
             params = {"z": self.encoder(x).detach().clone()}
+            for layer, site in zip(self.upper, self.latent_sites[1:]):
+                params[f"{site}_offset"] = params["z"].new_zeros(len(x), layer.guide_family.num_features)
 
         def guide_fn(params, x, **kwargs):
             with self._data_plate(x, None):
-                return pyro.sample("z", self.guide_family.dist(params["z"]))
+                z = pyro.sample("z", self.guide_family.dist(params["z"]))
+                for layer, site in zip(self.upper, self.latent_sites[1:]):
+                    z = pyro.sample(site, layer.guide_family.dist(layer.encoder(z) + params[f"{site}_offset"]))
+            return z
 
         return params, guide_fn
 
