@@ -42,6 +42,7 @@ from .hmc import Target, hmc_move
 from .fields import balanced_sizes
 from .loglik import evaluation_mode, progress_bar
 from .seeds import seeded
+from .sharding import block_shard, check_same_data, gather_point_fields, rank_and_size, shared_seed
 from .weights import _is_random, latent_sites
 
 __all__ = ["ais_log_likelihood", "bdmc", "AISResult", "BDMCResult", "SCHEDULES", "schedule_betas"]
@@ -219,31 +220,37 @@ def _options(num_steps, num_chains, leapfrog_steps, schedule, init, batch_size, 
             "chain_batch": chain_batch}
 
 
-def _run(model, data, options, seed, progress, start=None) -> Dict[str, torch.Tensor]:
+def _run(model, data, options, seed, progress, start=None, shard=False) -> Dict[str, torch.Tensor]:
+    """AIS chunk by chunk; chunk j's seeds come from ``seed`` and j alone. With ``shard`` under
+    torch.distributed each process runs its share of whole chunks and all get the gathered results."""
     n = len(data["x"])
     site = missing_site(model, data)
-    seeds = pass_seeds(seed)
+    seeds = pass_seeds(shared_seed(seed) if shard else seed)
     device = model_device(model)
     sizes = balanced_sizes(n, min(options["batch_size"], n))
+    blocks, points = block_shard(sizes) if shard else (slice(None), slice(0, n))
+    mine = range(len(sizes))[blocks]
     passes = 2 + (start is not None)
     groups = len(_chain_groups(options["num_chains"], options["chain_batch"]))
-    bar = progress_bar(passes * groups * n * (len(options["betas"]) - 1), progress, "AIS")
+    shown = progress and rank_and_size()[0] == 0
+    bar = progress_bar(passes * groups * (points.stop - points.start) * (len(options["betas"]) - 1), shown, "AIS")
     out: Dict[str, list] = {}
     try:
         with evaluation_mode(model, None, device):
-            offset = 0
-            for j, (_, chunk) in enumerate(chunks(data, sizes)):
+            for j, (offset, chunk) in enumerate(chunks(data, sizes)):
+                if j not in mine:
+                    continue
                 chunk = {k: v.to(device) for k, v in chunk.items()}
                 b = len(chunk["x"])
                 given = None if start is None else {k: v[offset:offset + b].to(device) for k, v in start.items()}
-                offset += b
                 chunk_seeds = (seeds[0] + 7919 * j, seeds[1] + 7919 * j)
                 for key, value in _chunk(model, chunk, site, options, chunk_seeds, given, bar).items():
                     out.setdefault(key, []).append(value)
     finally:
         if bar is not None:
             bar.close()
-    return {k: torch.cat(v) for k, v in out.items()}
+    own = {k: torch.cat(v) for k, v in out.items()} if out else None
+    return gather_point_fields(own, n, device) if shard else own
 
 
 def ais_log_likelihood(model, x: torch.Tensor, *, num_steps: int = 1000, num_chains: int = 16,
@@ -263,6 +270,12 @@ def ais_log_likelihood(model, x: torch.Tensor, *, num_steps: int = 1000, num_cha
     The estimate is a stochastic lower bound on log p(x), tighter than
     importance sampling from the guide; :func:`~pyrovae.bdmc` checks how tight.
 
+    Each chunk of ``batch_size`` points draws from seeds derived from
+    ``seed`` and the chunk's index, so under ``torchrun`` (``torch.distributed``
+    with several processes) each process runs its share of whole chunks and
+    every process returns all N estimates, the numbers of one process with
+    the same seed (:mod:`pyrovae.infer.sharding`); every process must pass the same data.
+
     :param model: a model of the protocol (``model(x, ...)``, ``guide(x, ...)``).
     :param torch.Tensor x: data ``(N, *data_shape)``.
     :param int num_steps: T, the number of temperatures after β = 0.
@@ -270,7 +283,8 @@ def ais_log_likelihood(model, x: torch.Tensor, *, num_steps: int = 1000, num_cha
     :param int leapfrog_steps: leapfrog steps per HMC move.
     :param str schedule: ``sigmoid`` or ``linear`` (``SCHEDULES``).
     :param str init: ``guide`` (π0 = q(z | x)) or ``prior`` (π0 = p(z): only the likelihood is tempered).
-    :param int seed: seed of both passes (None: drawn from the global RNG, which is otherwise left alone).
+    :param int seed: seed of both passes (None: drawn from the global RNG, which is otherwise left alone;
+        rank 0's under torchrun).
     :param bool return_stats: return an :class:`~pyrovae.infer.ais.AISResult` instead of the estimates alone.
     :param int batch_size: data points per chunk (default 20); memory grows with
         ``batch_size * num_chains`` model evaluations, not with ``num_steps``.
@@ -297,7 +311,8 @@ def ais_log_likelihood(model, x: torch.Tensor, *, num_steps: int = 1000, num_cha
     """
     options = _options(num_steps, num_chains, leapfrog_steps, schedule, init, batch_size, chain_batch)
     data = data_fields(model, x, fields, "ais_log_likelihood")
-    out = _run(model, data, options, seed, progress)
+    check_same_data(data, "ais_log_likelihood")
+    out = _run(model, data, options, seed, progress, shard=True)
     if return_stats:
         return AISResult(out["log_likelihood"], out["chain_std"], out["acceptance"], out["step_size"])
     return out["log_likelihood"]

@@ -38,6 +38,7 @@ from .loglik import (  # noqa: F401  (re-exported: the public names of evaluatio
     log_prob_terms,
 )
 from .psis import PARETO_K_THRESHOLD, PARETO_K_WARN_SHARE
+from .sharding import block_shard, check_same_data, gather_point_fields, rank_and_size, sum_over_ranks
 
 __all__ = [
     "log_prob_terms",
@@ -213,10 +214,19 @@ def _pareto_summary(k: Optional[torch.Tensor]) -> Dict[str, Optional[float]]:
     return dict(zip(keys, (*stats, float((k > PARETO_K_THRESHOLD).double().mean()))))
 
 
-def _reconstruction_errors(reconstruct, fields: Dict[str, torch.Tensor], batch_size: int,
+def _share(fields: Dict[str, torch.Tensor]) -> Tuple[Dict[str, torch.Tensor], List[int]]:
+    """This process's share of whole ``RECONSTRUCTION_BATCH`` chunks of the
+    fields (:func:`~pyrovae.infer.sharding.block_shard`; all of them in one
+    process) and its chunk sizes (empty for a process with no point)."""
+    sizes = chunk_sizes(len(fields["x"]), RECONSTRUCTION_BATCH)
+    blocks, points = block_shard(sizes)
+    return {k: v[points] for k, v in fields.items()}, sizes[blocks]
+
+
+def _reconstruction_errors(reconstruct, fields: Dict[str, torch.Tensor], sizes: List[int],
                            device: torch.device, errors=None) -> Dict[str, torch.Tensor]:
     """MSE per element and, where data and reconstruction lie in [0, 1], BCE
-    summed over elements (nats), of ``reconstruct(x, **fields)``; each ``(N,)``.
+    summed over elements (nats), of ``reconstruct(x, **fields)`` in chunks of ``sizes`` points; each ``(N,)``.
     A model's ``errors(x, x_rec) -> {name: (B,)}`` (its ``reconstruction_errors``
     capability) replaces both. ``reconstruct`` gets the other fields its
     signature names (a conditional model's ``reconstruct(x, y)``; the VAE's
@@ -226,7 +236,7 @@ def _reconstruction_errors(reconstruct, fields: Dict[str, torch.Tensor], batch_s
     mse, bce, own = [], [], {}
     bce_applies = bool(((x >= 0) & (x <= 1)).all())
     with torch.no_grad():
-        for _, chunk in chunks({"x": x, **others}, chunk_sizes(len(x), batch_size)):
+        for _, chunk in chunks({"x": x, **others}, sizes):
             chunk = {k: v.to(device, non_blocking=True) for k, v in chunk.items()}
             xb = chunk.pop("x")
             rec = reconstruct(xb, **chunk)
@@ -292,6 +302,11 @@ def evaluate(
     ``classification_error``). A conditional model (``cvae``) needs its
     labels and reports log p(x | y).
 
+    Under ``torchrun`` (``torch.distributed`` with W > 1 processes) each
+    process scores its share of whole chunks and every process returns the
+    whole :class:`Evaluation`, with the numbers of one process and the same
+    seed (:mod:`pyrovae.infer.sharding`); every process must pass the same data.
+
     :param vae: a :class:`~pyrovae.models.vae.VAE` or any registered model.
     :param data: a tensor ``x`` ``(N, *data_shape)``; an ``(x, labels)``
         pair (the labels become the field ``y`` when the model takes ``y``,
@@ -299,7 +314,8 @@ def evaluate(
     :param int num_samples: K, importance samples per point.
     :param int batch_size: data points per chunk (see :func:`log_likelihood`).
     :param int chunk_size: importance samples per chunk.
-    :param int seed: seed of a forked RNG (default 0: repeatable); None uses the global RNG.
+    :param int seed: seed of a forked RNG, re-seeded for each chunk of points from ``seed`` and
+        the chunk's first point (default 0: repeatable); None uses the global RNG (rank 0's seed under torchrun).
     :param float active_threshold: variance above which a latent unit counts as active.
     :param bool progress: show a progress bar on stderr.
     :param bool compile: ``torch.compile`` the likelihood's log-density (see :func:`log_likelihood`).
@@ -329,15 +345,16 @@ def evaluate(
     batch = split_data(vae, data, fields, "evaluate")
     x = batch.pop("x", None)
     fields = data_fields(vae, x, batch, "evaluate")
+    check_same_data(fields, "evaluate")
     extra, metrics = _metrics(vae, fields)  # on every given field, the summed-out ones included
     for k in summed_fields(vae):  # summed out for log p(x), not conditioned on
         fields.pop(k, None)
     extra.update(conditioned_on=sorted(k for k in fields if k != "x"), summed_out=sorted(summed_fields(vae)))
     stats = importance_stats(vae, fields, num_samples, batch_size, chunk_size, seed, progress, with_codes=True,
-                             compile=compile, with_pareto=True)
+                             compile=compile, with_pareto=True, shard=True)
     recon = stats["log_lik"]
     kl = stats["log_q"] - stats["log_prior"]
-    codes = stats["codes"]
+    codes = stats["codes"]  # gathered: the statistics below are over all points
     variance = codes.var(0, correction=0) if codes is not None else recon.new_zeros(0)
     per_point = {
         "log_likelihood": stats["log_likelihood"],
@@ -349,12 +366,16 @@ def evaluate(
     }
     if stats["pareto_k"] is not None:
         per_point["pareto_k"] = stats["pareto_k"]
-        _warn_pareto(stats["pareto_k"], num_samples)
+        if rank_and_size()[0] == 0:
+            _warn_pareto(stats["pareto_k"], num_samples)
     reconstruct = getattr(vae, "reconstruct", None)
     if reconstruct is not None:
         errors = capability(vae, "reconstruction_errors", "evaluation", default=None)
+        device = model_device(vae)
+        share, sizes = _share(fields)
         with eval_mode(vae):
-            per_point.update(_reconstruction_errors(reconstruct, fields, RECONSTRUCTION_BATCH, model_device(vae), errors))
+            own = _reconstruction_errors(reconstruct, share, sizes, device, errors) if sizes else None
+        per_point.update(gather_point_fields(own, len(fields["x"]), device))
     return Evaluation(
         num_samples=num_samples,
         per_point=per_point,
@@ -390,19 +411,21 @@ def metric_keys(model, name: str):
 
 def _metrics(vae, fields: Dict[str, torch.Tensor]) -> Tuple[Dict[str, Any], List[Tuple[str, str, str]]]:
     """Each of the model's ``metrics`` over ``fields`` (chunked, on the
-    model's device): its rate Σ sum / Σ count and its count, under
+    model's device; each process its share, the sums added): its rate Σ sum / Σ count and its count, under
     ``metric_keys`` (a metric with count 0 is left out), and those keys."""
     metrics = capability(vae, "metrics", "evaluation", default=None)
     if metrics is None:
         return {}, []
     device = model_device(vae)
     totals: Dict[str, list] = {}
+    share, sizes = _share(fields)
     with eval_mode(vae), torch.no_grad():
-        for _, chunk in chunks(fields, chunk_sizes(len(fields["x"]), RECONSTRUCTION_BATCH)):
+        for _, chunk in chunks(share, sizes):
             for name, (value, count) in metrics({k: v.to(device) for k, v in chunk.items()}).items():
                 sums = totals.setdefault(name, [0.0, 0.0])
                 sums[0] += float(value)
                 sums[1] += float(count)
+    totals = sum_over_ranks(totals)
     out: Dict[str, Any] = {}
     keys = [(metric_keys(vae, name), value, count) for name, (value, count) in totals.items() if count > 0]
     for (key, count_key, _), value, count in keys:

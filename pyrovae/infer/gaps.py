@@ -28,6 +28,7 @@ from .ais import ais_log_likelihood
 from .fields import data_fields
 from .plates import model_nesting
 from .seeds import seeded
+from .sharding import check_same_data, shared_seed
 from .weights import traced_in_particles, weight_terms
 
 __all__ = ["inference_gaps", "GapsResult"]
@@ -130,6 +131,11 @@ def inference_gaps(model, x: torch.Tensor, *, num_samples: int = 1000, num_parti
     The gaps hold up to the estimators' errors: AIS is a stochastic lower
     bound, so a small negative approximation gap is Monte Carlo error.
 
+    Under ``torchrun`` AIS, by far the costliest part, is split over the
+    processes (:func:`~pyrovae.ais_log_likelihood`); the optimization, one
+    batch of all points, runs on every process with the same seed, so every
+    process returns the same result, that of one process.
+
     :param model: a model of the protocol with the ``local_guide`` capability
         (the built-in ``vae`` with one latent layer has it).
     :param torch.Tensor x: data ``(N, *data_shape)``.
@@ -172,8 +178,10 @@ def inference_gaps(model, x: torch.Tensor, *, num_samples: int = 1000, num_parti
     if not (isinstance(tol, (int, float)) and 0 <= tol < math.inf):
         raise ConfigError(f"tol must be a finite number >= 0, got {tol!r}")
     data = data_fields(model, x, fields, "inference_gaps")
+    check_same_data(data, "inference_gaps")
     x = data.pop("x")
     n = x.shape[0]
+    seed = shared_seed(seed)  # under torchrun: rank 0's draw, so every process optimizes alike
     if seed is None:
         seed = int(torch.randint(0, 2 ** 31 - 1, ()).item())
     device = model_device(model) if hasattr(model, "parameters") else x.device

@@ -33,6 +33,7 @@ from ..models.base import eval_mode, model_device, unregistered
 from .enumerated import missing_site, mixed, summed_out
 from .fields import balanced_sizes, chunks, data_fields
 from .psis import merge_top, pareto_k, tail_size
+from .sharding import block_seed, block_shard, gather_point_fields, rank_and_size, shared_seed
 from .weights import LogDensity, latent_sites, trace_pair, weight_terms
 
 __all__ = [
@@ -266,6 +267,7 @@ def importance_stats(
     compile: Optional[bool] = None,
     desc: str = "log p(x)",
     with_pareto: bool = False,
+    shard: bool = False,
 ) -> Dict[str, torch.Tensor]:
     """The streaming core behind :func:`log_likelihood` and
     :func:`~pyrovae.infer.evaluate.evaluate`: for each chunk of data points
@@ -285,7 +287,15 @@ def importance_stats(
     and that ``fields`` does not give is summed over exactly
     (:mod:`pyrovae.infer.enumerated`): K samples of the other latents for
     each value c, and log p(x) = logsumexp_c [log p̂(x, c)]. The means are
-    then weighted by q(c | x), with log p(c) counted in ``log_prior``."""
+    then weighted by q(c | x), with log p(c) counted in ``log_prior``.
+
+    With ``seed``, each chunk of points draws from its own seed, derived
+    from ``seed`` and the chunk's first point (:func:`~pyrovae.infer.sharding.block_seed`;
+    the first chunk uses ``seed`` itself), so a point's estimate depends on
+    the seed and the chunking, never on which process scores it. With
+    ``shard`` under ``torch.distributed`` each process scores its share of
+    whole chunks (:mod:`pyrovae.infer.sharding`) and every process returns
+    the gathered ``(N,)`` statistics; every process must pass the same data."""
     x = fields["x"]
     n = x.shape[0]
     site = missing_site(vae, fields)
@@ -295,13 +305,19 @@ def importance_stats(
         compile = n * num_samples >= AUTO_COMPILE_PASSES
     obs_log_prob = LogDensity(bool(compile))
     tail = tail_size(num_samples) if with_pareto else 0
+    sizes = balanced_sizes(n, batch_size)  # the chunks, whichever process scores them
+    blocks, points = block_shard(sizes) if shard else (slice(None), slice(0, n))
+    if shard:
+        seed = shared_seed(seed)
     out: Dict[str, List[torch.Tensor]] = {k: [] for k in ("lse", "lse2", "stderr", "log_lik", "log_prior", "log_q",
                                                           "codes", "top")}
-    bar = progress_bar(n * num_samples, progress, desc)
+    bar = progress_bar((points.stop - points.start) * num_samples, progress and rank_and_size()[0] == 0, desc)
     device = model_device(vae)  # data on another device are moved a chunk at a time
     try:
         with evaluation_mode(vae, seed, device):
-            for _, chunk in chunks(fields, balanced_sizes(n, batch_size)):
+            for start, chunk in chunks({k: v[points] for k, v in fields.items()}, sizes[blocks]):
+                if seed is not None:
+                    torch.manual_seed(block_seed(seed, points.start + start))
                 chunk = {k: v.to(device, non_blocking=True) for k, v in chunk.items()}
 
                 def weights(given):
@@ -318,6 +334,14 @@ def importance_stats(
     finally:
         if bar is not None:
             bar.close()
+    stats = _stats(out, num_samples, with_codes, with_pareto and bool(tail)) if out["lse"] else None
+    if shard:
+        return gather_point_fields(stats, n, device)
+    return stats
+
+
+def _stats(out: Dict[str, List[torch.Tensor]], num_samples: int, with_codes: bool, with_pareto: bool):
+    """The per-point statistics of :func:`importance_stats` from its chunks' parts."""
     lse, lse2 = torch.cat(out["lse"]), torch.cat(out["lse2"])
     stats = {
         "log_likelihood": lse - math.log(num_samples),
@@ -329,8 +353,7 @@ def importance_stats(
     }
     if with_codes:
         stats["codes"] = torch.cat(out["codes"]) if out["codes"] else None
-    if with_pareto:
-        stats["pareto_k"] = pareto_k(torch.cat(out["top"], 1)) if tail else None
+    stats["pareto_k"] = pareto_k(torch.cat(out["top"], 1)) if with_pareto else None
     return stats
 
 
