@@ -232,7 +232,7 @@ def _run(model, data, options, seed, progress, start=None, shard=False) -> Dict[
     mine = range(len(sizes))[blocks]
     passes = 2 + (start is not None)
     groups = len(_chain_groups(options["num_chains"], options["chain_batch"]))
-    shown = progress and rank_and_size()[0] == 0
+    shown = progress and (not shard or rank_and_size()[0] == 0)
     bar = progress_bar(passes * groups * (points.stop - points.start) * (len(options["betas"]) - 1), shown, "AIS")
     out: Dict[str, list] = {}
     try:
@@ -256,7 +256,8 @@ def _run(model, data, options, seed, progress, start=None, shard=False) -> Dict[
 def ais_log_likelihood(model, x: torch.Tensor, *, num_steps: int = 1000, num_chains: int = 16,
                        leapfrog_steps: int = 10, schedule: str = "sigmoid", init: str = "guide",
                        seed: Optional[int] = None, return_stats: bool = False, batch_size: Optional[int] = None,
-                       chain_batch: Optional[int] = None, progress: bool = False, **fields: torch.Tensor):
+                       chain_batch: Optional[int] = None, progress: bool = False, shard: bool = True,
+                       **fields: torch.Tensor):
     """Annealed-importance-sampled log-likelihood of each data point, in nats.
 
     Works for any model with Pyro ``model`` and ``guide`` whose latents
@@ -292,6 +293,8 @@ def ais_log_likelihood(model, x: torch.Tensor, *, num_steps: int = 1000, num_cha
         ``batch_size * chain_batch``. The groups' log weights are pooled before the average, so the
         estimate is that of all chains; each group adapts its own step sizes.
     :param bool progress: show a progress bar on stderr.
+    :param bool shard: under ``torch.distributed``, split the points over the processes (default); False
+        scores every point in this process alone, for a call that not every process makes.
     :param fields: the model's other batch fields, each ``(N, ...)`` (``y=labels``).
     :returns: ``(N,)`` log p(x) estimates, or an :class:`~pyrovae.infer.ais.AISResult` of ``(N,)`` tensors.
     :raises ConfigError: for a bad option or a latent that AIS cannot move.
@@ -311,8 +314,9 @@ def ais_log_likelihood(model, x: torch.Tensor, *, num_steps: int = 1000, num_cha
     """
     options = _options(num_steps, num_chains, leapfrog_steps, schedule, init, batch_size, chain_batch)
     data = data_fields(model, x, fields, "ais_log_likelihood")
-    check_same_data(data, "ais_log_likelihood")
-    out = _run(model, data, options, seed, progress, shard=True)
+    if shard:
+        check_same_data(data, "ais_log_likelihood")
+    out = _run(model, data, options, seed, progress, shard=shard)
     if return_stats:
         return AISResult(out["log_likelihood"], out["chain_std"], out["acceptance"], out["step_size"])
     return out["log_likelihood"]

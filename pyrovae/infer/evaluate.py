@@ -214,12 +214,12 @@ def _pareto_summary(k: Optional[torch.Tensor]) -> Dict[str, Optional[float]]:
     return dict(zip(keys, (*stats, float((k > PARETO_K_THRESHOLD).double().mean()))))
 
 
-def _share(fields: Dict[str, torch.Tensor]) -> Tuple[Dict[str, torch.Tensor], List[int]]:
+def _share(fields: Dict[str, torch.Tensor], shard: bool) -> Tuple[Dict[str, torch.Tensor], List[int]]:
     """This process's share of whole ``RECONSTRUCTION_BATCH`` chunks of the
     fields (:func:`~pyrovae.infer.sharding.block_shard`; all of them in one
-    process) and its chunk sizes (empty for a process with no point)."""
+    process or without ``shard``) and its chunk sizes (empty for a process with no point)."""
     sizes = chunk_sizes(len(fields["x"]), RECONSTRUCTION_BATCH)
-    blocks, points = block_shard(sizes)
+    blocks, points = block_shard(sizes) if shard else (slice(None), slice(None))
     return {k: v[points] for k, v in fields.items()}, sizes[blocks]
 
 
@@ -272,6 +272,7 @@ def evaluate(
     active_threshold: float = ACTIVE_UNIT_THRESHOLD,
     progress: bool = False,
     compile: Optional[bool] = None,
+    shard: bool = True,
     **fields: torch.Tensor,
 ) -> Evaluation:
     """The metrics papers report, per data point and as means.
@@ -319,6 +320,8 @@ def evaluate(
     :param float active_threshold: variance above which a latent unit counts as active.
     :param bool progress: show a progress bar on stderr.
     :param bool compile: ``torch.compile`` the likelihood's log-density (see :func:`log_likelihood`).
+    :param bool shard: under ``torch.distributed``, split the points over the processes (default); False
+        scores every point in this process alone, for a call that not every process makes.
     :param fields: further fields as keywords, e.g. ``y=labels`` (each ``(N, ...)``).
     :returns: an :class:`~pyrovae.infer.evaluate.Evaluation`; ``.summary()`` gives the means.
     :raises ConfigError, DataError: as :func:`~pyrovae.log_likelihood`.
@@ -345,13 +348,14 @@ def evaluate(
     batch = split_data(vae, data, fields, "evaluate")
     x = batch.pop("x", None)
     fields = data_fields(vae, x, batch, "evaluate")
-    check_same_data(fields, "evaluate")
-    extra, metrics = _metrics(vae, fields)  # on every given field, the summed-out ones included
+    if shard:
+        check_same_data(fields, "evaluate")
+    extra, metrics = _metrics(vae, fields, shard)  # on every given field, the summed-out ones included
     for k in summed_fields(vae):  # summed out for log p(x), not conditioned on
         fields.pop(k, None)
     extra.update(conditioned_on=sorted(k for k in fields if k != "x"), summed_out=sorted(summed_fields(vae)))
     stats = importance_stats(vae, fields, num_samples, batch_size, chunk_size, seed, progress, with_codes=True,
-                             compile=compile, with_pareto=True, shard=True)
+                             compile=compile, with_pareto=True, shard=shard)
     recon = stats["log_lik"]
     kl = stats["log_q"] - stats["log_prior"]
     codes = stats["codes"]  # gathered: the statistics below are over all points
@@ -366,16 +370,16 @@ def evaluate(
     }
     if stats["pareto_k"] is not None:
         per_point["pareto_k"] = stats["pareto_k"]
-        if rank_and_size()[0] == 0:
+        if not shard or rank_and_size()[0] == 0:
             _warn_pareto(stats["pareto_k"], num_samples)
     reconstruct = getattr(vae, "reconstruct", None)
     if reconstruct is not None:
         errors = capability(vae, "reconstruction_errors", "evaluation", default=None)
         device = model_device(vae)
-        share, sizes = _share(fields)
+        share, sizes = _share(fields, shard)
         with eval_mode(vae):
             own = _reconstruction_errors(reconstruct, share, sizes, device, errors) if sizes else None
-        per_point.update(gather_point_fields(own, len(fields["x"]), device))
+        per_point.update(gather_point_fields(own, len(fields["x"]), device) if shard else own)
     return Evaluation(
         num_samples=num_samples,
         per_point=per_point,
@@ -409,7 +413,7 @@ def metric_keys(model, name: str):
     return tuple(names.get(name, (name, f"{name}_points", name.replace("_", " "))))
 
 
-def _metrics(vae, fields: Dict[str, torch.Tensor]) -> Tuple[Dict[str, Any], List[Tuple[str, str, str]]]:
+def _metrics(vae, fields: Dict[str, torch.Tensor], shard: bool) -> Tuple[Dict[str, Any], List[Tuple[str, str, str]]]:
     """Each of the model's ``metrics`` over ``fields`` (chunked, on the
     model's device; each process its share, the sums added): its rate Σ sum / Σ count and its count, under
     ``metric_keys`` (a metric with count 0 is left out), and those keys."""
@@ -418,14 +422,14 @@ def _metrics(vae, fields: Dict[str, torch.Tensor]) -> Tuple[Dict[str, Any], List
         return {}, []
     device = model_device(vae)
     totals: Dict[str, list] = {}
-    share, sizes = _share(fields)
+    share, sizes = _share(fields, shard)
     with eval_mode(vae), torch.no_grad():
         for _, chunk in chunks(share, sizes):
             for name, (value, count) in metrics({k: v.to(device) for k, v in chunk.items()}).items():
                 sums = totals.setdefault(name, [0.0, 0.0])
                 sums[0] += float(value)
                 sums[1] += float(count)
-    totals = sum_over_ranks(totals)
+    totals = sum_over_ranks(totals) if shard else totals
     out: Dict[str, Any] = {}
     keys = [(metric_keys(vae, name), value, count) for name, (value, count) in totals.items() if count > 0]
     for (key, count_key, _), value, count in keys:

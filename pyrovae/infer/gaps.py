@@ -112,7 +112,7 @@ def _check_params(params: Any, n: int) -> Dict[str, torch.Tensor]:
 def inference_gaps(model, x: torch.Tensor, *, num_samples: int = 1000, num_particles: int = 1, lr: float = 1e-2,
                    max_steps: int = 2000, patience: int = 50, smoothing: float = 0.95, tol: float = 1e-3,
                    seed: Optional[int] = None, ais_options: Optional[Mapping[str, Any]] = None,
-                   **fields: torch.Tensor) -> GapsResult:
+                   shard: bool = True, **fields: torch.Tensor) -> GapsResult:
     """The approximation and amortization gaps of each point (Cremer et al. 2018), in nats.
 
     - L[q]: the amortized guide's ELBO, from ``num_samples`` draws per point.
@@ -150,6 +150,8 @@ def inference_gaps(model, x: torch.Tensor, *, num_samples: int = 1000, num_parti
         drawn from the global RNG).
     :param dict ais_options: keywords of :func:`~pyrovae.ais_log_likelihood`
         (``num_steps``, ``num_chains``, ...).
+    :param bool shard: under ``torch.distributed``, split AIS's points over the processes (default); False
+        scores every point in this process alone, for a call that not every process makes.
     :param fields: the model's other batch fields, each ``(N, ...)``.
     :returns: a :class:`~pyrovae.infer.gaps.GapsResult` of ``(N,)`` tensors; ``.means()`` averages them.
     :raises ~pyrovae.models.protocol.MissingCapability: for a model without ``local_guide``.
@@ -178,10 +180,11 @@ def inference_gaps(model, x: torch.Tensor, *, num_samples: int = 1000, num_parti
     if not (isinstance(tol, (int, float)) and 0 <= tol < math.inf):
         raise ConfigError(f"tol must be a finite number >= 0, got {tol!r}")
     data = data_fields(model, x, fields, "inference_gaps")
-    check_same_data(data, "inference_gaps")
+    if shard:
+        check_same_data(data, "inference_gaps")
     x = data.pop("x")
     n = x.shape[0]
-    seed = shared_seed(seed)  # under torchrun: rank 0's draw, so every process optimizes alike
+    seed = shared_seed(seed) if shard else seed  # under torchrun: rank 0's draw, so every process optimizes alike
     if seed is None:
         seed = int(torch.randint(0, 2 ** 31 - 1, ()).item())
     device = model_device(model) if hasattr(model, "parameters") else x.device
@@ -216,6 +219,6 @@ def inference_gaps(model, x: torch.Tensor, *, num_samples: int = 1000, num_parti
     amortized, optimized = scores
     kept = optimized < amortized
     optimized = torch.where(kept, amortized, optimized)
-    log_px = ais_log_likelihood(model, x, seed=seed + 2, **dict(ais_options or {}), **data).to(optimized)
+    log_px = ais_log_likelihood(model, x, seed=seed + 2, shard=shard, **dict(ais_options or {}), **data).to(optimized)
     return GapsResult(log_px, amortized, optimized, log_px - optimized, optimized - amortized, log_px - amortized,
                       kept, steps)

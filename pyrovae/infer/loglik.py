@@ -311,7 +311,8 @@ def importance_stats(
         seed = shared_seed(seed)
     out: Dict[str, List[torch.Tensor]] = {k: [] for k in ("lse", "lse2", "stderr", "log_lik", "log_prior", "log_q",
                                                           "codes", "top")}
-    bar = progress_bar((points.stop - points.start) * num_samples, progress and rank_and_size()[0] == 0, desc)
+    shown = progress and (not shard or rank_and_size()[0] == 0)
+    bar = progress_bar((points.stop - points.start) * num_samples, shown, desc)
     device = model_device(vae)  # data on another device are moved a chunk at a time
     try:
         with evaluation_mode(vae, seed, device):

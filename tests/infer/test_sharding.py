@@ -25,6 +25,8 @@ from pyrovae.errors import DataError
 from pyrovae.infer.sharding import (block_seed, block_shard, gather_point_fields, gather_points, point_shard,
                                     sum_over_ranks)
 
+pytestmark = pytest.mark.filterwarnings("ignore:.*Pareto k > 0.7:UserWarning")  # 30 weights of an untrained model
+
 WORLD = 2
 #: IS: 7 points in chunks of 2 -> blocks [2, 2, 2, 1], rank 0 scores 4 points and rank 1 three;
 #: 3 points in chunks of 5 -> one block, rank 1 scores nothing
@@ -125,8 +127,6 @@ def _worker(rank, port, out):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(WORLD),
                       LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
-    import torch.distributed as dist
-
     from pyrovae.training import distributed
 
     distributed.init()
@@ -148,6 +148,13 @@ def _worker(rank, port, out):
         # unseeded: rank 0's seed is shared, so both ranks hold the same numbers
         unseeded = pyrovae.evaluate(tiny_vae(), data(7), K, batch_size=2, seed=None)
         torch.save(unseeded.per_point["log_likelihood"], out / f"unseeded-{rank}.pt")
+        # shard=False: one rank alone scores every point (no collective waits for the other)
+        if rank == 1:
+            vae = tiny_vae()
+            alone = {"is": pyrovae.evaluate(vae, data(7), K, batch_size=2, seed=3, shard=False).per_point,
+                     "ais": pyrovae.ais_log_likelihood(vae, data(AIS_POINTS), seed=4, batch_size=AIS_BATCH,
+                                                       shard=False, **AIS)}
+            torch.save(alone, out / "alone.pt")
         # different data on the ranks is refused on every rank
         try:
             pyrovae.evaluate(tiny_vae(), data(4 + rank), K, seed=0)
@@ -157,7 +164,6 @@ def _worker(rank, port, out):
         (out / f"refused-{rank}.json").write_text(json.dumps(refused))
     finally:
         distributed.shutdown(barrier=True)
-        dist.is_initialized()
 
 
 def _free_port():
@@ -224,6 +230,13 @@ def test_gathers_in_rank_order(two_processes):
 def test_unseeded_runs_share_rank_zeros_seed(two_processes):
     a, b = (torch.load(two_processes / f"unseeded-{r}.pt") for r in range(WORLD))
     assert torch.equal(a, b) and a.shape == (7,)
+
+
+def test_one_process_alone_scores_every_point_without_shard(two_processes, one_process):
+    alone = torch.load(two_processes / "alone.pt", weights_only=False)
+    for key, value in one_process["is-7"]["per_point"].items():
+        _close(alone["is"][key], value, key)
+    _close(alone["ais"], one_process["ais"]["log_likelihood"], "AIS")
 
 
 def test_different_data_on_the_processes_is_refused(two_processes):
