@@ -42,6 +42,20 @@ def tiny_vae():
                                     "decoder": {"name": "mlp", "hidden": [8]}}, data_shape=(1, 3, 3))
 
 
+def tiny_m2():
+    """M2 (its label summed out of log p(x); its classification error a metric) and 600 points, some
+    labelled: 6 IS chunks of 100 (3 per process) and metric chunks of 500 and 100 (1 per process)."""
+    from pyrovae.models import build_model
+
+    torch.manual_seed(0)
+    cfg = pyrovae.load_config({"data": {"name": "synthetic"}, "model": {
+        "name": "m2", "latent_dim": 2, "options": {"num_classes": 3},
+        "encoder": {"name": "mlp", "hidden": [8]}, "decoder": {"name": "mlp", "hidden": [8]}}})
+    g = torch.Generator().manual_seed(1)
+    x = torch.bernoulli(torch.full((600, 1, 3, 3), 0.4), generator=g)
+    return build_model(cfg.model, (1, 3, 3)), {"x": x, "y": torch.randint(-1, 3, (600,), generator=g)}
+
+
 def data(n):
     return torch.bernoulli(torch.full((n, 1, 3, 3), 0.4), generator=torch.Generator().manual_seed(n))
 
@@ -53,6 +67,9 @@ def runs(rank=None):
     for n, b in IS_CASES:
         ev = pyrovae.evaluate(vae, data(n), K, batch_size=b, seed=3)
         out[f"is-{n}"] = {"per_point": ev.per_point, "variance": ev.latent_variance, "summary": dict(ev.summary())}
+    m2, fields = tiny_m2()
+    ev = pyrovae.evaluate(m2, fields, 2, batch_size=100, seed=3)
+    out["is-m2"] = {"per_point": ev.per_point, "variance": ev.latent_variance, "summary": dict(ev.summary())}
     ais = pyrovae.ais_log_likelihood(vae, data(AIS_POINTS), seed=4, batch_size=AIS_BATCH, return_stats=True, **AIS)
     out["ais"] = ais._asdict()
     return out
@@ -190,12 +207,16 @@ def _close(a, b, where):
     torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6, equal_nan=True, msg=where)
 
 
-@pytest.mark.parametrize("n", [n for n, _ in IS_CASES])
-def test_is_per_point_and_summary_match_one_process(two_processes, one_process, n):
-    single = one_process[f"is-{n}"]
-    assert set(single["per_point"]) >= {"log_likelihood", "pareto_k", "mse", "bce", "elbo"}
+@pytest.mark.parametrize("case", [f"is-{n}" for n, _ in IS_CASES] + ["is-m2"])
+def test_is_per_point_and_summary_match_one_process(two_processes, one_process, case):
+    single = one_process[case]
+    assert set(single["per_point"]) >= {"log_likelihood", "mse", "elbo"}
+    if case != "is-m2":
+        assert {"pareto_k", "bce"} <= set(single["per_point"])
+    else:
+        assert single["summary"]["labelled_points"] > 400 and single["summary"]["summed_out"] == ["y"]
     for rank in range(WORLD):
-        got = torch.load(two_processes / f"runs-{rank}.pt", weights_only=False)[f"is-{n}"]
+        got = torch.load(two_processes / f"runs-{rank}.pt", weights_only=False)[case]
         assert sorted(got["per_point"]) == sorted(single["per_point"])
         for key, value in single["per_point"].items():
             _close(got["per_point"][key], value, f"rank {rank}, {key}")
