@@ -4,9 +4,14 @@ returns the whole result.
 
 Under ``torchrun`` (``torch.distributed`` initialized with more than one
 process), :func:`~pyrovae.evaluate`, :func:`~pyrovae.ais_log_likelihood`
-and :func:`~pyrovae.inference_gaps` split their points this way; every
-process must call them with the same data. With one process every function
-here is the identity.
+and :func:`~pyrovae.inference_gaps` split their points this way. Every
+process must call them, with the same data (checked: a clear error
+otherwise); a call that one process makes alone takes ``shard=False``.
+With one process every function here is the identity.
+
+A process gets whole chunks (``batch_size`` points: 20 by default), so W
+processes are all busy from N >= W x batch_size points on (10,000 test
+points make 500 chunks).
 
 What makes a run of W processes give the numbers of one process:
 
