@@ -54,7 +54,10 @@ ADAPT_RATE = 0.2
 INITIAL_STEP = 0.1
 #: the most stretches of the schedule that get a step size of their own
 MAX_SEGMENTS = 50
-DEFAULT_BATCH_SIZE = 20
+#: chain states (points x chains run at once) per chunk by default: Pyro's per-trace bookkeeping (about
+#: 0.5 ms per model evaluation) then costs a few per cent, as in the IS estimator's ``DEFAULT_CHUNK_PASSES``
+#: (experiments/bench_ais.py); 16 chains give chunks of 250 points
+DEFAULT_CHUNK_STATES = 4000
 #: seed offset between chain groups (``chain_batch``): the first group keeps the unchunked seeds
 CHAIN_GROUP_STRIDE = 104729
 INITS = ("guide", "prior")
@@ -216,7 +219,8 @@ def _options(num_steps, num_chains, leapfrog_steps, schedule, init, batch_size, 
     if init not in INITS:
         raise ConfigError(f"init must be one of {', '.join(INITS)}, got {init!r}")
     return {"betas": schedule_betas(schedule, num_steps), "num_chains": num_chains, "init": init,
-            "leapfrog_steps": leapfrog_steps, "batch_size": batch_size or DEFAULT_BATCH_SIZE,
+            "leapfrog_steps": leapfrog_steps,
+            "batch_size": batch_size or max(1, DEFAULT_CHUNK_STATES // min(chain_batch or num_chains, num_chains)),
             "chain_batch": chain_batch}
 
 
@@ -287,8 +291,8 @@ def ais_log_likelihood(model, x: torch.Tensor, *, num_steps: int = 1000, num_cha
     :param int seed: seed of both passes (None: drawn from the global RNG, which is otherwise left alone;
         rank 0's under torchrun).
     :param bool return_stats: return an :class:`~pyrovae.infer.ais.AISResult` instead of the estimates alone.
-    :param int batch_size: data points per chunk (default 20); memory grows with
-        ``batch_size * num_chains`` model evaluations, not with ``num_steps``.
+    :param int batch_size: data points per chunk (default: as many as make 4000 chain states, 250 with
+        16 chains); memory grows with ``batch_size * num_chains`` model evaluations, not with ``num_steps``.
     :param int chain_batch: chains run at once (default: all ``num_chains``); memory then grows with
         ``batch_size * chain_batch``. The groups' log weights are pooled before the average, so the
         estimate is that of all chains; each group adapts its own step sizes.

@@ -33,6 +33,7 @@ from typing import Dict, List, Optional, Tuple
 
 import torch
 from torch.distributions import biject_to
+from torch.distributions.transforms import ComposeTransform, IndependentTransform
 
 import pyro
 import pyro.poutine as poutine
@@ -74,8 +75,20 @@ def metropolis(log_ratio: torch.Tensor) -> torch.Tensor:
     return torch.rand_like(log_ratio).log() < torch.nan_to_num(log_ratio, nan=-math.inf)
 
 
+def _add(total: Optional[torch.Tensor], term: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+    return term if total is None else total if term is None else total + term
+
+
+def _is_identity(transform) -> bool:
+    """Whether ``transform`` is the identity (``biject_to`` of a real support, possibly as an event)."""
+    while isinstance(transform, IndependentTransform):
+        transform = transform.base_transform
+    return isinstance(transform, ComposeTransform) and not transform.parts
+
+
 def _sum_values(log_ps):
-    return torch.logsumexp(torch.stack(log_ps), 0)
+    """log Σ_c exp(log p_c) over the values of the enumerated field (the one value itself without one)."""
+    return log_ps[0] if len(log_ps) == 1 else torch.logsumexp(torch.stack(log_ps), 0)
 
 
 class Target:
@@ -108,6 +121,7 @@ class Target:
                           for v, lq in zip(values, log_q)]
         self.parts: List[Tuple[str, object, Tuple[int, ...], int, int]] = []
         self.where = None
+        self._guide_cache: Dict[int, Optional[tuple]] = {}
 
     def _plate(self):
         return pyro.plate("particles", self.shape[0], dim=self.dim)
@@ -146,38 +160,90 @@ class Target:
         return torch.cat(flat, -1)
 
     def _unpack(self, u):
-        z, log_jac = {}, u.new_zeros(self.shape)
+        z, log_jac = {}, None
         for name, t, shape, start, size in self.parts:
-            z[name], lj = to_constrained(t, u[..., start:start + size].reshape(*self.shape, *shape))
-            log_jac = log_jac + lj
-        return z, log_jac
+            value = u[..., start:start + size].reshape(*self.shape, *shape)
+            if _is_identity(t):  # a real latent: z = u, log-Jacobian 0
+                z[name] = value
+                continue
+            z[name], lj = to_constrained(t, value)
+            log_jac = lj if log_jac is None else log_jac + lj
+        return z, u.new_zeros(self.shape) if log_jac is None else log_jac
 
-    def _sum(self, trace, keep=lambda site: True):
+    def _model_terms(self, z, kwargs) -> Tuple[torch.Tensor, torch.Tensor]:
+        """log p(x, z) and log p(z) ``(C, B)`` from one trace of the model
+        conditioned on ``z``; each site's density is computed once."""
+        with self._plate():
+            m = poutine.trace(poutine.condition(self.model_fn, data=z)).get_trace(self.x, **kwargs)
         if self.where is None:
-            self.where = layout(TracePair(trace, trace, self.shape, self.x, self.dim))
+            self.where = layout(TracePair(m, m, self.shape, self.x, self.dim))
+        joint = prior = None
+        for s in m.nodes.values():
+            if not _is_random(s):
+                continue
+            if not s["is_observed"]:  # the held latents are observed here: conditioned on z
+                raise ConfigError(f"the model samples {s['name']!r}, which AIS does not hold; every latent must be "
+                                  "continuous in the guide's draw or an enumerated field")
+            log_p = _site_log_prob(s, self.where)
+            joint = _add(joint, log_p)
+            if s["name"] in z or s["name"] == self.site:
+                prior = _add(prior, log_p)
+        zero = self.x.new_zeros(self.shape)
+        return (zero if joint is None else joint), (zero if prior is None else prior)
+
+    def _guide_term(self, i: int, z, kwargs) -> torch.Tensor:
+        """log q(z | x) ``(C, B)`` for the ``i``-th given value of the enumerated field.
+
+        A guide whose random sites before the first site AIS holds are all
+        observed, and which has no random site after it, is traced once per
+        chunk: that first held site's distribution was built before any
+        held value reached the guide, so it cannot depend on ``z`` and is
+        reused, and the observed sites' densities are constants. Any other
+        guide (a hierarchy, whose upper sites read the lower ones) is traced
+        at every evaluation."""
+        if i not in self._guide_cache:
+            with torch.no_grad():
+                self._guide_cache[i] = self._cacheable_guide(self._trace_guide({k: v.detach() for k, v in z.items()},
+                                                                              kwargs))
+        cached = self._guide_cache[i]
+        if cached is None:
+            return self._sum(self._trace_guide(z, kwargs))
+        constant, site = cached
+        return constant + _site_log_prob({**site, "value": z[site["name"]]}, self.where)
+
+    def _trace_guide(self, z, kwargs):
+        with self._plate():
+            return poutine.trace(poutine.condition(self.guide_fn, data=z)).get_trace(self.x, **kwargs)
+
+    def _cacheable_guide(self, trace):
+        """``(log-density of the observed sites before it (C, B), the first held site)``, or None."""
+        held = {part[0] for part in self.parts}
+        sites = [s for s in trace.nodes.values() if _is_random(s)]
+        first = next((j for j, s in enumerate(sites) if s["name"] in held), None)
+        if first is None or len(sites) > first + 1 or not all(s["is_observed"] for s in sites[:first]):
+            return None
+        constant = self.x.new_zeros(self.shape)
+        for s in sites[:first]:
+            constant = constant + _site_log_prob(s, self.where)
+        return constant, sites[first]
+
+    def _sum(self, trace) -> torch.Tensor:
         out = self.x.new_zeros(self.shape)
         for s in trace.nodes.values():
-            if _is_random(s) and keep(s):
+            if _is_random(s):
                 out = out + _site_log_prob(s, self.where)
         return out
 
     def scores(self, u: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(log π0, log p(z), log p(x | z), log-Jacobian)`` at ``u``, each ``(C, B)``."""
         z, log_jac = self._unpack(u)
-        held = set(z) | {self.site}
         joints, priors, inits = [], [], []
-        for kwargs, log_q_c in self.given:
-            with self._plate():
-                m = poutine.trace(poutine.condition(self.model_fn, data=z)).get_trace(self.x, **kwargs)
-                stray = [s["name"] for s in m.nodes.values() if _is_random(s) and not s["is_observed"]]
-                if stray:
-                    raise ConfigError(f"the model samples {stray}, which AIS does not hold; every latent must be "
-                                      "continuous in the guide's draw or an enumerated field")
-                joints.append(self._sum(m))
-                priors.append(self._sum(m, lambda s: s["name"] in held))
-                if self.init == "guide":
-                    g = poutine.trace(poutine.condition(self.guide_fn, data=z)).get_trace(self.x, **kwargs)
-                    inits.append(self._sum(g) + log_q_c)
+        for i, (kwargs, log_q_c) in enumerate(self.given):
+            joint, prior = self._model_terms(z, kwargs)
+            joints.append(joint)
+            priors.append(prior)
+            if self.init == "guide":
+                inits.append(self._guide_term(i, z, kwargs) + log_q_c)
         joint, prior = _sum_values(joints), _sum_values(priors)
         log_init = _sum_values(inits) if inits else prior
         return log_init, prior, joint - prior, log_jac
