@@ -16,9 +16,9 @@ from pyrovae.cli import main
 
 from tiny_run import one_thread, train_tiny_run
 
-#: 45 points in chunks of 4 (12 chunks: 6 per process); AIS and the gaps on 9 points in chunks of 20 (rank 1 idle)
+#: 45 points: IS in chunks of 4 (12 chunks, 6 per process), AIS and the gaps' AIS in chunks of 20 (2 and 1)
 ARGS = ("--iw-samples", 30, "--limit", 45, "--batch-size", 4, "--seed", 5, "--no-compile", "--no-progress",
-        "--ais", "--points", 9, "--ais-steps", 4, "--chains", 2, "--leapfrog", 2,
+        "--ais", "--points", 45, "--ais-steps", 4, "--chains", 2, "--leapfrog", 2,
         "--gaps", "--gap-steps", 5, "--gap-samples", 10, "--no-figures")
 #: keys whose values are wall-clock times
 TIMINGS = ("seconds", "decoder_passes_per_second")
@@ -65,7 +65,7 @@ def test_two_processes_write_what_one_process_writes(run_dir, tmp_path, capsys):
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=240)
     assert done.returncode == 0, done.stderr[-3000:]
     a, b = json.loads(single.read_text()), json.loads(sharded.read_text())
-    assert len(a["ais"]["per_point"]) == 9 and "gaps" in a
+    assert len(a["ais"]["per_point"]) == 45 and a["gaps"]["num_points"] == 45
     _same(a, b)
     # rank 0 alone prints: the same tables, once (their headers hold wall-clock seconds)
     assert _without_seconds(done.stdout) == _without_seconds(table)
