@@ -9,9 +9,11 @@ process must call them, with the same data (checked: a clear error
 otherwise); a call that one process makes alone takes ``shard=False``.
 With one process every function here is the identity.
 
-A process gets whole chunks (``batch_size`` points: 20 by default), so W
-processes are all busy from N >= W x batch_size points on (10,000 test
-points make 500 chunks).
+A process gets whole chunks, so W processes are all busy only from W
+chunks on. By default IS cuts 20 points per chunk and AIS about 4000 chain
+states (250 points with 16 chains): 10,000 test points make 500 and 40
+chunks, 100 points 5 and 1 (pass a smaller AIS ``batch_size`` to split few
+points; it changes the chunks, and so the draws, for every W alike).
 
 What makes a run of W processes give the numbers of one process:
 
