@@ -20,11 +20,14 @@ from typing import Any, Dict, Mapping, NamedTuple, Optional
 
 import torch
 
+import pyro.poutine as poutine
+
 from ..errors import ConfigError
 from ..models.base import eval_mode, model_device, pyro_callables, unregistered
 from ..models.protocol import capability
 from ..validators import int_at_least, positive_number
 from .ais import ais_log_likelihood
+from .enumerated import missing_site
 from .fields import data_fields
 from .plates import model_nesting
 from .seeds import seeded
@@ -69,10 +72,27 @@ class GapsResult(NamedTuple):
         return {k: float(getattr(self, k).mean()) for k in GAP_KEYS}
 
 
-def _elbo(model_fn, guide_fn, params, x, fields, num_samples: int, particle_dim: int, per_pass: int) -> torch.Tensor:
+def _elbo(model_fn, guide_fn, params, x, fields, num_samples: int, particle_dim: int, per_pass: int,
+          site: Optional[str] = None) -> torch.Tensor:
     """Per-point ELBO ``(N,)``: the mean of ``num_samples`` log weights
     log p(x, z) - log q(z) with z from ``guide_fn(params, x)``, drawn
-    ``per_pass`` particles at a time (gradients flow)."""
+    ``per_pass`` particles at a time (gradients flow). ``site`` names an
+    enumerated site that ``fields`` does not give (M2's label): it is summed
+    out exactly, as ``TraceEnum_ELBO`` does in training,
+    Σ_c q(c) [ELBO(x, c) - log q(c)] with q(c) from ``guide_fn``'s
+    parameters. Sampling c instead would leave its logits without a
+    gradient (its value has no reparameterization)."""
+    if site is not None:
+        trace = poutine.trace(guide_fn).get_trace(params, x, **fields)
+        fn = trace.nodes[site]["fn"]
+        values = fn.enumerate_support(expand=False).reshape(-1)
+        log_q = fn.log_prob(values.reshape(-1, *([1] * len(fn.batch_shape)))).expand(len(values), len(x))
+        total = x.new_zeros(x.shape[0])
+        for value, log_q_c in zip(values, log_q):
+            given = {**fields, site: torch.full((len(x),), int(value), device=x.device)}
+            elbo_c = _elbo(model_fn, guide_fn, params, x, given, num_samples, particle_dim, per_pass)
+            total = total + log_q_c.exp() * (elbo_c - log_q_c)
+        return total
 
     def guide(x_, **kwargs):
         return guide_fn(params, x_, **kwargs)
@@ -137,7 +157,9 @@ def inference_gaps(model, x: torch.Tensor, *, num_samples: int = 1000, num_parti
     process returns the same result, that of one process.
 
     :param model: a model of the protocol with the ``local_guide`` capability
-        (the built-in ``vae`` with one latent layer has it).
+        (every built-in family with a latent has it). An enumerated site
+        that ``fields`` does not give (m2's label, without ``y``) is summed
+        out exactly in every ELBO, as in training.
     :param torch.Tensor x: data ``(N, *data_shape)``.
     :param int num_samples: draws per point for each ELBO estimate.
     :param int num_particles: draws per point in each optimization step.
@@ -184,6 +206,7 @@ def inference_gaps(model, x: torch.Tensor, *, num_samples: int = 1000, num_parti
         check_same_data(data, "inference_gaps")
     x = data.pop("x")
     n = x.shape[0]
+    site = missing_site(model, data)
     seed = shared_seed(seed) if shard else seed  # under torchrun: rank 0's draw, so every process optimizes alike
     if seed is None:
         seed = int(torch.randint(0, 2 ** 31 - 1, ()).item())
@@ -199,7 +222,7 @@ def inference_gaps(model, x: torch.Tensor, *, num_samples: int = 1000, num_parti
         with seeded(seed, device):
             for steps in range(1, max_steps + 1):
                 optimizer.zero_grad()
-                elbo = _elbo(model_fn, guide_fn, free, x, data, num_particles, particle_dim, num_particles)
+                elbo = _elbo(model_fn, guide_fn, free, x, data, num_particles, particle_dim, num_particles, site)
                 (-elbo.sum()).backward()  # a sum: each point's parameters get their own ELBO's gradient
                 optimizer.step()
                 value = float(elbo.detach().mean())
@@ -215,7 +238,7 @@ def inference_gaps(model, x: torch.Tensor, *, num_samples: int = 1000, num_parti
             scores = []
             for p in (initial, {k: v.detach() for k, v in free.items()}):
                 with seeded(seed + 1, device):  # the same draws for both: their difference has less noise
-                    scores.append(_elbo(model_fn, guide_fn, p, x, data, num_samples, particle_dim, per_pass))
+                    scores.append(_elbo(model_fn, guide_fn, p, x, data, num_samples, particle_dim, per_pass, site))
     amortized, optimized = scores
     kept = optimized < amortized
     optimized = torch.where(kept, amortized, optimized)
