@@ -102,7 +102,8 @@ def add_parser(sub):
 
 
 def add_ais_arguments(p, points_help: str) -> None:
-    """``--points``, ``--ais-steps``, ``--chains``, ``--leapfrog`` and ``--schedule``: AIS settings (evaluate, bdmc).
+    """``--points`` and the AIS settings ``--ais-steps``, ``--chains``, ``--leapfrog``, ``--schedule``,
+    ``--chain-batch`` and ``--ais-batch-size`` (evaluate, bdmc).
 
     Example::
 
@@ -121,10 +122,15 @@ def add_ais_arguments(p, points_help: str) -> None:
     p.add_argument("--schedule", choices=tuple(SCHEDULES), default=quiet, help="the beta schedule (default sigmoid)")
     p.add_argument("--chain-batch", type=positive_int, default=quiet, metavar="B",
                    help="AIS chains run at once (default: all); fewer use less memory, the estimate pools all chains")
+    p.add_argument("--ais-batch-size", type=positive_int, default=quiet, metavar="P",
+                   help="points per AIS chunk (default: 4000 chain states' worth, 250 with 16 chains); each chunk "
+                        "has its own seeds, so the estimate depends on it. Under torchrun the processes share "
+                        "whole chunks: a smaller one spreads few points over more processes")
 
 
 #: the AIS options' values where the command line gives none (argparse attribute names)
-AIS_DEFAULTS = {"points": 100, "ais_steps": 1000, "chains": 16, "leapfrog": 10, "schedule": "sigmoid", "chain_batch": None}
+AIS_DEFAULTS = {"points": 100, "ais_steps": 1000, "chains": 16, "leapfrog": 10, "schedule": "sigmoid", "chain_batch": None,
+                "ais_batch_size": None}
 #: the options of --gaps where the command line gives none (pyrovae.inference_gaps' defaults)
 GAP_DEFAULTS = {"gap_steps": 2000, "gap_samples": 1000, "gap_lr": 1e-2}
 
@@ -169,7 +175,7 @@ def ais_options(args) -> dict:
         pyrovae.ais_log_likelihood(vae, x, seed=args.seed, **ais_options(args))
     """
     return {"num_steps": args.ais_steps, "num_chains": args.chains, "leapfrog_steps": args.leapfrog,
-            "schedule": args.schedule, "chain_batch": args.chain_batch}
+            "schedule": args.schedule, "chain_batch": args.chain_batch, "batch_size": args.ais_batch_size}
 
 
 def _ais_block(vae, fields, is_per_point, args):
@@ -187,7 +193,8 @@ def _ais_block(vae, fields, is_per_point, args):
     se = float(ll.std() / n ** 0.5) if n > 1 else None
     gap = ll - is_ll
     return {"num_points": n, "num_steps": options["num_steps"], "num_chains": options["num_chains"],
-            "leapfrog_steps": options["leapfrog_steps"], "schedule": options["schedule"], "chain_batch": options["chain_batch"], "seed": args.seed,
+            "leapfrog_steps": options["leapfrog_steps"], "schedule": options["schedule"], "chain_batch": options["chain_batch"],
+            "batch_size": options["batch_size"], "seed": args.seed,
             "log_likelihood": float(ll.mean()), "se_over_points": se,
             "acceptance_mean": float(stats.acceptance.double().mean()),
             "step_size_mean": float(stats.step_size.double().mean()),

@@ -36,7 +36,7 @@ def test_evaluate_ais_block_matches_the_library(run_dir, tmp_path, capsys):
     out = tmp_path / "eval.json"
     args = ["evaluate", run_dir, "-k", 8, "--limit", 20, "--seed", 5, "--no-progress", "--no-compile", "--out", out]
     assert main([*map(str, args), "--ais", "--points", "5", "--ais-steps", "20", "--chains", "4", "--leapfrog", "3",
-                 "--chain-batch", "2"]) == 0
+                 "--chain-batch", "2", "--ais-batch-size", "2"]) == 0
     printed = capsys.readouterr().out
     assert "log p(x), AIS" in printed and "AIS - IS" in printed and "mean acceptance" in printed
     record = json.loads(out.read_text())
@@ -49,7 +49,7 @@ def test_evaluate_ais_block_matches_the_library(run_dir, tmp_path, capsys):
     vae, cfg, _ = load_run(run_dir)
     x = load_data(cfg.data).test[0][:20]
     ais = pyrovae.ais_log_likelihood(vae, x[:5], num_steps=20, num_chains=4, leapfrog_steps=3, seed=5,
-                                     chain_batch=2)
+                                     chain_batch=2, batch_size=2)
     is_ll = pyrovae.evaluate(vae, x, 8, seed=5).per_point["log_likelihood"][:5]
     assert math.isclose(block["log_likelihood"], float(ais.mean()), rel_tol=1e-6, abs_tol=1e-6)
     assert math.isclose(block["se_over_points"], float(ais.std() / math.sqrt(5)), rel_tol=1e-6)
@@ -58,7 +58,7 @@ def test_evaluate_ais_block_matches_the_library(run_dir, tmp_path, capsys):
     assert (out.parent / "is_vs_ais.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert math.isclose(block["gap_ais_minus_is"], float((ais - is_ll).mean()), rel_tol=1e-6, abs_tol=1e-6)
     assert 0.0 < block["acceptance_mean"] <= 1.0
-    assert block["chain_batch"] == 2
+    assert block["chain_batch"] == 2 and block["batch_size"] == 2
     # the keys without --ais are the same as with it
     plain = tmp_path / "plain.json"
     assert main([*map(str, args[:-1]), str(plain)]) == 0

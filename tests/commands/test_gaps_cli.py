@@ -54,7 +54,7 @@ def test_gaps_block_matches_the_library(run_dir, gaps_record):
     block = record["gaps"]
     assert (block["num_points"], block["num_samples"], block["max_steps"], block["lr"], block["seed"]) == (4, 10, 15, 0.01, 3)
     assert block["ais"] == {"num_steps": 10, "num_chains": 2, "leapfrog_steps": 2, "schedule": "sigmoid",
-                            "chain_batch": None}
+                            "chain_batch": None, "batch_size": None}
     assert 1 <= block["steps"] <= 15 and block["seconds"] > 0
     assert record["num_points"] == 10  # IS still scores the whole (limited) split
     # an independent path to the same numbers: the library on the same points and seed
