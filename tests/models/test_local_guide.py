@@ -134,7 +134,7 @@ def test_the_initial_elbo_is_pyros_elbo_of_the_models_guide(name):
     gaps = pyrovae.inference_gaps(model, x, num_samples=4000, max_steps=0, seed=0, ais_options=FAST_AIS, **fields)
     pyro.set_rng_seed(5)
     reference = _pyro_elbo(model, x, fields, 4000).to(gaps.elbo_amortized)
-    assert torch.allclose(gaps.elbo_amortized, reference, atol=0.15, rtol=0.01), (gaps.elbo_amortized, reference)
+    assert torch.allclose(gaps.elbo_amortized, reference, atol=0.12), (gaps.elbo_amortized, reference)
     assert (gaps.amortization_gap == 0).all()
 
 
