@@ -8,7 +8,8 @@ and a figure of the per-epoch curves.
     python experiments/render_results.py --readme README.md   # and puts it in the README
 
 Reads every ``experiments/results/*.json`` whose ``kind`` is ``reproduce``
-and writes ``experiments/results/results.md`` and
+(and, for the AIS column, those whose ``kind`` is ``ais_row``, written by
+``experiments/score_ais.py``) and writes ``experiments/results/results.md`` and
 ``experiments/results/curves.png`` (test ELBO per epoch, and validation ELBO
 where the config holds a validation set). ``results.md`` holds two tables:
 the headline (:func:`headline`: one row per paper model, pyrovae's best
@@ -57,6 +58,71 @@ def _error_gap(r):
     if paper is None or r.get("test_error") is None:
         return None
     return 100 * (r["test_error"] - paper)
+
+
+def load_ais_rows(results_dir) -> dict:
+    """``{row name: record}`` of the ``ais_row`` files (``experiments/score_ais.py``)."""
+    out = {}
+    for path in sorted(Path(results_dir).glob("ais_*.json")):
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            print(f"skipping {path}: {e}", file=sys.stderr)
+            continue
+        if isinstance(record, dict) and record.get("kind") == "ais_row":
+            out[record["name"]] = record
+    return out
+
+
+def _bdmc_gap(a) -> str:
+    """The BDMC gap of the schedule AIS used: ``0.31 ± 0.04 (50 simulated points)``, or why there is none."""
+    runs = [b for b in a.get("bdmc") or [] if b["num_steps"] == a["ais_settings"]["num_steps"]]
+    if not runs:
+        return "none: " + (a.get("bdmc_refused") or "not run").split(";")[0]
+    b = runs[-1]
+    return f"{b['gap_mean']:.2f} ± {b['gap_se']:.2f} ({b['points']} simulated points)"
+
+
+def ais_cell(a) -> str:
+    """The headline's AIS cell: ``86.95 (IS 87.80), BDMC 0.31`` in NLL, or ``weights not kept``."""
+    if a is None:
+        return "weights not kept"
+    return f"{-a['ais']['mean']:.2f} (IS {-a['is']['mean']:.2f}), BDMC {_bdmc_gap(a).split(' ')[0]}"
+
+
+def ais_table(ais_rows) -> str:
+    """IS against AIS on the same test points, per scored row, with the BDMC
+    gap of the AIS schedule and the inference gaps (Cremer et al. 2018)."""
+    lines = ["| row | test points | NLL by IS (K) | NLL by AIS | AIS − IS (log p(x), ± se) | AIS schedule "
+             "| BDMC gap on simulated data | approximation gap | amortization gap | wall time | machine, date |",
+             "|---|---:|---:|---:|---:|---|---|---:|---:|---|---|"]
+    notes = []
+    for name, a in sorted(ais_rows.items()):
+        s = a["ais_settings"]
+        g = a.get("gaps")
+        gap = (lambda key: f"{g[key]['mean']:.2f} ± {g[key]['se']:.2f} ({g['points']} points)") if g else (lambda key: "—")
+        seconds = sum(a.get(k, 0) for k in ("bdmc_seconds", "is_seconds", "ais_seconds", "gaps_seconds"))
+        detail = f"BDMC {a.get('bdmc_seconds', 0) / 60:.0f}, IS {a.get('is_seconds', 0) / 60:.0f}, " \
+                 f"AIS {a.get('ais_seconds', 0) / 60:.0f}, gaps {a.get('gaps_seconds', 0) / 60:.0f}"
+        name_cell = f"`{name}`"
+        if a.get("weights_note"):
+            name_cell += f" [{len(notes) + 1}]"
+            notes.append(f"[{len(notes) + 1}] `{name}`: {a['weights_note']}")
+        certified = "" if a.get("certified") else ", not certified"
+        lines.append(
+            f"| {name_cell} | {a['test_points']} | {-a['is']['mean']:.2f} ({a['iw_samples']}) | {-a['ais']['mean']:.2f} "
+            f"| {a['ais_minus_is']['mean']:+.2f} ± {a['ais_minus_is']['se']:.2f} "
+            f"| {s['num_steps']} steps, {s['num_chains']} chains, {s['leapfrog_steps']} leapfrog, {s['schedule']} "
+            f"| {_bdmc_gap(a)}{certified} | {gap('approximation_gap')} | {gap('amortization_gap')} "
+            f"| {seconds / 60:.0f} min ({detail}) | {_machine({'machine': a['machine'], 'finished': a['date']})} |")
+    text = "\n".join(lines)
+    if notes:
+        text += "\n\n" + "\n\n".join(notes)
+    return text + ("\n\nNLL in nats per test point, on the first test points of each row. AIS is a stochastic lower "
+                   "bound on log p(x) that tightens as its schedule grows; a BDMC gap (reverse AIS minus forward AIS "
+                   "on data simulated from the model) below 0.5 nats certifies the schedule. The gaps split "
+                   "log p(x) − ELBO into the approximation gap (the guide family's) and the amortization gap (the "
+                   "encoder's).")
 
 
 def _machine(r) -> str:
@@ -202,13 +268,14 @@ def best_rows(records) -> list:
     return out
 
 
-def headline(records) -> str:
+def headline(records, ais_rows=None) -> str:
     """One row per paper model: the paper's figure and how it was checked,
     pyrovae's best row, the gap, K and test points, training time and
-    epochs, and the machine."""
+    epochs, the machine, and (with ``ais_rows``) the AIS cell (:func:`ais_cell`)."""
+    ais = ais_rows is not None
     lines = ["| paper model | paper's figure (how it was checked) | pyrovae's best row | NLL (nats) | test error | gap "
-             "| K, test points | training | machine, date |",
-             "|---|---|---|---:|---:|---:|---|---|---|"]
+             "| K, test points | training | machine, date |" + (" NLL by AIS (by IS), BDMC gap: 1000 test points |" if ais else ""),
+             "|---|---|---|---:|---:|---:|---|---|---|" + ("---|" if ais else "")]
     for r in best_rows(records):
         paper = r["paper"]
         check = paper.get("check") or {True: "checked against the paper's text", False: "not checked"}.get(
@@ -219,7 +286,7 @@ def headline(records) -> str:
         lines.append(
             f"| {paper_model(paper)} | {_paper_figure(paper).replace(' (unverified)', '')}, {check} "
             f"| `{r['name']}` | {r['nll']:.2f} | {_test_error(r)} | {_gap(r)} | {k}, {r['test_points']} "
-            f"| {training} | {_machine(r)} |"
+            f"| {training} | {_machine(r)} |" + (f" {ais_cell(ais_rows.get(r['name']))} |" if ais else "")
         )
     return "\n".join(lines)
 
@@ -305,9 +372,11 @@ def main(argv=None) -> int:
     if not records:
         print(f"no reproduce results in {results_dir}", file=sys.stderr)
         return 1
-    top, text = headline(records), table(records)
+    ais_rows = load_ais_rows(results_dir)
+    top, text = headline(records, ais_rows or None), table(records)
+    ais = f"\n## Importance sampling against AIS\n\n{ais_table(ais_rows)}\n" if ais_rows else ""
     (results_dir / "results.md").write_text(f"## Headline: pyrovae's best row for each paper model\n\n{top}\n\n"
-                                            f"## Every row\n\n{text}\n")
+                                            f"## Every row\n\n{text}\n{ais}")
     print(f"wrote {results_dir / 'results.md'}", file=sys.stderr)
     if curves_figure(records, results_dir / "curves.png"):
         print(f"wrote {results_dir / 'curves.png'}", file=sys.stderr)

@@ -71,6 +71,8 @@ SUPPORTING = (
     ("pyrovae.training.strategy", "DataParallel", "class"),
     ("pyrovae.training.distributed", "Context", "class"),
     ("pyrovae.training.distributed", "init", "function"),
+    ("pyrovae.infer.sharding", "point_shard", "function"),
+    ("pyrovae.infer.sharding", "gather_points", "function"),
 )
 
 #: modules whose docstring the pages above point to (the contract of a model,
@@ -94,6 +96,7 @@ MODULES = (
     "pyrovae.training.checks",
     "pyrovae.infer.enumerated",
     "pyrovae.infer.psis",
+    "pyrovae.infer.sharding",
     "pyrovae.models.protocol",
     "pyrovae.models.helpers",
     "pyrovae.validators",

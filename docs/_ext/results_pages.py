@@ -64,7 +64,7 @@ def reproduce_section(out_dir: Path) -> str:
          "time is in minutes on one CPU thread; a leg is one `reproduce.py` run, and `--resume` carries a row "
          "on in another leg."),
         "",
-        wide(render.headline(records)),
+        wide(render.headline(records, render.load_ais_rows(RESULTS) or None)),
         "",
         "## Every row",
         "",
@@ -139,6 +139,34 @@ def vae_vs_ae_section(out_dir: Path) -> str:
     return "\n".join(lines)
 
 
+def ais_section(out_dir: Path) -> str:
+    """IS against AIS on the scored rows (``ais_*.json`` of ``experiments/score_ais.py``), the BDMC
+    gap that certifies each AIS schedule, the inference gaps and their figure."""
+    render = load("render_results")
+    rows = render.load_ais_rows(RESULTS)
+    if not rows:
+        return ""
+    every = render.ais_table(rows).split("\n\n")
+    lines = [
+        "## Importance sampling against AIS",
+        "",
+        ("`experiments/score_ais.py` scores a trained row on its first test points by importance sampling "
+         "(K = 5000, as the table above) and by annealed importance sampling (`pyrovae.ais_log_likelihood`), "
+         "after a BDMC sweep (`pyrovae.bdmc`) on data simulated from the same model picks the shortest AIS "
+         "schedule whose sandwich gap is within 0.5 nats. The gaps (`pyrovae.inference_gaps`) split the "
+         "inference gap log p(x) − ELBO into its approximation and amortization parts."),
+        "",
+        wide(every[0]),
+        "\n\n".join(every[1:]),
+        "",
+    ]
+    figure = getattr(render, "gaps_figure", None)
+    if figure is not None and figure(rows, out_dir / "literature_gaps.png"):
+        lines += ["```{image} literature_gaps.png", ":alt: the inference gap of each scored row, split in two", "```", ""]
+    lines += [notes("ais")]
+    return "\n".join(lines)
+
+
 def literature_page(out_dir: Path) -> str:
     out_dir.mkdir(parents=True, exist_ok=True)
     head = [
@@ -153,7 +181,7 @@ def literature_page(out_dir: Path) -> str:
         "the docs."),
         "",
     ]
-    parts = [reproduce_section(out_dir), cvae_section(out_dir), vae_vs_ae_section(out_dir), notes("commands")]
+    parts = [reproduce_section(out_dir), ais_section(out_dir), cvae_section(out_dir), vae_vs_ae_section(out_dir), notes("commands")]
     return "\n".join(head + [p for p in parts if p])
 
 

@@ -130,9 +130,11 @@ CAPABILITIES: Dict[str, Capability] = {c.name: c for c in (
                "reconstructions lie in [0, 1]); a model of codes states its own (text: char_error_rate)",
                ("evaluate",)),
     Capability("local_guide", "local_guide(x, **fields) -> (params, guide_fn)", "the guide family with free "
-               "per-point parameters: params is a dict of tensors with a leading N dim, initialized at the "
-               "encoder's output, and guide_fn(params, x, ...) samples the guide's latent sites from them "
-               "(inference gaps)", ("inference_gaps",)),
+               "per-point parameters: params is a dict of tensors with a leading N dim, initialized so that "
+               "guide_fn at them is the model's own guide (the encoder's output; zero offsets for a guide layer "
+               "that reads another latent), and guide_fn(params, x, ...) samples the guide's latent sites from "
+               "them; an enumerated site the fields do not give (m2's label) is summed out exactly (inference "
+               "gaps)", ("evaluate --gaps", "inference_gaps")),
 )}
 
 #: the capabilities each command needs beyond model and guide
