@@ -28,6 +28,7 @@ Each rule is one module-level function (``annealed_guide``,
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Dict, List, Optional, Tuple
 
@@ -112,6 +113,7 @@ class Target:
         self.init, self.site = init, site
         self.others = {k: v for k, v in fields.items() if k != "x"}
         self.dim = -1 - model_nesting(vae, self.x, self.others, self.x, self.others)
+        self._particles = pyro.plate("particles", num_chains, dim=self.dim)  # entered once per trace
         zero = self.x.new_zeros(len(self.x))
         if site is None:
             self.given = [(self.others, zero)]
@@ -124,7 +126,7 @@ class Target:
         self._guide_cache: Dict[int, Optional[tuple]] = {}
 
     def _plate(self):
-        return pyro.plate("particles", self.shape[0], dim=self.dim)
+        return self._particles
 
     def initial(self) -> Dict[str, torch.Tensor]:
         """A draw from π0 for every chain: ``{site: (C, B, ...)}``, constrained;
@@ -203,17 +205,37 @@ class Target:
         at every evaluation."""
         if i not in self._guide_cache:
             with torch.no_grad():
-                self._guide_cache[i] = self._cacheable_guide(self._trace_guide({k: v.detach() for k, v in z.items()},
-                                                                              kwargs))
+                self._guide_cache[i] = self._cached_guide({k: v.detach() for k, v in z.items()}, kwargs)
         cached = self._guide_cache[i]
         if cached is None:
             return self._sum(self._trace_guide(z, kwargs))
+        return self._cached_log_q(cached, z)
+
+    def _cached_log_q(self, cached, z) -> torch.Tensor:
         constant, site = cached
         return constant + _site_log_prob({**site, "value": z[site["name"]]}, self.where)
 
-    def _trace_guide(self, z, kwargs):
-        with self._plate():
+    def _trace_guide(self, z, kwargs, plated=True):
+        with self._plate() if plated else contextlib.nullcontext():
             return poutine.trace(poutine.condition(self.guide_fn, data=z)).get_trace(self.x, **kwargs)
+
+    def _cached_guide(self, z, kwargs):
+        """The guide's reusable part, preferably traced without the particles
+        plate: its parameters then stay ``(B, ...)`` and broadcast against
+        the chains' values, which spares full-size ``(C, B, ...)`` copies of
+        them at every evaluation. That form is used only where it gives the
+        plated form's numbers at ``z``."""
+        plated = self._cacheable_guide(self._trace_guide(z, kwargs))
+        if plated is None:
+            return None
+        single = self._cacheable_guide(self._trace_guide({k: v[0] for k, v in z.items()}, kwargs, plated=False))
+        if single is None or single[1]["name"] != plated[1]["name"]:
+            return plated
+        try:
+            same = torch.allclose(self._cached_log_q(single, z), self._cached_log_q(plated, z))
+        except (RuntimeError, ValueError):  # a distribution whose log_prob does not broadcast
+            same = False
+        return single if same else plated
 
     def _cacheable_guide(self, trace):
         """``(log-density of the observed sites before it (C, B), the first held site)``, or None."""
@@ -224,7 +246,7 @@ class Target:
             return None
         constant = self.x.new_zeros(self.shape)
         for s in sites[:first]:
-            constant = constant + _site_log_prob(s, self.where)
+            constant = constant + _site_log_prob(s, self.where)  # (B,) sites broadcast to (C, B)
         return constant, sites[first]
 
     def _sum(self, trace) -> torch.Tensor:
