@@ -21,8 +21,9 @@ summed out exactly: log p(x, z) = logsumexp_c log p(x, z, c), log p(z) =
 logsumexp_c log p(z, c) and log q(z | x) = logsumexp_c [log q(c | x) +
 log q(z | x, c)], each value traced with the field set to c.
 
-**Cost.** Each gradient evaluation traces the model once and computes
-each of its sites' densities once. A guide whose one held site comes first
+**Cost.** Each gradient evaluation traces the model once (without the
+particles plate where that gives the same numbers) and computes each of
+its sites' densities once. A guide whose one held site comes first
 (a VAE's, a CVAE's) is traced once per chunk and that site's distribution
 reused, since it cannot depend on the held values; other guides (a
 hierarchy's) are traced at every evaluation. experiments/bench_ais.py
@@ -131,6 +132,7 @@ class Target:
         self.parts: List[Tuple[str, object, Tuple[int, ...], int, int]] = []
         self.where = None
         self._guide_cache: Dict[int, Optional[tuple]] = {}
+        self._model_plated: Dict[int, bool] = {}
 
     def _plate(self):
         return self._particles
@@ -179,11 +181,35 @@ class Target:
             log_jac = lj if log_jac is None else log_jac + lj
         return z, u.new_zeros(self.shape) if log_jac is None else log_jac
 
-    def _model_terms(self, z, kwargs) -> Tuple[torch.Tensor, torch.Tensor]:
-        """log p(x, z) and log p(z) ``(C, B)`` from one trace of the model
-        conditioned on ``z``; each site's density is computed once."""
-        with self._plate():
-            m = poutine.trace(poutine.condition(self.model_fn, data=z)).get_trace(self.x, **kwargs)
+    def _model_terms(self, i: int, z, kwargs) -> Tuple[torch.Tensor, torch.Tensor]:
+        """log p(x, z) and log p(z) ``(C, B)`` for the ``i``-th given value of the enumerated
+        field, from one trace of the model conditioned on ``z``; each site's density is computed once.
+
+        The model runs without the particles plate where, at the chunk's
+        first evaluation, that gives the plated run's numbers: the chains
+        then reach the model only through the held values ``(C, B, ...)``,
+        and the sites' own parameters stay ``(B, ...)`` where they do not
+        read them (the prior's), which spares full-size copies of those
+        parameters at every evaluation."""
+        plated = self._model_plated.get(i, True)
+        terms = self._terms(self._trace_model(z, kwargs, plated), z)
+        if i not in self._model_plated:
+            self._model_plated[i] = not self._same_without_plate(z, kwargs, terms)
+        return terms
+
+    def _trace_model(self, z, kwargs, plated: bool):
+        with self._plate() if plated else contextlib.nullcontext():
+            return poutine.trace(poutine.condition(self.model_fn, data=z)).get_trace(self.x, **kwargs)
+
+    def _same_without_plate(self, z, kwargs, terms) -> bool:
+        try:
+            with torch.no_grad():
+                other = self._terms(self._trace_model({k: v.detach() for k, v in z.items()}, kwargs, False), z)
+        except (RuntimeError, ValueError, IndexError, ConfigError):  # shapes that need the plate
+            return False
+        return all(a.shape == b.shape and torch.allclose(a.detach(), b) for a, b in zip(terms, other))
+
+    def _terms(self, m, z) -> Tuple[torch.Tensor, torch.Tensor]:
         if self.where is None:
             self.where = layout(TracePair(m, m, self.shape, self.x, self.dim))
         joint = prior = None
@@ -197,8 +223,13 @@ class Target:
             joint = _add(joint, log_p)
             if s["name"] in z or s["name"] == self.site:
                 prior = _add(prior, log_p)
-        zero = self.x.new_zeros(self.shape)
-        return (zero if joint is None else joint), (zero if prior is None else prior)
+        return self._full(joint), self._full(prior)
+
+    def _full(self, t: Optional[torch.Tensor]) -> torch.Tensor:
+        """``t`` broadcast to ``(C, B)``: without the plate, terms that read no held value are ``(1, B)``."""
+        if t is None:
+            return self.x.new_zeros(self.shape)
+        return t if t.shape == self.shape else t.expand(self.shape)
 
     def _guide_term(self, i: int, z, kwargs) -> torch.Tensor:
         """log q(z | x) ``(C, B)`` for the ``i``-th given value of the enumerated field.
@@ -268,7 +299,7 @@ class Target:
         z, log_jac = self._unpack(u)
         joints, priors, inits = [], [], []
         for i, (kwargs, log_q_c) in enumerate(self.given):
-            joint, prior = self._model_terms(z, kwargs)
+            joint, prior = self._model_terms(i, z, kwargs)
             joints.append(joint)
             priors.append(prior)
             if self.init == "guide":

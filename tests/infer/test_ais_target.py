@@ -5,7 +5,9 @@ families whose guides take each of the target's paths:
 - vae, cvae, m2 with labels: the guide's one latent site is traced once per
   chunk and reused at every evaluation;
 - a hierarchical vae and hvae: the upper guide sites read the lower ones, so
-  the guide is traced at every evaluation.
+  the guide is traced at every evaluation;
+- every model here runs without the particles plate after the first
+  evaluation (it gives the same numbers); one that fails without it keeps it.
 
 Both the values and the gradient that HMC follows are checked, at the guide's
 draw (where the reusable part is built) and at a second point.
@@ -86,3 +88,23 @@ def test_the_scores_and_their_gradient_are_pyros(name):
                 torch.testing.assert_close(got, want.detach(), rtol=1e-5, atol=1e-5)
             assert float(scores[3].abs().max()) == 0.0  # real latents: no Jacobian
             torch.testing.assert_close(grad, target.pack(dict(zip(leaves, expected))), rtol=1e-4, atol=1e-5)
+        assert target._model_plated == {0: False}  # the second point ran the model without the plate
+
+
+def test_a_model_that_needs_the_particles_plate_keeps_it(monkeypatch):
+    model, x, fields = _family("vae")
+    original = Target._trace_model
+
+    def needs_plate(self, z, kwargs, plated):
+        if not plated:
+            raise ValueError("Shape mismatch inside plate('data')")
+        return original(self, z, kwargs, plated)
+
+    monkeypatch.setattr(Target, "_trace_model", needs_plate)
+    with evaluation_mode(model, None, torch.device("cpu")):
+        target = Target(model, {"x": x}, None, CHAINS, "guide")
+        u = target.pack(target.initial())
+        first, again = target.scores(u), target.scores(u)
+    assert target._model_plated == {0: True}
+    for a, b in zip(first, again):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
