@@ -34,7 +34,11 @@ user's broken component would:
   as the likelihood (``ais:temper-prior``), every proposal accepted
   (``ais:no-metropolis``), the log-Jacobian of the unconstrained map dropped
   (``ais:no-jacobian``), the estimate reusing the adaptation pass's noise
-  (``ais:reuse-noise``).
+  (``ais:reuse-noise``);
+- the inference gaps and sharded evaluation: m2's label sampled instead of
+  summed out in L[q*] (``gaps:sampled-label``), hvae's per-point offset not
+  starting at zero (``local_guide:offset-start``), every chunk of points
+  drawing the same noise (``sharding:same-noise-every-chunk``).
 
 For each fault the suite runs in a fresh process (``pytest -x``, the oracle
 files first so that a caught fault stops early) and the first failing test
@@ -71,7 +75,8 @@ ORACLE_FILES = [
     "tests/infer/test_enumerated.py",
     "tests/infer/test_weights.py", "tests/infer/test_evaluate.py", "tests/models/test_m2.py",
     "tests/infer/test_lean_elbo.py", "tests/infer/test_iwae.py", "tests/infer/test_plates.py", "tests/training/test_precision.py", "tests/components/test_spline.py",
-    "tests/infer/test_ais.py",
+    "tests/infer/test_ais.py", "tests/infer/test_gaps.py", "tests/models/test_local_guide.py",
+    "tests/infer/test_sharding.py",
 ]
 
 
@@ -328,6 +333,32 @@ def patch_ais(fault: str) -> None:
 
 AIS_FAULTS = ["ais:temper-prior", "ais:no-metropolis", "ais:no-jacobian", "ais:reuse-noise"]
 
+
+def patch_gaps(fault: str) -> None:
+    """Faults of the inference gaps and of sharded evaluation."""
+    if fault == "gaps:sampled-label":
+        from pyrovae.infer import gaps
+
+        exact = gaps._elbo
+        gaps._elbo = lambda *args, site=None, **kwargs: exact(*args[:8], **kwargs)
+    elif fault == "local_guide:offset-start":
+        from pyrovae.models.hvae import HVAE
+
+        own = HVAE.local_guide
+
+        def shifted(self, x, **fields):
+            params, guide_fn = own(self, x, **fields)
+            return {k: v + 0.1 if k.endswith("_offset") else v for k, v in params.items()}, guide_fn
+
+        HVAE.local_guide = shifted
+    elif fault == "sharding:same-noise-every-chunk":
+        from pyrovae.infer import loglik, sharding
+
+        sharding.block_seed = loglik.block_seed = lambda seed, start: int(seed)
+
+
+GAP_FAULTS = ["gaps:sampled-label", "local_guide:offset-start", "sharding:same-noise-every-chunk"]
+
 #: faults of particle placement and of the iwae objective (see :func:`patch_plates`)
 PLATE_FAULTS = ["plates:particles-at-2", "iwae:scale-per-site"]
 
@@ -355,7 +386,7 @@ def registries():
 def all_faults():
     """Fault ids: ``prior:NAME``, ``guide:NAME``, ``likelihood:NAME``, ``kl:normal-normal``."""
     faults = [f"{kind}:{name}" for kind, registry in registries().items() for name in registry.names()]
-    return faults + ["kl:normal-normal"] + SUMMED_FAULTS + TRAINING_FAULTS + SPLINE_FAULTS + PLATE_FAULTS + TEXT_FAULTS + AIS_FAULTS
+    return faults + ["kl:normal-normal"] + SUMMED_FAULTS + TRAINING_FAULTS + SPLINE_FAULTS + PLATE_FAULTS + TEXT_FAULTS + AIS_FAULTS + GAP_FAULTS
 
 
 SUMMED_DESCRIPTIONS = {
@@ -376,6 +407,9 @@ SUMMED_DESCRIPTIONS = {
     "ais:no-metropolis": "AIS: every HMC proposal accepted",
     "ais:no-jacobian": "AIS: the log-Jacobian of the unconstrained map dropped",
     "ais:reuse-noise": "AIS: the estimate reuses the adaptation pass's noise",
+    "gaps:sampled-label": "inference gaps: m2's label sampled in L[q*], not summed out",
+    "local_guide:offset-start": "hvae local guide: q(z1|x,z2)'s per-point offset starts at 0.1, not 0",
+    "sharding:same-noise-every-chunk": "IS: every chunk of points draws the same random numbers",
 }
 
 
@@ -408,6 +442,9 @@ def apply(fault: str) -> None:
         return
     if fault in AIS_FAULTS:
         patch_ais(fault)
+        return
+    if fault in GAP_FAULTS:
+        patch_gaps(fault)
         return
     kind, name = fault.split(":")
     if kind == "kl":
