@@ -75,7 +75,8 @@ ORACLE_FILES = [
     "tests/infer/test_enumerated.py",
     "tests/infer/test_weights.py", "tests/infer/test_evaluate.py", "tests/models/test_m2.py",
     "tests/infer/test_lean_elbo.py", "tests/infer/test_iwae.py", "tests/infer/test_plates.py", "tests/training/test_precision.py", "tests/components/test_spline.py",
-    "tests/infer/test_ais.py", "tests/infer/test_gaps.py", "tests/models/test_local_guide.py",
+    "tests/infer/test_ais.py", "tests/infer/test_ais_target.py", "tests/infer/test_gaps.py",
+    "tests/models/test_local_guide.py",
     "tests/infer/test_sharding.py",
 ]
 

@@ -79,6 +79,8 @@ class Likelihood(nn.Module):
     def split(self, params: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         """``(*batch, *param_shape)`` -> ``num_params`` tensors of ``(*batch, *data_shape)``."""
         batch = params.shape[: params.dim() - len(self.data_shape)]
+        if self.num_params == 1:  # a view: unbind's backward would copy the whole gradient at every step
+            return (params.reshape(*batch, *self.data_shape),)
         return params.reshape(*batch, self.num_params, *self.data_shape).unbind(len(batch))
 
     def dist(self, params: torch.Tensor) -> dist.TorchDistribution:
