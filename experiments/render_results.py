@@ -141,7 +141,7 @@ def gaps_figure(ais_rows, path) -> bool:
     from pyrovae.report.inference_plots import gaps_by_row_figure
     from pyrovae.report.plots import save_figure
 
-    save_figure(gaps_by_row_figure(rows, title="Inference gap log p(x) − ELBO, split in two (nats)"), path)
+    save_figure(gaps_by_row_figure(rows, title="Inference gap log p(x) − ELBO, split in two (nats per data point)"), path)
     return True
 
 

@@ -125,10 +125,10 @@ def gaps_by_row_figure(rows: Mapping[str, Mapping[str, float]], title: str = "In
                                 f"got shape {tuple(value.shape)}")
             parts[key].append(float(value))
     names = [str(name) for name in rows]
-    fig = new_figure(7.5, 1.4 + 0.45 * len(names))
+    fig = new_figure(9.5, 1.4 + 0.45 * len(names))
     ax = fig.add_subplot(1, 1, 1)
     totals = _stacked(ax, list(range(len(names))), {k: torch.tensor(v, dtype=torch.float64) for k, v in parts.items()},
-                      vertical=False, legend="lower right")
+                      vertical=False, legend="upper left", anchor=(1.02, 1.0))  # beside the bars, never over them
     for y, total in enumerate(totals.tolist()):
         ax.annotate(f"{total:.2f}", (max(total, 0.0), y), xytext=(4, 0), textcoords="offset points",
                     va="center", fontsize=8)
@@ -141,7 +141,8 @@ def gaps_by_row_figure(rows: Mapping[str, Mapping[str, float]], title: str = "In
     return fig
 
 
-def _stacked(ax, positions, parts: Mapping[str, torch.Tensor], vertical: bool, legend: str) -> torch.Tensor:
+def _stacked(ax, positions, parts: Mapping[str, torch.Tensor], vertical: bool, legend: str,
+             anchor=None) -> torch.Tensor:
     """Draw ``parts`` stacked at ``positions`` (GAP_PARTS order, one container
     each), tick each total and add the legend at ``legend``; returns the totals."""
     base = torch.zeros(len(positions), dtype=torch.float64)
@@ -157,7 +158,7 @@ def _stacked(ax, positions, parts: Mapping[str, torch.Tensor], vertical: bool, l
     ticks = (positions, base.tolist()) if vertical else (base.tolist(), positions)
     handles.append(ax.scatter(*ticks, marker="_" if vertical else "|", s=120, color="black", zorder=3,
                               label=_TOTAL_LABEL))
-    ax.legend(handles=handles, fontsize=8, loc=legend)  # in the order of the sum: parts, then the total
+    ax.legend(handles=handles, fontsize=8, loc=legend, bbox_to_anchor=anchor)  # in the order of the sum: parts, then the total
     (ax.axhline if vertical else ax.axvline)(0.0, color="0.3", lw=0.8)
     ax.grid(alpha=0.3, axis="y" if vertical else "x")
     return base
