@@ -12,7 +12,6 @@ likelihood, an affine encoder), where everything is known in closed form:
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 import pyro
 import pyro.distributions as dist
@@ -20,7 +19,6 @@ import pyro.distributions as dist
 import pyrovae
 from pyrovae.components.guides import guides
 from pyrovae.infer.loglik import elbo_terms
-from pyrovae.models.protocol import MissingCapability
 
 from user_models import LinearGaussianVAE
 
@@ -133,23 +131,6 @@ def test_model_weights_are_left_as_they_were():
                            ais_options={"num_steps": 2, "num_chains": 2, "leapfrog_steps": 1})
     assert all(torch.equal(v, vae.state_dict()[k]) for k, v in before.items())
     assert all(p.requires_grad and p.grad is None for p in vae.parameters())
-
-
-class NoLocalGuide(torch.nn.Module):
-    def model(self, x):
-        with pyro.plate("data", x.shape[0]):
-            z = pyro.sample("z", dist.Normal(0.0, 1.0).expand([2]).to_event(1))
-            pyro.sample("x", dist.Normal(z.sum(-1, keepdim=True), 1.0).expand([x.shape[-1]]).to_event(1), obs=x)
-
-    def guide(self, x):
-        with pyro.plate("data", x.shape[0]):
-            pyro.sample("z", dist.Normal(0.0, 1.0).expand([2]).to_event(1))
-
-
-def test_a_model_without_local_guide_is_refused_in_one_line():
-    with pytest.raises(MissingCapability, match="local_guide") as err:
-        pyrovae.inference_gaps(NoLocalGuide(), torch.zeros(3, 2))
-    assert "\n" not in str(err.value) and "inference_gaps" in str(err.value)
 
 
 def test_with_the_posterior_in_the_guide_family_the_approximation_gap_vanishes():
