@@ -73,6 +73,8 @@ SUPPORTING = (
     ("pyrovae.training.distributed", "init", "function"),
     ("pyrovae.infer.sharding", "point_shard", "function"),
     ("pyrovae.infer.sharding", "gather_points", "function"),
+    ("pyrovae.infer.sharding", "block_shard", "function"),
+    ("pyrovae.infer.sharding", "block_seed", "function"),
 )
 
 #: modules whose docstring the pages above point to (the contract of a model,

@@ -305,7 +305,7 @@ def evaluate(
 
     Under ``torchrun`` (``torch.distributed`` with W > 1 processes) each
     process scores its share of whole chunks and every process returns the
-    whole :class:`Evaluation`, with the numbers of one process and the same
+    whole :class:`~pyrovae.infer.evaluate.Evaluation`, with the numbers of one process and the same
     seed (:mod:`pyrovae.infer.sharding`); every process must pass the same data.
 
     :param vae: a :class:`~pyrovae.models.vae.VAE` or any registered model.
