@@ -42,7 +42,10 @@ user's broken component would:
 
 For each fault the suite runs in a fresh process (``pytest -x``, the oracle
 files first so that a caught fault stops early) and the first failing test
-is recorded. A fault that no test catches is a hole in the suite; the
+is recorded. A ``sitecustomize`` module on ``PYTHONPATH`` injects the fault
+into every Python process the tests start too (torchrun and spawned
+workers), so a test that compares one process with several compares two
+faulty runs and fails only if the fault breaks their agreement. A fault that no test catches is a hole in the suite; the
 script exits 1 if there is one.
 
 Usage::
@@ -458,23 +461,49 @@ def apply(fault: str) -> None:
 # -- running the suite ----------------------------------------------------------------
 
 
+#: the environment variable that carries the fault into every Python process a test starts
+FAULT_VARIABLE = "PYROVAE_MUTATION_FAULT"
+
+#: a ``sitecustomize`` module: Python imports it at start-up, so every process
+#: (the test run, and the torchrun and spawned workers its tests start) has the fault
+SITECUSTOMIZE = """\
+import os
+if os.environ.get({variable!r}):
+    import importlib.util, sys
+    sys.path.insert(0, {root!r})
+    spec = importlib.util.spec_from_file_location("pyrovae_mutation_check", {script!r})
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.apply(os.environ[{variable!r}])
+"""
+
+
 def run_one(fault: str, pytest_args) -> int:
-    """In this process: inject ``fault``, then run pytest (imported after the
-    injection, so the registries the tests parametrize over hold it)."""
-    apply(fault)
+    """In this process: inject ``fault`` (already injected at start-up where
+    the sitecustomize of :func:`check` ran), then run pytest (imported after
+    the injection, so the registries the tests parametrize over hold it)."""
+    if os.environ.get(FAULT_VARIABLE) != fault:
+        apply(fault)
     import pytest
 
     return pytest.main(list(pytest_args))
 
 
 def check(fault: str, tests, timeout: float):
+    import tempfile
+
     cmd = [sys.executable, __file__, "--run-one", fault, "--", "-x", "-q", "-p", "no:cacheprovider", "-rf", *tests]
     start = time.perf_counter()
-    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    try:
-        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env)
-    except subprocess.TimeoutExpired:
-        return {"fault": fault, "caught": False, "status": "timeout", "seconds": timeout, "first_failure": None}
+    with tempfile.TemporaryDirectory() as site:
+        # tests that compare one process against torchrun or spawned workers must see the fault in both
+        Path(site, "sitecustomize.py").write_text(SITECUSTOMIZE.format(
+            variable=FAULT_VARIABLE, root=str(ROOT), script=str(Path(__file__).resolve())))
+        path = os.pathsep.join(p for p in (site, os.environ.get("PYTHONPATH")) if p)
+        env = {**os.environ, "PYTHONWARNINGS": "ignore", FAULT_VARIABLE: fault, "PYTHONPATH": path}
+        try:
+            proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env)
+        except subprocess.TimeoutExpired:
+            return {"fault": fault, "caught": False, "status": "timeout", "seconds": timeout, "first_failure": None}
     seconds = time.perf_counter() - start
     failed = re.findall(r"^(?:FAILED|ERROR) (\S+)", proc.stdout, re.M)
     status = {0: "passed", 1: "failed"}.get(proc.returncode, f"pytest exit {proc.returncode}")
