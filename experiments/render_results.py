@@ -145,6 +145,38 @@ def gaps_figure(ais_rows, path) -> bool:
     return True
 
 
+def ais_gap_figure(ais_rows, path) -> bool:
+    """One panel per scored row: each test point's AIS − IS (nats) against
+    its IS log p(x), with the mean; written to ``path``; False without points."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [(name, a) for name, a in sorted(ais_rows.items()) if (a.get("per_point") or {}).get("ais")]
+    if not rows:
+        return False
+    fig, axes = plt.subplots(1, len(rows), figsize=(5.2 * len(rows), 3.8), squeeze=False)
+    for ax, (name, a) in zip(axes.flat, rows):
+        is_ll, ais_ll = a["per_point"]["is"], a["per_point"]["ais"]
+        gap = [y - x for x, y in zip(is_ll, ais_ll)]
+        ax.scatter(is_ll, gap, s=8, alpha=0.6, linewidths=0)
+        ax.axhline(0.0, color="0.3", lw=0.8)
+        ax.axhline(sum(gap) / len(gap), color="C3", ls="--", lw=1.2,
+                   label=f"mean {a['ais_minus_is']['mean']:+.2f} ± {a['ais_minus_is']['se']:.2f}")
+        s = a["ais_settings"]
+        ax.set_title(f"{name}: {len(gap)} test points, IS K={a['iw_samples']}, AIS T={s['num_steps']}", fontsize=9)
+        ax.set_xlabel("IS log p(x), nats", fontsize=8)
+        ax.set_ylabel("AIS − IS, nats (> 0: IS understates)", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="upper right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
 def _machine(r) -> str:
     """``AMD EPYC (2 cores, 1 thread), 2026-12-02``: where and when a row ran."""
     m = r.get("machine") or {}
@@ -400,6 +432,8 @@ def main(argv=None) -> int:
     print(f"wrote {results_dir / 'results.md'}", file=sys.stderr)
     if ais_rows and gaps_figure(ais_rows, results_dir / "gaps.png"):
         print(f"wrote {results_dir / 'gaps.png'}", file=sys.stderr)
+    if ais_rows and ais_gap_figure(ais_rows, results_dir / "is_vs_ais.png"):
+        print(f"wrote {results_dir / 'is_vs_ais.png'}", file=sys.stderr)
     if curves_figure(records, results_dir / "curves.png"):
         print(f"wrote {results_dir / 'curves.png'}", file=sys.stderr)
     if args.readme is not None:

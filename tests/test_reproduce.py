@@ -108,3 +108,31 @@ def test_the_headline_keeps_the_best_row_of_each_paper_model():
     assert len(text.splitlines()) == 2 + len(best)
     m2 = next(line for line in text.splitlines() if "M2 with 100 labels" in line)
     assert "% |" in m2  # M2's test error is a column of its row
+
+
+def test_the_ais_rows_are_rendered_from_their_per_point_numbers(tmp_path):
+    render = load_experiment("render_results")
+    rows = render.load_ais_rows(EXPERIMENTS / "results")
+    assert rows, "experiments/results holds ais_*.json files (experiments/score_ais.py)"
+    records = render.load_results(EXPERIMENTS / "results")
+    headline = render.headline(records, rows).splitlines()
+    table = render.ais_table(rows)
+    for name, a in rows.items():
+        is_ll, ais_ll = a["per_point"]["is"], a["per_point"]["ais"]
+        assert len(is_ll) == len(ais_ll) == a["test_points"]
+        # the summaries are the per-point means, recomputed here from the stored points
+        assert abs(a["is"]["mean"] - sum(is_ll) / len(is_ll)) < 1e-6
+        assert abs(a["ais_minus_is"]["mean"] - sum(y - x for x, y in zip(is_ll, ais_ll)) / len(is_ll)) < 1e-6
+        nll = f"| {-sum(ais_ll) / len(ais_ll):.2f} |"
+        assert nll in next(line for line in table.splitlines() if f"`{name}`" in line)
+        g = a.get("gaps")
+        if g:  # the two gaps add up to the whole
+            assert abs(g["approximation_gap"]["mean"] + g["amortization_gap"]["mean"] - g["inference_gap"]["mean"]) < 1e-4
+        shown = [line for line in headline if f"`{name}`" in line]
+        for line in shown:
+            assert line.rstrip(" |").endswith(render.ais_cell(a).rstrip(" |")) and "weights not kept" not in line
+    unscored = [line for line in headline[2:] if not any(f"`{n}`" in line for n in rows)]
+    assert unscored and all(line.endswith("| weights not kept |") for line in unscored)
+    assert render.gaps_figure(rows, tmp_path / "gaps.png") and (tmp_path / "gaps.png").stat().st_size > 0
+    assert render.ais_gap_figure(rows, tmp_path / "gap.png") and (tmp_path / "gap.png").stat().st_size > 0
+    assert not render.gaps_figure({}, tmp_path / "none.png") and not (tmp_path / "none.png").exists()

@@ -160,8 +160,10 @@ def ais_section(out_dir: Path) -> str:
         "\n\n".join(every[1:]),
         "",
     ]
-    figure = getattr(render, "gaps_figure", None)
-    if figure is not None and figure(rows, out_dir / "literature_gaps.png"):
+    if render.ais_gap_figure(rows, out_dir / "literature_is_vs_ais.png"):
+        lines += ["```{image} literature_is_vs_ais.png", ":alt: AIS minus IS for each test point of each scored row",
+                  "```", ""]
+    if render.gaps_figure(rows, out_dir / "literature_gaps.png"):
         lines += ["```{image} literature_gaps.png", ":alt: the inference gap of each scored row, split in two", "```", ""]
     lines += [notes("ais")]
     return "\n".join(lines)
