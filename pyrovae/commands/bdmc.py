@@ -48,9 +48,9 @@ def _label_fields(vae, cfg, n: int, device):
 
     if "y" not in required_fields(vae):
         return {}
-    from .evaluate import _split_data
+    from .evaluate import split_data
 
-    _, labels = _split_data(cfg, "test")
+    _, labels = split_data(cfg, "test")
     labels = labels[:n]
     if len(labels) < n or not bool((labels >= 0).all()):
         from ..errors import DataError

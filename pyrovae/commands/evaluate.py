@@ -295,7 +295,7 @@ def _format_ais(block) -> str:
     ])
 
 
-def _split_data(cfg, split: str):
+def split_data(cfg, split: str):
     """The split's data ``(x, labels)`` as the run saw it, binarized with the fixed seeds."""
     from ..data import fixed_split, load_data
     from ..errors import DataError
@@ -314,7 +314,7 @@ def _probe(vae, cfg, args, x, labels):
     from ..report.probe import latent_probe
 
     fit_split = "train" if args.split != "train" else "val"
-    x_fit, y_fit = _split_data(cfg, fit_split)
+    x_fit, y_fit = split_data(cfg, fit_split)
     n = args.probe_train
     fit_codes = encode_data(vae, **_fields(vae, x_fit[:n].to(x.device), y_fit[:n]))["mean"]
     codes = encode_data(vae, **_fields(vae, x, labels))["mean"]
@@ -399,7 +399,7 @@ def _evaluate(args, is_main: bool) -> int:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     vae, cfg, state = load_run_of(args, device=device)
-    x, labels = _split_data(cfg, args.split)
+    x, labels = split_data(cfg, args.split)
     if args.limit is not None:
         x, labels = x[: args.limit], labels[: args.limit]
     x = x.to(device)

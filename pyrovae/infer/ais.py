@@ -43,7 +43,7 @@ from .fields import balanced_sizes
 from .loglik import evaluation_mode, progress_bar
 from .seeds import seeded
 from .sharding import block_shard, check_same_data, gather_point_fields, rank_and_size, shared_seed
-from .weights import _is_random, latent_sites
+from .weights import is_random, latent_sites
 
 __all__ = ["ais_log_likelihood", "bdmc", "AISResult", "BDMCResult", "SCHEDULES", "schedule_betas"]
 
@@ -335,7 +335,7 @@ def _simulate(model, num_points: int, data_shape, fields) -> Tuple[torch.Tensor,
     dtype = param.dtype if param is not None else torch.get_default_dtype()
     placeholder = torch.zeros(num_points, *data_shape, dtype=dtype, device=model_device(model))
     trace = poutine.trace(model_fn).get_trace(placeholder, **fields)
-    observed = [s for s in trace.nodes.values() if _is_random(s) and s["is_observed"]
+    observed = [s for s in trace.nodes.values() if is_random(s) and s["is_observed"]
                 and s["value"].data_ptr() == placeholder.data_ptr()]
     if len(observed) != 1:
         raise ConfigError(

@@ -52,7 +52,7 @@ from ..errors import ConfigError
 from ..models.base import pyro_callables
 from .enumerated import site_posterior
 from .plates import model_nesting
-from .weights import TracePair, _is_random, _site_log_prob, latent_sites, layout
+from .weights import TracePair, is_random, site_log_prob, latent_sites, layout
 
 __all__ = ["Target", "hmc_move", "annealed_guide", "annealed_prior", "to_constrained", "momentum", "metropolis"]
 
@@ -214,12 +214,12 @@ class Target:
             self.where = layout(TracePair(m, m, self.shape, self.x, self.dim))
         joint = prior = None
         for s in m.nodes.values():
-            if not _is_random(s):
+            if not is_random(s):
                 continue
             if not s["is_observed"]:  # the held latents are observed here: conditioned on z
                 raise ConfigError(f"the model samples {s['name']!r}, which AIS does not hold; every latent must be "
                                   "continuous in the guide's draw or an enumerated field")
-            log_p = _site_log_prob(s, self.where)
+            log_p = site_log_prob(s, self.where)
             joint = _add(joint, log_p)
             if s["name"] in z or s["name"] == self.site:
                 prior = _add(prior, log_p)
@@ -251,7 +251,7 @@ class Target:
 
     def _cached_log_q(self, cached, z) -> torch.Tensor:
         constant, site = cached
-        return constant + _site_log_prob({**site, "value": z[site["name"]]}, self.where)
+        return constant + site_log_prob({**site, "value": z[site["name"]]}, self.where)
 
     def _trace_guide(self, z, kwargs, plated=True):
         with self._plate() if plated else contextlib.nullcontext():
@@ -278,20 +278,20 @@ class Target:
     def _cacheable_guide(self, trace):
         """``(log-density of the observed sites before it (C, B), the first held site)``, or None."""
         held = {part[0] for part in self.parts}
-        sites = [s for s in trace.nodes.values() if _is_random(s)]
+        sites = [s for s in trace.nodes.values() if is_random(s)]
         first = next((j for j, s in enumerate(sites) if s["name"] in held), None)
         if first is None or len(sites) > first + 1 or not all(s["is_observed"] for s in sites[:first]):
             return None
         constant = self.x.new_zeros(self.shape)
         for s in sites[:first]:
-            constant = constant + _site_log_prob(s, self.where)  # (B,) sites broadcast to (C, B)
+            constant = constant + site_log_prob(s, self.where)  # (B,) sites broadcast to (C, B)
         return constant, sites[first]
 
     def _sum(self, trace) -> torch.Tensor:
         out = self.x.new_zeros(self.shape)
         for s in trace.nodes.values():
-            if _is_random(s):
-                out = out + _site_log_prob(s, self.where)
+            if is_random(s):
+                out = out + site_log_prob(s, self.where)
         return out
 
     def scores(self, u: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:

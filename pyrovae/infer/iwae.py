@@ -36,7 +36,7 @@ from pyro.util import warn_if_nan
 from ..errors import ConfigError
 from ..validators import positive_int
 from .plates import plate_nesting
-from .weights import TracePair, _is_random, latent_sites, layout, traced_in_particles, weight_terms
+from .weights import TracePair, is_random, latent_sites, layout, traced_in_particles, weight_terms
 
 __all__ = ["IWAE"]
 
@@ -94,7 +94,7 @@ class IWAE:
                 )
         for trace in (pair.model, pair.guide):
             for name, site in trace.nodes.items():
-                if _is_random(site) and not any(f.dim == data_dim for f in site["cond_indep_stack"]):
+                if is_random(site) and not any(f.dim == data_dim for f in site["cond_indep_stack"]):
                     raise ConfigError(
                         f"the iwae objective bounds each data point's log-likelihood, but site {name!r} is "
                         f"outside the data plate (shared by the points); use train.objective: {{name: elbo}}"

@@ -64,7 +64,8 @@ from ..errors import ConfigError
 from ..models.base import pyro_callables
 from .plates import data_frame, model_nesting
 
-__all__ = ["TracePair", "WeightTerms", "trace_pair", "traced_in_particles", "weight_terms", "latent_sites", "LogDensity"]
+__all__ = ["TracePair", "WeightTerms", "trace_pair", "traced_in_particles", "weight_terms", "latent_sites", "LogDensity",
+           "is_random", "site_log_prob"]
 
 
 class TracePair(NamedTuple):
@@ -154,7 +155,7 @@ def traced_in_particles(guide, model, guide_call, model_call, x: torch.Tensor, n
     return TracePair(g, m, shape, x, particle_dim)
 
 
-def _is_random(site) -> bool:
+def is_random(site) -> bool:
     """A sample site with a density: not a plate's subsample site, not ``pyro.deterministic``."""
     return (
         site["type"] == "sample"
@@ -165,7 +166,7 @@ def _is_random(site) -> bool:
 
 def latent_sites(trace) -> List[dict]:
     """The latent (unobserved) random sample sites of a trace, in order."""
-    return [s for s in trace.nodes.values() if _is_random(s) and not s["is_observed"]]
+    return [s for s in trace.nodes.values() if is_random(s) and not s["is_observed"]]
 
 
 def _log_prob(fn, value):
@@ -237,7 +238,7 @@ def layout(pair: TracePair) -> Layout:
     return Layout(keep, width, scale)
 
 
-def _site_log_prob(site, where: Layout, log_prob=_EAGER) -> torch.Tensor:
+def site_log_prob(site, where: Layout, log_prob=_EAGER) -> torch.Tensor:
     """``log_prob`` of a sample site, masked as the site says, unscaled,
     summed over every dim but the (particle, data) dims of ``where``."""
     log_p = log_prob(site["fn"], site["value"])
@@ -265,7 +266,7 @@ def _split_sites(pair: TracePair) -> Tuple[List[dict], List[dict], List[dict]]:
     guide_names = {s["name"] for s in guide_latents}
     observed, prior = [], []
     for site in pair.model.nodes.values():
-        if not _is_random(site):
+        if not is_random(site):
             continue
         if site["is_observed"]:
             observed.append(site)
@@ -299,7 +300,7 @@ def weight_terms(pair: TracePair, log_prob: LogDensity = _EAGER, scaled: bool = 
     def total(sites, fn=_EAGER):
         out = zeros
         for site in sites:
-            term = _site_log_prob(site, where, fn)
+            term = site_log_prob(site, where, fn)
             if scaled and site["scale"] != where.data_scale:
                 term = term * (site["scale"] / where.data_scale)
             out = out + term
