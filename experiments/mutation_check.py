@@ -412,7 +412,7 @@ SUMMED_DESCRIPTIONS = {
     "ais:no-jacobian": "AIS: the log-Jacobian of the unconstrained map dropped",
     "ais:reuse-noise": "AIS: the estimate reuses the adaptation pass's noise",
     "gaps:sampled-label": "inference gaps: m2's label sampled in L[q*], not summed out",
-    "local_guide:offset-start": "hvae local guide: q(z1|x,z2)'s per-point offset starts at 0.1, not 0",
+    "local_guide:offset-start": "hvae local guide: the per-point offset of q(z1 given x, z2) starts at 0.1, not 0",
     "sharding:same-noise-every-chunk": "IS: every chunk of points draws the same random numbers",
 }
 
