@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from . import add_run_arguments, format_table, load_run_of, positive_int
-from .evaluate import add_ais_arguments, ais_options, with_ais_defaults, write_record
+from .beyond_is import add_ais_arguments, ais_options, with_ais_defaults, write_record
 
 #: printed under the table and kept in bdmc.json
 UPPER_BOUND_NOTE = "the upper bound holds only on data simulated from the model, not on real data"
