@@ -31,24 +31,31 @@ RESULTS = HERE / "results"
 README_MARKERS = ("<!-- results-table:start -->", "<!-- results-table:end -->")
 
 
-def load_results(results_dir):
-    out = []
-    for path in sorted(Path(results_dir).glob("*.json")):
+def records_of_kind(results_dir, kind: str, pattern: str = "*.json"):
+    """The results files ``pattern`` in ``results_dir`` whose ``kind`` is ``kind``, by file name;
+    a file that cannot be read is skipped with a message."""
+    for path in sorted(Path(results_dir).glob(pattern)):
         try:
             record = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError) as e:
             print(f"skipping {path}: {e}", file=sys.stderr)
             continue
-        if isinstance(record, dict) and record.get("kind") == "reproduce":
-            config = HERE.parent / record.get("config", "")
-            if config.is_file():  # the config's header is the source of truth for the paper's figure
-                sys.path.insert(0, str(HERE))
-                from reproduce import paper_info
+        if isinstance(record, dict) and record.get("kind") == kind:
+            yield record
 
-                record["paper"] = {k: v for k, v in paper_info(config).items() if k != "header"}
-                if record["paper"]["nll"] is not None:
-                    record["gap"] = record["nll"] - record["paper"]["nll"]
-            out.append(record)
+
+def load_results(results_dir):
+    out = []
+    for record in records_of_kind(results_dir, "reproduce"):
+        config = HERE.parent / record.get("config", "")
+        if config.is_file():  # the config's header is the source of truth for the paper's figure
+            sys.path.insert(0, str(HERE))
+            from reproduce import paper_info
+
+            record["paper"] = {k: v for k, v in paper_info(config).items() if k != "header"}
+            if record["paper"]["nll"] is not None:
+                record["gap"] = record["nll"] - record["paper"]["nll"]
+        out.append(record)
     return out
 
 
@@ -62,16 +69,7 @@ def _error_gap(r):
 
 def load_ais_rows(results_dir) -> dict:
     """``{row name: record}`` of the ``ais_row`` files (``experiments/score_ais.py``)."""
-    out = {}
-    for path in sorted(Path(results_dir).glob("ais_*.json")):
-        try:
-            record = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as e:
-            print(f"skipping {path}: {e}", file=sys.stderr)
-            continue
-        if isinstance(record, dict) and record.get("kind") == "ais_row":
-            out[record["name"]] = record
-    return out
+    return {record["name"]: record for record in records_of_kind(results_dir, "ais_row", "ais_*.json")}
 
 
 def _bdmc_gap(a) -> str:

@@ -5,7 +5,6 @@ trained on the synthetic source."""
 import json
 import math
 
-import pyro
 import pytest
 import torch
 
@@ -14,22 +13,11 @@ from pyrovae.cli import main
 from pyrovae.data import load_data
 from pyrovae.runs import load_run
 
-from tiny_run import one_thread, train_tiny_run
 
 AIS_KEYS = ("num_points", "num_steps", "num_chains", "leapfrog_steps", "schedule", "log_likelihood", "se_over_points",
             "acceptance_mean", "is_on_the_same_points", "gap_ais_minus_is", "per_point", "is_per_point")
 BDMC_KEYS = ("num_points", "num_steps", "num_chains", "leapfrog_steps", "schedule", "lower_mean", "upper_mean",
              "gap_mean", "lower", "upper", "note")
-
-
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    """A tiny run trained for one epoch; the module's tests run on one thread with Pyro's validation on."""
-    pyro.enable_validation(True)
-    path = tmp_path_factory.mktemp("aisrun") / "run"
-    train_tiny_run(path, epochs=1)
-    with one_thread():
-        yield path
 
 
 def test_evaluate_ais_block_matches_the_library(run_dir, tmp_path, capsys):

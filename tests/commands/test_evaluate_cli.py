@@ -18,13 +18,6 @@ REQUIRED = ("split", "num_samples", "log_likelihood", "log_likelihood_mc_error",
             "kl", "reconstruction", "active_units")
 
 
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    path = tmp_path_factory.mktemp("evalrun") / "run"
-    train_tiny_run(path, epochs=1)
-    return path
-
-
 @pytest.fixture(autouse=True)
 def single_thread():
     with one_thread():

@@ -10,11 +10,9 @@ import socket
 import subprocess
 import sys
 
-import pytest
-
 from pyrovae.cli import main
 
-from tiny_run import one_thread, train_tiny_run
+from tiny_run import one_thread
 
 #: 45 points: IS in chunks of 4 (12 chunks, 6 per process), AIS and the gaps' AIS in chunks of 20 (2 and 1)
 ARGS = ("--iw-samples", 30, "--limit", 45, "--batch-size", 4, "--seed", 5, "--no-compile", "--no-progress",
@@ -22,13 +20,6 @@ ARGS = ("--iw-samples", 30, "--limit", 45, "--batch-size", 4, "--seed", 5, "--no
         "--gaps", "--gap-steps", 5, "--gap-samples", 10, "--no-figures")
 #: keys whose values are wall-clock times
 TIMINGS = ("seconds", "decoder_passes_per_second")
-
-
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    path = tmp_path_factory.mktemp("sharded") / "run"
-    train_tiny_run(path, epochs=1)
-    return path
 
 
 def _free_port():

@@ -7,7 +7,6 @@ import json
 import math
 import statistics
 
-import pyro
 import pytest
 import torch
 
@@ -19,22 +18,11 @@ from pyrovae.data import load_data
 from pyrovae.errors import ConfigError
 from pyrovae.runs import load_run
 
-from tiny_run import one_thread, train_tiny_run
 
 PNG = b"\x89PNG\r\n\x1a\n"
 GAP_KEYS = ("log_px", "elbo_amortized", "elbo_optimized", "approximation_gap", "amortization_gap", "inference_gap")
 SMALL = ["--points", "4", "--gap-steps", "15", "--gap-samples", "10", "--ais-steps", "10", "--chains", "2",
          "--leapfrog", "2"]
-
-
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    """A tiny run trained for one epoch; the module's tests run on one thread with Pyro's validation on."""
-    pyro.enable_validation(True)
-    path = tmp_path_factory.mktemp("gapsrun") / "run"
-    train_tiny_run(path, epochs=1)
-    with one_thread():
-        yield path
 
 
 def _evaluate(run_dir, out, *extra):
